@@ -1,0 +1,5 @@
+import sys
+
+from pqd.cli import main
+
+sys.exit(main())

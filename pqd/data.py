@@ -1,0 +1,188 @@
+"""Datasets decoded once into a uint8 tensor cache, then served from memory.
+
+Decoding JPEGs/PNGs and running PIL transforms per image costs more than the
+forward pass of a small CNN on a 2-core CPU, so each dataset is decoded once
+(by the ``prepare_data`` rule) into ``N x 3 x 32 x 32`` uint8 tensors, and
+training batches are cut from memory with augmentation done on whole tensors
+(random crop with zero padding, horizontal flip).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pqd.checkpoint import atomic_path, load_file
+from pqd.errors import PqdError
+from pqd.pipeline import DATASET_KINDS
+
+IMAGE_SIZE = 32
+Arrays = dict  # {"train_x", "train_y", "test_x", "test_y", "classes"}
+
+
+def _torchvision_cifar(cls_name: str, name: str, spec: dict, root: str) -> Arrays:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, cls_name)
+    out: Arrays = {}
+    for split, train in (("train", True), ("test", False)):
+        try:
+            ds = cls(root=root, train=train, download=spec.get("download", True))
+        except Exception as e:  # URLError offline, RuntimeError for a broken copy
+            raise PqdError(
+                f"dataset {name!r} ({cls_name}) is not under {root!r} and could not be downloaded "
+                f"({type(e).__name__}); put torchvision's extracted copy there or set data_root in the config"
+            ) from None
+        out[f"{split}_x"] = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+        out[f"{split}_y"] = torch.tensor(ds.targets, dtype=torch.int64)
+        out["classes"] = list(ds.classes)
+    return out
+
+
+def load_cifar10(name: str, spec: dict, root: str) -> Arrays:
+    return _torchvision_cifar("CIFAR10", name, spec, root)
+
+
+def load_cifar100(name: str, spec: dict, root: str) -> Arrays:
+    return _torchvision_cifar("CIFAR100", name, spec, root)
+
+
+def load_digits(name: str, spec: dict, root: str) -> Arrays:
+    """scikit-learn's bundled 8x8 digits, upsampled to 32x32 RGB: works offline, tiny."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    d = sk_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
+    y = torch.tensor(d.target, dtype=torch.int64)
+    idx_tr, idx_te = train_test_split(
+        np.arange(len(y)), test_size=spec.get("test_fraction", 0.2), random_state=spec.get("split_seed", 0),
+        stratify=d.target,
+    )
+    idx_tr, idx_te = torch.from_numpy(idx_tr), torch.from_numpy(idx_te)
+    return {"train_x": x[idx_tr], "train_y": y[idx_tr], "test_x": x[idx_te], "test_y": y[idx_te],
+            "classes": [str(c) for c in d.target_names]}
+
+
+def load_imagefolder(name: str, spec: dict, root: str) -> Arrays:
+    """``{root}/{train,test}/{class}/*.{jpg,png}``; class order = sorted folder names."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    base = Path(spec.get("root") or "")
+    out: Arrays = {}
+    for split in ("train", "test"):
+        folder = base / spec.get(split, split)
+        if not folder.is_dir():
+            raise PqdError(
+                f"imagefolder dataset {name!r}: folder {folder} not found; put images under "
+                f"{folder}/<class>/ or set datasets.{name}.root in the config"
+            )
+        ds = ImageFolder(str(folder))
+        xs = np.empty((len(ds.samples), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        for i, (path, _) in enumerate(ds.samples):
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                    im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+                xs[i] = np.asarray(im)
+        out[f"{split}_x"] = torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous()
+        out[f"{split}_y"] = torch.tensor([t for _, t in ds.samples], dtype=torch.int64)
+        out["classes"] = list(ds.classes)
+    return out
+
+
+def prepare(name: str, spec: dict, root: str, output: str) -> dict:
+    """Decode dataset ``name`` (config entry ``spec``) into the uint8 cache file ``output``."""
+    module_name, fn_name = DATASET_KINDS.get(spec["kind"]).split(":")
+    arrays = getattr(importlib.import_module(module_name), fn_name)(name, spec, root)
+    x = arrays["train_x"].float() / 255.0
+    arrays["mean"] = x.mean(dim=(0, 2, 3))
+    arrays["std"] = x.std(dim=(0, 2, 3))
+    arrays["name"] = name
+    with atomic_path(output) as tmp:
+        torch.save(arrays, tmp)
+    return {"train": len(arrays["train_y"]), "test": len(arrays["test_y"]), "classes": len(arrays["classes"])}
+
+
+@dataclass
+class Data:
+    """An in-memory image dataset with its normalisation and augmentation settings."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list
+    mean: torch.Tensor
+    std: torch.Tensor
+    crop_pad: int = 0
+    flip: bool = False
+    name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div_(255.0)
+        return (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random crop (zero padding ``crop_pad``) and horizontal flip on a uint8 batch."""
+        n, c, h, w = x.shape
+        if self.crop_pad:
+            p = self.crop_pad
+            padded = F.pad(x, (p, p, p, p))
+            di = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+            dj = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+            rows = (di[:, None] + torch.arange(h)[None]).view(n, 1, h, 1).expand(n, c, h, w + 2 * p)
+            cols = (dj[:, None] + torch.arange(w)[None]).view(n, 1, 1, w).expand(n, c, h, w)
+            x = padded.gather(2, rows).gather(3, cols)
+        if self.flip:
+            mask = torch.rand(n, generator=generator) < 0.5
+            x = torch.where(mask.view(n, 1, 1, 1), x.flip(3), x)
+        return x
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        generator: Optional[torch.Generator] = None,
+        device: torch.device | str = "cpu",
+        limit: Optional[int] = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x_all, y_all = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
+        n = len(y_all) if limit is None else min(limit, len(y_all))
+        order = torch.randperm(len(y_all), generator=generator)[:n] if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            x = x_all[idx]
+            if augment:
+                x = self.augment(x, generator)
+            yield self.normalize(x).to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True)
+
+
+def load_data(path: str, *, normalize: Optional[dict] = None, augment: Optional[dict] = None) -> Data:
+    """Load a cache written by :func:`prepare`; ``normalize`` overrides the train statistics."""
+    blob = load_file(path)
+    mean, std = blob["mean"], blob["std"]
+    if normalize:
+        mean = torch.tensor(normalize["mean"], dtype=torch.float32)
+        std = torch.tensor(normalize["std"], dtype=torch.float32)
+    augment = augment or {}
+    return Data(blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], list(blob["classes"]),
+                mean, std, crop_pad=int(augment.get("crop_pad", 0)), flip=bool(augment.get("flip", False)),
+                name=blob.get("name", ""))

@@ -1,0 +1,81 @@
+"""He et al. (2015) CIFAR ResNets 20/32/44/56 with option-A shortcuts.
+
+Attribute names follow the widely used public implementation (``conv1``, ``bn1``,
+``layer1..3``, ``linear``) so that its checkpoints import directly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pqd.models import scaled
+
+
+class BasicBlockA(nn.Module):
+    """Basic block whose shortcut subsamples by stride 2 and zero-pads channels (no params)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride = stride
+        self.pad_lo = (cout - cin) // 2
+        self.pad_hi = cout - cin - self.pad_lo
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x
+        if self.stride != 1 or self.pad_lo or self.pad_hi:
+            shortcut = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad_lo, self.pad_hi))
+        return F.relu(out + shortcut)
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, depth: int, num_classes: int, width: float = 1.0) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError("CIFAR ResNet depth must be 6n+2")
+        n = (depth - 2) // 6
+        widths = [scaled(c, width) for c in (16, 32, 64)]
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        cin = widths[0]
+        stages = []
+        for i, cout in enumerate(widths):
+            layers = []
+            for j in range(n):
+                layers.append(BasicBlockA(cin, cout, 2 if (i > 0 and j == 0) else 1))
+                cin = cout
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.linear = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def resnet20(num_classes: int = 10, width: float = 1.0) -> CifarResNet:
+    return CifarResNet(20, num_classes, width)
+
+
+def resnet32(num_classes: int = 10, width: float = 1.0) -> CifarResNet:
+    return CifarResNet(32, num_classes, width)
+
+
+def resnet44(num_classes: int = 10, width: float = 1.0) -> CifarResNet:
+    return CifarResNet(44, num_classes, width)
+
+
+def resnet56(num_classes: int = 10, width: float = 1.0) -> CifarResNet:
+    return CifarResNet(56, num_classes, width)
