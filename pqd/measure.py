@@ -1,0 +1,126 @@
+"""Measure the deployed model: accuracy, size on disk, sparsity, batch-1 CPU latency.
+
+Latency is compared against the dense FP32 model *in the same process*, with the two
+models timed in alternating rounds, because a shared CPU's speed drifts by up to 2x
+within seconds: only a ratio measured side by side is trustworthy.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from pqd.checkpoint import code_version, save_checkpoint
+from pqd.model_io import load_model
+
+
+def deploy(src: str, output: str) -> dict:
+    """Write the deployable form of a pipeline's final model: INT8-converted if it was
+    trained fake-quantized, FP32 otherwise; metadata trimmed to what rebuilding needs."""
+    from pqd import quant
+
+    model, meta = load_model(src)
+    form = "fp32"
+    if meta["form"] == "qat":
+        model, form = quant.convert(model), "int8"
+    keep = {k: meta[k] for k in ("experiment", "backbone", "dataset", "num_classes", "width", "reduce_range")}
+    save_checkpoint(output, model.state_dict(), {**keep, "form": form, "source": str(src),
+                                                 "code_version": code_version()})
+    return {"form": form}
+
+
+def layer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Weights of every conv/linear layer as stored for inference (integers for INT8)."""
+    from pqd import quant
+
+    ints = quant.int8_layers(model)
+    if ints:
+        return ints
+    return {n: m.weight.detach() for n, m in model.named_modules()
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
+
+
+def sizes(path: str) -> dict:
+    """Bytes on disk, raw and gzip-compressed (pruned zeros compress)."""
+    raw = Path(path).read_bytes()
+    return {"bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0))}
+
+
+def sparsity_report(model: nn.Module) -> dict:
+    from pqd.prune import sparsity
+
+    w = layer_weights(model)
+    names = list(w)
+    inner = {n: w[n] for n in names[1:-1]}
+    return {"weight_sparsity": sparsity(w), "weight_sparsity_inner": sparsity(inner),
+            "conv_linear_params": sum(t.numel() for t in w.values())}
+
+
+def cpu_info() -> dict:
+    model_name = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model_name, "machine": platform.machine(), "logical_cpus": os.cpu_count(),
+            "torch": str(torch.__version__), "quantized_engine": torch.backends.quantized.engine,
+            "python": platform.python_version()}
+
+
+@torch.inference_mode()
+def interleaved_latency(models: dict[str, nn.Module], *, runs: int = 200, warmup: int = 20, rounds: int = 10,
+                        threads: int = 1, batch_size: int = 1) -> dict[str, dict]:
+    """Batch-``batch_size`` latency of each model, timed in alternating rounds.
+
+    Each round runs every model ``runs / rounds`` times back to back, so slow and fast
+    phases of a shared CPU hit all models alike. Returns median/p90/mean in ms.
+    """
+    torch.set_num_threads(threads)
+    x = torch.randn(batch_size, 3, 32, 32)
+    for m in models.values():
+        m.eval()
+        for _ in range(warmup):
+            m(x)
+    per_round = max(1, -(-runs // rounds))
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for name, m in models.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                m(x)
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for name, ts in times.items():
+        ts_sorted = sorted(ts)
+        out[name] = {"median_ms": statistics.median(ts), "p90_ms": ts_sorted[int(0.9 * (len(ts) - 1))],
+                     "mean_ms": statistics.fmean(ts), "runs": len(ts)}
+    return out
+
+
+def latency(deployed: str, dense: str, settings: dict) -> dict:
+    """Latency of the deployed model and of the dense FP32 model, measured together."""
+    model, meta = load_model(deployed)
+    ref, _ = load_model(dense)
+    res = interleaved_latency({"model": model, "dense_fp32": ref}, runs=settings["runs"], warmup=settings["warmup"],
+                              rounds=settings["rounds"], threads=settings["threads"])
+    return {"form": meta["form"], "threads": settings["threads"], "batch_size": 1, **res,
+            "speedup_vs_dense_fp32": res["dense_fp32"]["median_ms"] / res["model"]["median_ms"],
+            "system": cpu_info(), "code_version": code_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def evaluate(deployed: str, data) -> dict:
+    from pqd.train import evaluate as top1
+
+    model, meta = load_model(deployed)
+    return {"form": meta["form"], "accuracy": top1(model, data), "test_images": len(data.test_y),
+            **sparsity_report(model), **sizes(deployed), "code_version": code_version()}

@@ -1,0 +1,161 @@
+"""Run one stage: load its input model, apply the stage module, save the result.
+
+The stage modules (:mod:`pqd.prune`, :mod:`pqd.quant`, :mod:`pqd.distill`, ...)
+only implement ``run(model, ctx) -> model``; everything they share lives here: the
+:class:`StageContext` with the data, settings and the training loop pre-wired with
+pruning masks and QAT freezing, and the provenance written into each checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from pqd import train as trainer
+from pqd.checkpoint import code_version, foreign_state_dict, save_checkpoint
+from pqd.data import Data, load_data
+from pqd.errors import PqdError
+from pqd.model_io import load_model
+from pqd.models import build_model
+from pqd.pipeline import STAGES
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PqdError("device 'cuda' requested but no CUDA device is visible; set device: auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def data_for(params: dict, path: str) -> Data:
+    return load_data(path, normalize=params["data"].get("normalize"), augment=params["data"].get("augment"))
+
+
+@dataclass
+class StageContext:
+    """What a stage needs: its settings and epochs, the data, and a ready training loop."""
+
+    params: dict
+    data: Data
+    device: torch.device
+    teacher_path: Optional[str] = None
+    record: dict = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict:
+        return self.params["stage"]
+
+    @property
+    def epochs(self) -> int:
+        return int(self.params["epochs"])
+
+    @property
+    def quant(self) -> dict:
+        return self.params["quant"]
+
+    def load_teacher(self) -> nn.Module:
+        if not self.teacher_path:
+            raise PqdError("this stage needs a teacher but none was given")
+        teacher, _ = load_model(self.teacher_path)
+        teacher.to(self.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
+
+    def fit(self, model: nn.Module, *, lr: float, loss_fn=trainer.cross_entropy, epoch_hooks=(),
+            masks: Optional[dict] = None) -> None:
+        """Train with the shared optimiser settings. Pruning masks (given, or re-derived
+        from the model's zeros) are re-applied after every step; a fake-quantized model
+        gets its observers and BN statistics frozen for the last part of training."""
+        from pqd import prune, quant
+
+        if masks is None:
+            masks = prune.masks_from_zeros(model)
+        hooks = list(epoch_hooks)
+        if quant.is_qat(model):
+            hooks.append(quant.freeze_hook(self.epochs, self.quant["freeze_at"]))
+        t = self.params["train"]
+        self.record["train"] = trainer.fit(
+            model, self.data, epochs=self.epochs, lr=lr, batch_size=t["batch_size"], momentum=t["momentum"],
+            weight_decay=t["weight_decay"], nesterov=t["nesterov"], seed=self.params["seed"], device=self.device,
+            loss_fn=loss_fn, epoch_hooks=hooks, step_hooks=[prune.mask_hook(masks)],
+            desc=self.params.get("label", "train"),
+        )
+
+
+def _meta(params: dict, form: str, history: list, accuracy: float) -> dict:
+    return {
+        "experiment": params["experiment"], "backbone": params["backbone"], "dataset": params["dataset"],
+        "num_classes": params["num_classes"], "width": params["width"], "form": form,
+        "reduce_range": params.get("quant", {}).get("reduce_range", True), "accuracy": accuracy, "history": history,
+        "code_version": code_version(),
+    }
+
+
+def run_dense(params: dict, data_path: str, output: str, checkpoint: Optional[str] = None) -> dict:
+    """Train the dense FP32 model, or import ``checkpoint`` (bring your own model)."""
+    data = data_for(params, data_path)
+    params = {**params, "num_classes": data.num_classes}
+    device = pick_device(params["device"])
+    torch.manual_seed(params["seed"])
+    model = build_model(params["backbone"], data.num_classes, params["width"])
+    t0 = time.perf_counter()
+    record: dict = {"stage": "dense", "settings": params["stage"], "epochs": params["epochs"], "config": params}
+    if checkpoint:
+        sd = foreign_state_dict(checkpoint)
+        missing, unexpected = model.state_dict().keys() - sd.keys(), sd.keys() - model.state_dict().keys()
+        if missing or unexpected:
+            raise PqdError(
+                f"checkpoint {checkpoint} does not fit backbone {params['backbone']!r} (width {params['width']}): "
+                f"{len(missing)} missing keys (e.g. {sorted(missing)[:2]}), {len(unexpected)} unexpected "
+                f"(e.g. {sorted(unexpected)[:2]}); pick the backbone it was trained with"
+            )
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError as e:
+            raise PqdError(f"checkpoint {checkpoint} has tensors of the wrong shape for {params['backbone']!r} "
+                           f"(width {params['width']}, {data.num_classes} classes): {str(e).splitlines()[-1].strip()}"
+                           ) from None
+        record["imported_from"] = str(checkpoint)
+        record["epochs"] = 0
+    else:
+        s = params["stage"]
+        ctx = StageContext({**params, "stage": s}, data, device, record=record)
+        ctx.fit(model, lr=s["lr"], masks={})
+    acc = trainer.evaluate(model, data, device=device)
+    record.update(wall_s=time.perf_counter() - t0, accuracy=acc)
+    print(f"[dense] test accuracy {acc:.2f}%", file=sys.stderr)
+    save_checkpoint(output, model.cpu().state_dict(), _meta(params, "fp32", [record], acc))
+    return record
+
+
+def run_stage(letter: str, params: dict, input_path: str, data_path: str, output: str,
+              teacher: Optional[str] = None) -> dict:
+    """Apply stage ``letter`` to the model at ``input_path`` and save it to ``output``."""
+    spec = STAGES.get(letter)
+    data = data_for(params, data_path)
+    model, meta = load_model(input_path)
+    params = {**params, "num_classes": meta["num_classes"]}
+    device = pick_device(params["device"])
+    torch.manual_seed(params["seed"])
+    record: dict = {"stage": letter, "name": spec.name, "settings": params["stage"], "epochs": params["epochs"],
+                    "config": params}
+    ctx = StageContext(params, data, device, teacher_path=teacher, record=record)
+    t0 = time.perf_counter()
+    module = importlib.import_module(spec.module)
+    model = module.run(model, ctx)
+    from pqd.quant import is_qat
+
+    acc = trainer.evaluate(model, data, device=device)
+    record.update(wall_s=time.perf_counter() - t0, accuracy=acc)
+    print(f"[{spec.name}] test accuracy {acc:.2f}%", file=sys.stderr)
+    form = "qat" if is_qat(model) else "fp32"
+    save_checkpoint(output, model.cpu().state_dict(), _meta(params, form, meta["history"] + [record], acc))
+    return record
