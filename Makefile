@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine (see README):
+#   make quickstart   install, then run every pipeline on the embedded digits data (~10 min, 2 cores)
+#   make test         install, then run the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install quickstart test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: these wheels are the ones the project is tested with
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install
+	$(VENV)/bin/snakemake -j2
+	@cat results/resnet20_digits/summary.md
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf results logs benchmarks .snakemake
