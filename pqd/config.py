@@ -25,7 +25,8 @@ def validate(config: dict, schema: str) -> dict:
     try:
         sm_validate(config, schema)
     except WorkflowError as e:
-        err = next((a for a in e.args if isinstance(a, jsonschema.ValidationError)), None)
+        # snakemake formats the jsonschema error into its message; the original is the context
+        err = e.__context__ if isinstance(e.__context__, jsonschema.ValidationError) else None
         if err is None:
             raise PqdError(f"invalid config: {str(e).splitlines()[-1]}") from None
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"

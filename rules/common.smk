@@ -40,6 +40,20 @@ def exp_cfg(exp):
         fail(e)
 
 
+def byo_checkpoint(exp):
+    """dense.checkpoint of `exp` ([] when training from scratch); a missing file is a config error."""
+    path = exp_cfg(exp)["dense"]["checkpoint"]
+    if path and not Path(path).is_file():
+        fail(f"dense.checkpoint {path!r} not found (experiment {exp}); fix the path or set it to null to train")
+    return path or []
+
+
+# Fail fast on every experiment the config names: Snakemake swallows an error raised inside an
+# input function when the target file already exists (it then treats that file as a source).
+for _exp in dict.fromkeys([*config["experiments"], *config["overrides"]]):
+    byo_checkpoint(_exp)
+
+
 def chain_of(pipeline):
     try:
         return pqd_pipeline.parse_pipeline(pipeline)

@@ -1,11 +1,3 @@
-def byo_checkpoint(exp):
-    """dense.checkpoint of `exp` ([] when training from scratch); a missing file is a config error."""
-    path = exp_cfg(exp)["dense"]["checkpoint"]
-    if path and not Path(path).is_file():
-        fail(f"dense.checkpoint {path!r} not found (experiment {exp}); fix the path or set it to null to train")
-    return path or []
-
-
 rule dense:
     """Train the dense FP32 model, or import dense.checkpoint (bring your own)."""
     input:

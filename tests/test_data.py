@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pqd.data import load_data, prepare
+from pqd.errors import PqdError
+
+
+def test_digits_is_embedded_32x32_rgb_uint8_with_a_stratified_split(digits):
+    assert digits.train_x.shape[1:] == (3, 32, 32) and digits.train_x.dtype == torch.uint8
+    assert len(digits.train_y) + len(digits.test_y) == 1797
+    assert digits.num_classes == 10
+    assert set(digits.test_y.tolist()) == set(range(10))
+
+
+def test_random_crop_shifts_with_zero_padding_and_flip_mirrors(digits):
+    x = torch.arange(2 * 3 * 6 * 6).view(2, 3, 6, 6).to(torch.uint8)
+    data = type(digits)(x, torch.zeros(2), x, torch.zeros(2), ["a"], digits.mean, digits.std, crop_pad=2)
+    out = data.augment(x, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape
+    for i in range(2):  # each output is a shifted window of the zero-padded input
+        padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        assert any(torch.equal(out[i], padded[:, r:r + 6, c:c + 6]) for r in range(5) for c in range(5))
+    data.crop_pad, data.flip = 0, True
+    flips = [data.augment(x, torch.Generator().manual_seed(s)) for s in range(8)]
+    assert any(torch.equal(f[0], x[0].flip(2)) for f in flips) and any(torch.equal(f[0], x[0]) for f in flips)
+
+
+def test_batches_are_deterministic_given_a_seed(digits):
+    a = next(digits.batches("train", 32, shuffle=True, augment=True, generator=torch.Generator().manual_seed(3)))
+    b = next(digits.batches("train", 32, shuffle=True, augment=True, generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_imagefolder_reads_class_folders_and_resizes(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    out = tmp_path / "cache.pt"
+    assert prepare("tiny", {"kind": "imagefolder", "root": str(tmp_path)}, "unused", str(out)) == \
+        {"train": 6, "test": 4, "classes": 2}
+    data = load_data(str(out))
+    assert data.classes == ["cat", "dog"] and data.train_x.shape == (6, 3, 32, 32)
+    assert data.train_y.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_missing_imagefolder_names_the_folder_and_the_fix(tmp_path):
+    with pytest.raises(PqdError, match="folder .*train not found"):
+        prepare("c10jpg", {"kind": "imagefolder", "root": str(tmp_path / "nowhere")}, "x", str(tmp_path / "o.pt"))
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_cifar_offline_without_a_copy_stops_with_one_line(tmp_path):
+    with pytest.raises(PqdError) as e:
+        prepare("c10", {"kind": "c10", "download": False}, str(tmp_path), str(tmp_path / "c10.pt"))
+    msg = str(e.value)
+    assert "not under" in msg and "data_root" in msg and "\n" not in msg
+    assert not (tmp_path / "c10.pt").exists()

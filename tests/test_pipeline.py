@@ -1,0 +1,50 @@
+import pytest
+
+from pqd.errors import PqdError
+from pqd.pipeline import (BACKBONES, STAGES, all_pipelines, artifact_name, model_path, parse_experiment,
+                          parse_pipeline)
+
+
+def test_every_order_pair_and_single_is_a_valid_pipeline():
+    pipes = all_pipelines()
+    assert len(pipes) == 16 and pipes[0] == "dense"
+    for order in ("pqd", "pdq", "qpd", "qdp", "dpq", "dqp", "pq", "qd", "p", "q", "d"):
+        assert order in pipes
+        assert parse_pipeline(order) == order
+
+
+def test_files_are_named_for_what_they_hold_and_prefixes_are_shared():
+    assert model_path("results", "e", "") == "results/e/dense/dense.pt"
+    assert model_path("results", "e", "p") == "results/e/p/pruned.pt"
+    assert model_path("results", "e", "pq") == "results/e/pq/qat_int8.pt"
+    assert model_path("results", "e", "pqd") == "results/e/pqd/distilled_int8.pt"
+    assert model_path("results", "e", "d") == "results/e/d/distilled.pt"
+    assert artifact_name("qp") == "pruned_int8"
+    # pqd and pdq depend on the same pruned model file
+    assert model_path("r", "e", "pqd"[:1]) == model_path("r", "e", "pdq"[:1])
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("pqx", "unknown stage letter 'x'"),
+    ("ppq", "repeats stage 'p'"),
+    ("", "empty pipeline"),
+])
+def test_bad_pipelines_fail_with_one_clear_line(bad, message):
+    with pytest.raises(PqdError, match=message) as e:
+        parse_pipeline(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_experiment_names_split_on_known_backbones_even_with_underscores():
+    assert parse_experiment("wrn28_10_c100", ["c10", "c100"]) == ("wrn28_10", "c100")
+    assert parse_experiment("vgg16_c10", ["c10"]) == ("vgg16", "c10")
+    with pytest.raises(PqdError, match="unknown backbone"):
+        parse_experiment("alexnet_c10", ["c10"])
+    with pytest.raises(PqdError, match="unknown dataset 'svhn'"):
+        parse_experiment("vgg16_svhn", ["c10"])
+
+
+def test_registries_list_known_names_on_error():
+    with pytest.raises(PqdError, match="choose one of: .*resnet20"):
+        BACKBONES.get("resnet1000")
+    assert {"p", "q", "d"} <= set(STAGES)

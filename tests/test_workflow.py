@@ -1,0 +1,156 @@
+"""End to end through Snakemake on a copy of the workflow with a tiny config (digits, width 0.25)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+EXP = "resnet20_digits"
+TINY = """
+experiments: [resnet20_digits]
+pipelines: [dense, pqd, pdq]
+width: 0.25
+protocols: {quick: {dense: 2, p: 1, q: 1, d: 1}}
+measure: {runs: 200, warmup: 2, rounds: 4, threads: 1}
+"""
+
+
+def smk(wd: Path, *args: str, check: bool = True, edit: str = "") -> subprocess.CompletedProcess:
+    """Run snakemake in ``wd`` with the tiny config, plus ``edit`` (YAML) merged over it."""
+    configs = ["tiny.yaml"]
+    if edit:
+        (wd / "edit.yaml").write_text(edit)
+        configs.append("edit.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "-j2", *args, "--configfile", *configs]
+    res = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=900)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def planned(wd: Path, *args: str, edit: str = "") -> dict[str, int]:
+    """Job counts per rule of a dry run (empty when nothing is to be done)."""
+    res = smk(wd, "-n", *args, edit=edit)
+    out = res.stdout + res.stderr
+    stats = {}
+    if "Job stats:" in out:
+        table = out.split("Job stats:")[1].split("total")[0]
+        stats = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    return stats
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("wf")
+    for item in ("Snakefile", "rules", "config", "profiles", "report", "pqd"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / item)
+    (d / "tiny.yaml").write_text(TINY)
+    return d
+
+
+@pytest.fixture(scope="module")
+def built(wd: Path) -> Path:
+    smk(wd, f"results/{EXP}/pqd/report.json")
+    return wd
+
+
+def test_pqd_report_measures_a_sparse_int8_model(built: Path):
+    rep = json.loads((built / f"results/{EXP}/pqd/report.json").read_text())
+    assert rep["deployed_form"] == "int8"
+    assert [s["stage"] for s in rep["stages"]] == ["dense", "p", "q", "d"]
+    assert rep["weight_sparsity_inner"] >= 0.5  # target 0.5, INT8 rounding may add zeros
+    assert rep["size_ratio"] > 1.5  # int8 weights; at width 0.25 per-channel scales and framing weigh in
+    assert rep["size_gzip_bytes"] < rep["size_bytes"]
+    assert rep["latency_runs"] >= 200 and rep["latency_ms"] > 0 and rep["speedup"] > 0
+    assert rep["accuracy"] > 20.0  # 10 classes: far above chance after two dense epochs
+    assert rep["code_version"]["source_sha256"] and rep["config"]["stage"]["temperature"] == 4.0
+    lat = json.loads((built / f"results/{EXP}/pqd/latency.json").read_text())
+    assert lat["threads"] == 1 and lat["system"]["quantized_engine"] == "x86"
+    deployed = torch.load(built / f"results/{EXP}/pqd/deployed.pt", weights_only=True)
+    assert deployed["meta"]["form"] == "int8"
+    assert any(v.dtype == torch.qint8 for v in deployed["state_dict"].values() if isinstance(v, torch.Tensor))
+
+
+def test_another_order_reuses_the_shared_pruned_prefix(built: Path):
+    jobs = planned(built, f"results/{EXP}/pdq/report.json")
+    assert "stage_prune" not in jobs and "dense" not in jobs
+    assert jobs["stage_distill"] == 1 and jobs["stage_qat"] == 1
+    smk(built, f"results/{EXP}/pdq/report.json")
+    rep = json.loads((built / f"results/{EXP}/pdq/report.json").read_text())
+    assert [s["stage"] for s in rep["stages"]] == ["dense", "p", "d", "q"] and rep["deployed_form"] == "int8"
+    assert planned(built, f"results/{EXP}/pdq/report.json") == {}
+
+
+def test_summary_table_plot_and_snakemake_html_report(built: Path):
+    smk(built, f"results/{EXP}/summary.csv")
+    import pandas as pd
+
+    df = pd.read_csv(built / f"results/{EXP}/summary.csv")
+    assert sorted(df["pipeline"]) == ["dense", "pdq", "pqd"]
+    assert (built / f"results/{EXP}/frontier.png").stat().st_size > 10_000
+    assert "| pqd |" in (built / f"results/{EXP}/summary.md").read_text()
+    smk(built, f"results/{EXP}/summary.csv", "--report", "report.html")
+    assert (built / "report.html").stat().st_size > 10_000
+
+
+def test_editing_one_stage_setting_reruns_that_stage_and_descendants_only(built: Path):
+    targets = [f"results/{EXP}/pqd/report.json", f"results/{EXP}/pdq/report.json"]
+    jobs = planned(built, *targets, edit="stages: {d: {temperature: 2.0}}")
+    assert jobs.get("stage_distill") == 2  # pqd and pd
+    assert jobs.get("stage_qat") == 1  # pdq, downstream of pd
+    assert not {"stage_prune", "dense", "prepare_data"} & set(jobs)
+    jobs = planned(built, *targets, edit="stages: {q: {lr: 0.02}}")
+    assert jobs.get("stage_qat") == 2 and jobs.get("stage_distill") == 1  # pq, pdq; pqd
+    assert not {"stage_prune", "dense"} & set(jobs)
+
+
+def test_editing_a_stage_module_reruns_only_that_stage(built: Path):
+    targets = [f"results/{EXP}/pqd/report.json", f"results/{EXP}/pdq/report.json"]
+    path = built / "pqd/distill.py"
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# edited\n")
+        jobs = planned(built, *targets)
+        assert jobs.get("stage_distill") == 2 and "stage_prune" not in jobs and "dense" not in jobs
+    finally:
+        path.write_text(original)
+    assert planned(built, *targets) == {}
+
+
+@pytest.mark.parametrize("target, edit, message", [
+    ("results/alexnet_digits/pqd/report.json", "", "unknown backbone in experiment 'alexnet_digits'"),
+    ("results/resnet20_svhn/pqd/report.json", "", "unknown dataset 'svhn'"),
+    (f"results/{EXP}/pqx/report.json", "", "unknown stage letter 'x'"),
+    (f"results/{EXP}/ppq/report.json", "", "repeats stage 'p'"),
+    (f"results/{EXP}/pqd/report.json", "stages: {p: {sparsity: 1.5}}",
+     "invalid config at 'stages.p.sparsity': 1.5 is greater than or equal to the maximum of 1"),
+    (f"results/{EXP}/pqd/report.json", "device: tpu", "invalid config at 'device'"),
+    (f"results/{EXP}/pqd/report.json", "protocol: slow", "unknown protocol 'slow'"),
+    (f"results/{EXP}/pqd/report.json", "dense: {checkpoint: missing.pt}", "dense.checkpoint 'missing.pt' not found"),
+])
+def test_bad_input_is_one_clear_line(built: Path, target: str, edit: str, message: str):
+    # run against the built tree: errors must surface even when the target files exist
+    res = smk(built, "-n", target, edit=edit, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    lines = [line for line in out.splitlines() if "pqd: error:" in line]
+    assert lines and message in lines[0], out[-2000:]
+
+
+def test_corrupt_checkpoint_fails_the_job_with_one_line_and_no_output(wd: Path):
+    (wd / "corrupt.pt").write_bytes(b"not a checkpoint at all")
+    res = smk(wd, "results_bad/resnet20_digits/dense/dense.pt", edit="results: results_bad\ndense: {checkpoint: corrupt.pt}",
+              check=False)
+    assert res.returncode != 0
+    log = (wd / "logs/resnet20_digits/dense/dense.log").read_text()
+    assert log.strip().splitlines()[-1].startswith("pqd: error: corrupt or unsafe checkpoint corrupt.pt")
+    assert not (wd / "results_bad/resnet20_digits/dense/dense.pt").exists()
