@@ -18,7 +18,7 @@ PQD = f"{shlex.quote(sys.executable)} -m pqd"
 # A local run never oversubscribes the physical cores: every rule books `cpus` equal to its
 # threads, and a local run offers at most this machine's cores (--resources cpus=N overrides).
 if workflow.local_exec and "cpus" not in workflow.global_resources:
-    workflow.global_resources["cpus"] = MACHINE_CPUS
+    workflow.register_resource("cpus", MACHINE_CPUS)
 
 
 wildcard_constraints:
