@@ -78,7 +78,7 @@ def cpu_info() -> dict:
 
 
 @torch.inference_mode()
-def interleaved_latency(models: dict[str, nn.Module], *, runs: int = 200, warmup: int = 20, rounds: int = 10,
+def interleaved_latency(models: dict[str, nn.Module], *, runs: int = 200, warmup: int = 20, rounds: int = 40,
                         threads: int = 1, batch_size: int = 1) -> dict[str, dict]:
     """Batch-``batch_size`` latency of each model, timed in alternating rounds.
 

@@ -110,13 +110,16 @@ def run_dense(params: dict, data_path: str, output: str, checkpoint: Optional[st
     record: dict = {"stage": "dense", "settings": params["stage"], "epochs": params["epochs"], "config": params}
     if checkpoint:
         sd = foreign_state_dict(checkpoint)
-        missing, unexpected = model.state_dict().keys() - sd.keys(), sd.keys() - model.state_dict().keys()
+        own = model.state_dict()
+        # Checkpoints from older PyTorch lack BatchNorm's num_batches_tracked counters, which do
+        # not affect inference or momentum-based statistics: take them from the fresh model.
+        sd = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in sd}, **sd}
+        missing, unexpected = sorted(own.keys() - sd.keys()), sorted(sd.keys() - own.keys())
         if missing or unexpected:
-            raise PqdError(
-                f"checkpoint {checkpoint} does not fit backbone {params['backbone']!r} (width {params['width']}): "
-                f"{len(missing)} missing keys (e.g. {sorted(missing)[:2]}), {len(unexpected)} unexpected "
-                f"(e.g. {sorted(unexpected)[:2]}); pick the backbone it was trained with"
-            )
+            detail = "; ".join(f"{len(keys)} {what} keys (e.g. {', '.join(keys[:2])})"
+                               for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+            raise PqdError(f"checkpoint {checkpoint} does not fit backbone {params['backbone']!r} "
+                           f"(width {params['width']}): {detail}; pick the backbone it was trained with")
         try:
             model.load_state_dict(sd)
         except RuntimeError as e:
