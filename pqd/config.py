@@ -64,10 +64,13 @@ def epochs(cfg: dict, key: str) -> int:
     return int(table[key])
 
 
-def dataset_spec(cfg: dict) -> dict:
-    """What decoding the dataset depends on (not normalisation or augmentation)."""
-    spec = {k: v for k, v in cfg["datasets"][cfg["dataset"]].items() if k not in ("augment", "normalize")}
-    return {"name": cfg["dataset"], "spec": spec, "root": cfg["data_root"]}
+def dataset_params(config: dict, name: str) -> dict:
+    """What decoding dataset ``name`` depends on: its entry minus normalisation and
+    augmentation (applied at load time), so editing those never re-decodes images."""
+    if name not in config["datasets"]:
+        raise PqdError(f"unknown dataset {name!r}; define it under 'datasets' in the config")
+    spec = {k: v for k, v in config["datasets"][name].items() if k not in ("augment", "normalize")}
+    return {"name": name, "spec": spec, "root": config["data_root"]}
 
 
 def _common(cfg: dict, exp: str) -> dict[str, Any]:

@@ -43,21 +43,18 @@ class StageSpec:
     doc: str = ""
 
 
-STAGES: Registry[StageSpec] = Registry("stage letter")
-for _spec in (
+STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
     StageSpec("p", "prune", "pruned", "pqd.prune",
               doc="global unstructured magnitude pruning with fine-tuning"),
     StageSpec("q", "qat", "qat", "pqd.quant", quantizes=True,
               doc="INT8 quantization-aware training (FX graph mode, x86 backend)"),
     StageSpec("d", "distill", "distilled", "pqd.distill", needs_teacher=True,
               doc="Hinton knowledge distillation from the dense FP32 teacher"),
-):
-    STAGES.add(_spec.letter, _spec)
+)})
 
 # Backbones and dataset kinds are catalogued as "module:callable" strings so that
 # naming and validating them never imports torch.
-BACKBONES: Registry[str] = Registry("backbone")
-for _name, _target in {
+BACKBONES: Registry[str] = Registry("backbone", {
     "vgg16": "pqd.models.vgg:vgg16_bn",
     "resnet18": "pqd.models.resnet:resnet18",
     "wrn28_10": "pqd.models.wrn:wrn28_10",
@@ -65,17 +62,14 @@ for _name, _target in {
     "resnet32": "pqd.models.resnet_cifar:resnet32",
     "resnet44": "pqd.models.resnet_cifar:resnet44",
     "resnet56": "pqd.models.resnet_cifar:resnet56",
-}.items():
-    BACKBONES.add(_name, _target)
+})
 
-DATASET_KINDS: Registry[str] = Registry("dataset kind")
-for _name, _target in {
+DATASET_KINDS: Registry[str] = Registry("dataset kind", {
     "c10": "pqd.data:load_cifar10",
     "c100": "pqd.data:load_cifar100",
     "digits": "pqd.data:load_digits",
     "imagefolder": "pqd.data:load_imagefolder",
-}.items():
-    DATASET_KINDS.add(_name, _target)
+})
 
 
 def parse_pipeline(pipeline: str) -> str:

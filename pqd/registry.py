@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, Iterator, TypeVar
+from typing import Callable, Dict, Generic, Iterator, Mapping, Optional, TypeVar
 
 from pqd.errors import PqdError
 
@@ -12,9 +12,11 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to objects; unknown names fail with the list of known ones."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, items: Optional[Mapping[str, T]] = None) -> None:
         self.kind = kind
         self._items: Dict[str, T] = {}
+        for name, obj in (items or {}).items():
+            self.add(name, obj)
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:

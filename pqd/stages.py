@@ -129,9 +129,7 @@ def run_dense(params: dict, data_path: str, output: str, checkpoint: Optional[st
         record["imported_from"] = str(checkpoint)
         record["epochs"] = 0
     else:
-        s = params["stage"]
-        ctx = StageContext({**params, "stage": s}, data, device, record=record)
-        ctx.fit(model, lr=s["lr"], masks={})
+        StageContext(params, data, device, record=record).fit(model, lr=params["stage"]["lr"], masks={})
     acc = trainer.evaluate(model, data, device=device)
     record.update(wall_s=time.perf_counter() - t0, accuracy=acc)
     print(f"[dense] test accuracy {acc:.2f}%", file=sys.stderr)

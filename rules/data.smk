@@ -3,14 +3,7 @@ rule prepare_data:
     output:
         f"{CACHE}/{{dataset}}.pt",
     params:
-        spec=lambda wc: json.dumps(
-            {
-                "name": wc.dataset,
-                "root": config["data_root"],
-                "spec": {k: v for k, v in config["datasets"][wc.dataset].items() if k not in ("augment", "normalize")},
-            },
-            sort_keys=True,
-        ),
+        spec=lambda wc: json.dumps(pqd_config.dataset_params(config, wc.dataset), sort_keys=True),
         code=code_hash(),
     log:
         "logs/data/{dataset}.log",

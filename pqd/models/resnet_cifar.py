@@ -11,28 +11,25 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pqd.models import scaled
+from pqd.models.resnet import BasicBlock
 
 
-class BasicBlockA(nn.Module):
-    """Basic block whose shortcut subsamples by stride 2 and zero-pads channels (no params)."""
+class PadShortcut(nn.Module):
+    """Option-A shortcut: subsample by the stride and zero-pad the new channels (no parameters)."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
         self.stride = stride
         self.pad_lo = (cout - cin) // 2
         self.pad_hi = cout - cin - self.pad_lo
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x
-        if self.stride != 1 or self.pad_lo or self.pad_hi:
-            shortcut = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad_lo, self.pad_hi))
-        return F.relu(out + shortcut)
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad_lo, self.pad_hi))
+
+
+def block_a(cin: int, cout: int, stride: int) -> BasicBlock:
+    shortcut = PadShortcut(cin, cout, stride) if (stride != 1 or cin != cout) else nn.Identity()
+    return BasicBlock(cin, cout, stride, shortcut)
 
 
 class CifarResNet(nn.Module):
@@ -49,7 +46,7 @@ class CifarResNet(nn.Module):
         for i, cout in enumerate(widths):
             layers = []
             for j in range(n):
-                layers.append(BasicBlockA(cin, cout, 2 if (i > 0 and j == 0) else 1))
+                layers.append(block_a(cin, cout, 2 if (i > 0 and j == 0) else 1))
                 cin = cout
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3 = stages
