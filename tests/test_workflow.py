@@ -154,3 +154,21 @@ def test_corrupt_checkpoint_fails_the_job_with_one_line_and_no_output(wd: Path):
     log = (wd / "logs/resnet20_digits/dense/dense.log").read_text()
     assert log.strip().splitlines()[-1].startswith("pqd: error: corrupt or unsafe checkpoint corrupt.pt")
     assert not (wd / "results_bad/resnet20_digits/dense/dense.pt").exists()
+
+
+def test_j4_on_this_machine_never_runs_more_training_threads_than_cores(wd: Path):
+    """-j4 offers 4 'cores', but every job books cpus=threads and a local run offers only the
+    machine's cores, so 2-thread training jobs on a 2-core machine run one at a time."""
+    import os
+
+    exps = ["resnet32_digits", "resnet44_digits"]
+    res = smk(wd, "-j4", *[f"results/{e}/dense/dense.pt" for e in exps])
+    running, peak = 0, 0
+    for line in (res.stdout + res.stderr).splitlines():
+        if line.strip() == "localrule dense:":
+            running += 1
+            peak = max(peak, running)
+        elif re.match(r"Finished jobid: \d+ \(Rule: dense\)", line):
+            running -= 1
+    threads = 2  # config threads.train
+    assert peak == max(1, min(4, os.cpu_count()) // threads)
