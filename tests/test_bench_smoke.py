@@ -1,0 +1,21 @@
+"""The bench scripts must keep running (smoke run on tiny inputs); their figures are not tested."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("script, expect", [
+    ("bench/int8_vs_fp32.py", "INT8 speedup"),
+    ("bench/train_throughput.py", "ratio pqd / torchvision"),
+    ("bench/snakemake_overhead.py", "jobs to rerun after that edit"),
+])
+def test_bench_script_smoke_run(script, expect):
+    res = subprocess.run([sys.executable, str(ROOT / script), "--smoke"], capture_output=True, text=True,
+                         timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert expect in res.stdout
