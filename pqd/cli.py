@@ -64,7 +64,8 @@ def cmd_evaluate(a: argparse.Namespace) -> object:
     from pqd.measure import evaluate
     from pqd.stages import data_for
 
-    res = evaluate(a.input, data_for(json.loads(a.params), a.data))
+    params = json.loads(a.params)
+    res = evaluate(a.input, data_for(params, a.data), params["runtime"], a.onnx or None, a.threads)
     write_json(a.output, res)
     return {"accuracy": res["accuracy"]}
 
@@ -74,9 +75,16 @@ def cmd_latency(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
     from pqd.measure import latency
 
-    res = latency(a.input, a.dense, json.loads(a.params))
+    res = latency(a.input, a.dense, json.loads(a.params), a.onnx or None)
     write_json(a.output, res)
     return {"speedup": res["speedup_vs_dense_fp32"], "median_ms": res["model"]["median_ms"]}
+
+
+@command
+def cmd_export(a: argparse.Namespace) -> object:
+    from pqd.runtimes import export_onnx
+
+    return export_onnx(a.input, a.output)
 
 
 @command
@@ -99,7 +107,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pqd", description=__doc__.splitlines()[0])
     p.add_argument("command", choices=sorted(COMMANDS))
     for flag in ("--params", "--input", "--output", "--data", "--checkpoint", "--teacher", "--letter", "--dense",
-                 "--eval", "--latency", "--dense-eval", "--experiment", "--pipeline", "--csv", "--md", "--plot"):
+                 "--eval", "--latency", "--dense-eval", "--experiment", "--pipeline", "--csv", "--md", "--plot",
+                 "--onnx"):
         p.add_argument(flag)
     p.add_argument("--reports", nargs="*", default=[])
     p.add_argument("--threads", type=int, default=1)

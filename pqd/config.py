@@ -98,4 +98,4 @@ def rule_params(cfg: dict, exp: str, chain: str) -> dict:
 
 def eval_params(cfg: dict, exp: str) -> dict:
     ds = cfg["datasets"][cfg["dataset"]]
-    return {"data": {"normalize": ds.get("normalize"), "augment": {}}}
+    return {"data": {"normalize": ds.get("normalize"), "augment": {}}, "runtime": cfg["measure"]["runtime"]}

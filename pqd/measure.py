@@ -13,11 +13,12 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 
-from pqd.checkpoint import code_version, save_checkpoint
+from pqd.checkpoint import code_version, load_checkpoint, save_checkpoint
 from pqd.model_io import load_model
 
 
@@ -78,8 +79,9 @@ def cpu_info() -> dict:
 
 
 @torch.inference_mode()
-def interleaved_latency(models: dict[str, nn.Module], *, runs: int = 200, warmup: int = 20, rounds: int = 40,
-                        threads: int = 1, batch_size: int = 1) -> dict[str, dict]:
+def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]], *, runs: int = 200,
+                        warmup: int = 20, rounds: int = 40, threads: int = 1, batch_size: int = 1
+                        ) -> dict[str, dict]:
     """Batch-``batch_size`` latency of each model, timed in alternating rounds.
 
     Each round runs every model ``runs / rounds`` times back to back, so slow and fast
@@ -88,7 +90,8 @@ def interleaved_latency(models: dict[str, nn.Module], *, runs: int = 200, warmup
     torch.set_num_threads(threads)
     x = torch.randn(batch_size, 3, 32, 32)
     for m in models.values():
-        m.eval()
+        if isinstance(m, nn.Module):
+            m.eval()
         for _ in range(warmup):
             m(x)
     per_round = max(1, -(-runs // rounds))
@@ -107,20 +110,30 @@ def interleaved_latency(models: dict[str, nn.Module], *, runs: int = 200, warmup
     return out
 
 
-def latency(deployed: str, dense: str, settings: dict) -> dict:
-    """Latency of the deployed model and of the dense FP32 model, measured together."""
-    model, meta = load_model(deployed)
+def latency(deployed: str, dense: str, settings: dict, onnx_path: Optional[str] = None) -> dict:
+    """Latency of the deployed model in the configured runtime and of the dense FP32 model in
+    PyTorch eager (the common baseline), measured together."""
+    from pqd.runtimes import RUNTIMES, runtime_versions
+
+    runtime = settings["runtime"]
+    model = RUNTIMES.get(runtime)(deployed, onnx_path, settings["threads"])
     ref, _ = load_model(dense)
+    form = load_checkpoint(deployed)["meta"]["form"]
     res = interleaved_latency({"model": model, "dense_fp32": ref}, runs=settings["runs"], warmup=settings["warmup"],
                               rounds=settings["rounds"], threads=settings["threads"])
-    return {"form": meta["form"], "threads": settings["threads"], "batch_size": 1, **res,
+    return {"form": form, **runtime_versions(runtime), "threads": settings["threads"], "batch_size": 1, **res,
             "speedup_vs_dense_fp32": res["dense_fp32"]["median_ms"] / res["model"]["median_ms"],
             "system": cpu_info(), "code_version": code_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def evaluate(deployed: str, data) -> dict:
+def evaluate(deployed: str, data, runtime: str = "torch", onnx_path: Optional[str] = None, threads: int = 1) -> dict:
+    """Accuracy of the deployed artifact in ``runtime`` and, for comparison, in PyTorch."""
+    from pqd.runtimes import RUNTIMES
     from pqd.train import evaluate as top1
 
     model, meta = load_model(deployed)
-    return {"form": meta["form"], "accuracy": top1(model, data), "test_images": len(data.test_y),
-            **sparsity_report(model), **sizes(deployed), "code_version": code_version()}
+    acc_torch = top1(model, data)
+    acc = acc_torch if runtime == "torch" else top1(RUNTIMES.get(runtime)(deployed, onnx_path, threads), data)
+    return {"form": meta["form"], "runtime": runtime, "accuracy": acc, "accuracy_torch": acc_torch,
+            "test_images": len(data.test_y), **sparsity_report(model), **sizes(deployed),
+            **({"onnx_bytes": sizes(onnx_path)["bytes"]} if onnx_path else {}), "code_version": code_version()}

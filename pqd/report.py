@@ -19,7 +19,7 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
               for h in meta["history"]]
     rep = {
         "experiment": experiment, "backbone": meta["backbone"], "dataset": meta["dataset"], "pipeline": pipeline,
-        "deployed_form": ev["form"],
+        "deployed_form": ev["form"], "runtime": ev["runtime"], "accuracy_torch": ev["accuracy_torch"],
         "accuracy": ev["accuracy"], "dense_accuracy": dense["accuracy"], "accuracy_delta": ev["accuracy"] - dense["accuracy"],
         "size_bytes": ev["bytes"], "size_gzip_bytes": ev["gzip_bytes"], "dense_size_bytes": dense["bytes"],
         "size_ratio": dense["bytes"] / ev["bytes"], "size_gzip_ratio": dense["bytes"] / ev["gzip_bytes"],
@@ -37,7 +37,7 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
     return rep
 
 
-COLUMNS = ["pipeline", "deployed_form", "accuracy", "accuracy_delta", "size_bytes", "size_gzip_bytes", "size_ratio",
+COLUMNS = ["pipeline", "deployed_form", "runtime", "accuracy", "accuracy_delta", "size_bytes", "size_gzip_bytes", "size_ratio",
            "weight_sparsity", "latency_ms", "latency_p90_ms", "speedup", "train_wall_s"]
 
 

@@ -85,7 +85,7 @@ def eval_json(wc):
 PQD_SRC = Path(workflow.basedir) / "pqd"
 STAGE_ONLY = {f"{s.module.split('.')[-1]}.py" for s in map(pqd_pipeline.STAGES.get, pqd_pipeline.STAGES)}
 STAGE_ONLY -= {"prune.py", "quant.py"}  # the shared training loop keeps masks and freezes QAT through these
-ROLE_ONLY = {"measure.py", "report.py"}
+ROLE_ONLY = {"measure.py", "report.py", "runtimes.py"}
 
 
 @lru_cache(maxsize=None)

@@ -17,16 +17,44 @@ rule deploy:
         "{PQD} deploy --input {input.model} --output {output} > {log} 2>&1"
 
 
+rule export_onnx:
+    """The deployed model as ONNX (QDQ for INT8), for measure.runtime: onnxruntime."""
+    input:
+        model=rules.deploy.output[0],
+    output:
+        f"{RESULTS}/{{exp}}/{{pipeline}}/deployed.onnx",
+    params:
+        code=code_hash("runtimes.py"),
+    log:
+        "logs/{exp}/{pipeline}/export_onnx.log",
+    threads: 1
+    resources:
+        cpus=1,
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{PQD} export --input {input.model} --output {output} > {log} 2>&1"
+
+
+def onnx_input(wc):
+    """deployed.onnx when the configured runtime executes ONNX, else nothing."""
+    if exp_cfg(wc.exp)["measure"]["runtime"] == "onnxruntime":
+        return rules.export_onnx.output[0].format(exp=wc.exp, pipeline=wc.pipeline)
+    return []
+
+
 rule evaluate:
     """Top-1 accuracy, size and measured sparsity of the deployed model."""
     input:
         model=rules.deploy.output[0],
         data=data_file,
+        onnx=onnx_input,
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/eval.json",
     params:
         p=eval_json,
-        code=code_hash("measure.py"),
+        onnx=lambda wc, input: f"--onnx {input.onnx}" if input.onnx else "",
+        code=code_hash("measure.py", "runtimes.py"),
     log:
         "logs/{exp}/{pipeline}/evaluate.log",
     threads: config["threads"]["eval"]
@@ -36,7 +64,7 @@ rule evaluate:
         runtime=60,
     shell:
         "{PQD} evaluate --input {input.model} --data {input.data} --params {params.p:q} "
-        "--output {output} --threads {threads} > {log} 2>&1"
+        "{params.onnx} --output {output} --threads {threads} > {log} 2>&1"
 
 
 rule latency:
@@ -45,11 +73,13 @@ rule latency:
     input:
         model=rules.deploy.output[0],
         dense=f"{RESULTS}/{{exp}}/dense/deployed.pt",
+        onnx=onnx_input,
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/latency.json",
     params:
-        p=lambda wc: json.dumps(config["measure"], sort_keys=True),
-        code=code_hash("measure.py"),
+        p=lambda wc: json.dumps(exp_cfg(wc.exp)["measure"], sort_keys=True),
+        onnx=lambda wc, input: f"--onnx {input.onnx}" if input.onnx else "",
+        code=code_hash("measure.py", "runtimes.py"),
     log:
         "logs/{exp}/{pipeline}/latency.log",
     threads: config["measure"]["threads"]
@@ -58,5 +88,5 @@ rule latency:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{PQD} latency --input {input.model} --dense {input.dense} --params {params.p:q} "
+        "{PQD} latency --input {input.model} --dense {input.dense} {params.onnx} --params {params.p:q} "
         "--output {output} --threads {threads} > {log} 2>&1"

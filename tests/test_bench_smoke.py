@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("script, expect", [
-    ("bench/int8_vs_fp32.py", "INT8 speedup"),
+    ("bench/latency.py", "ort_int8 speedup"),
     ("bench/train_throughput.py", "ratio pqd / torchvision"),
     ("bench/snakemake_overhead.py", "jobs to rerun after that edit"),
 ])

@@ -172,3 +172,17 @@ def test_j4_on_this_machine_never_runs_more_training_threads_than_cores(wd: Path
             running -= 1
     threads = 2  # config threads.train
     assert peak == max(1, min(4, os.cpu_count()) // threads)
+
+
+def test_onnxruntime_measurement_reruns_only_measurement_jobs(built: Path):
+    target = f"results/{EXP}/pqd/report.json"
+    edit = "measure: {runtime: onnxruntime}"
+    jobs = planned(built, target, edit=edit)
+    # pqd's and dense's deployed models are exported (dense is evaluated in the same runtime)
+    assert jobs == {"export_onnx": 2, "evaluate": 2, "latency": 1, "report": 1}
+    smk(built, target, edit=edit)
+    rep = json.loads((built / target).read_text())
+    assert rep["runtime"] == "onnxruntime" and rep["deployed_form"] == "int8"
+    assert abs(rep["accuracy"] - rep["accuracy_torch"]) <= 1.5
+    lat = json.loads((built / f"results/{EXP}/pqd/latency.json").read_text())
+    assert lat["runtime"] == "onnxruntime" and lat["onnxruntime"] and lat["model"]["runs"] >= 200

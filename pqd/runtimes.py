@@ -1,0 +1,102 @@
+"""Where the deployed model runs when it is measured: PyTorch eager, or an exported ONNX
+file in ONNX Runtime. Each runtime turns a deployed artifact into a callable
+``Tensor -> Tensor``, so accuracy and latency are measured the same way for all of them.
+
+Export keeps what training learned: the ONNX graph is traced from the converted INT8
+model itself (int8 weight initializers with their per-channel scales, the activation
+scales and zero points from QAT, BatchNorm already folded into the convolutions), not
+re-calibrated, so pruned zeros are still integer zeros in the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pqd.checkpoint import atomic_path
+from pqd.errors import PqdError
+from pqd.model_io import load_model
+from pqd.registry import Registry
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+OPSET = 17
+
+
+def _register_quantized_batchnorm() -> None:
+    """Teach the TorchScript exporter quantized BatchNorm(+ReLU), which pre-activation
+    networks (WRN) keep as standalone INT8 ops: dequantize -> BatchNormalization (-> Relu)
+    -> quantize with the op's learned output scale. The exporter maps every other
+    quantized op we produce itself."""
+    from torch.onnx._internal.torchscript_exporter import symbolic_helper as sh
+
+    def make(relu: bool):
+        def symbolic(g, q_input, weight, bias, mean, var, eps, op_scale, op_zero_point):
+            x, _, _, _ = sh.dequantize_helper(g, q_input)
+            out = g.op("BatchNormalization", x, weight, bias, mean, var, epsilon_f=sh._get_const(eps, "f", "eps"))
+            if relu:
+                out = g.op("Relu", out)
+            return sh.quantize_helper(g, out, op_scale, op_zero_point)
+
+        return symbolic
+
+    torch.onnx.register_custom_op_symbolic("quantized::batch_norm2d", make(False), OPSET)
+    torch.onnx.register_custom_op_symbolic("quantized::batch_norm2d_relu", make(True), OPSET)
+
+
+def export_onnx(deployed: str, output: str) -> dict:
+    """Trace the deployed model (INT8 or FP32) into an ONNX file, batch dimension dynamic.
+
+    Uses the TorchScript-based exporter: it maps PyTorch's quantized ops to
+    QuantizeLinear/DequantizeLinear pairs around float ops (the QDQ format that ONNX
+    Runtime fuses into integer kernels)."""
+    model, meta = load_model(deployed)
+    model.eval()
+    _register_quantized_batchnorm()
+    with atomic_path(output) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(tmp), opset_version=OPSET, dynamo=False,
+                          input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    return {"form": meta["form"], "opset": OPSET}
+
+
+def torch_runner(deployed: str, onnx_path: str | None, threads: int) -> Runner:
+    model, _ = load_model(deployed)
+    model.eval()
+    return model
+
+
+def onnxruntime_runner(deployed: str, onnx_path: str | None, threads: int) -> Runner:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise PqdError("measure.runtime is 'onnxruntime' but it is not installed; pip install onnxruntime") from None
+    if not onnx_path:
+        raise PqdError("runtime 'onnxruntime' needs the exported deployed.onnx")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"x": np.ascontiguousarray(x.numpy())})[0])
+
+    return run
+
+
+RUNTIMES: Registry[Callable[[str, str | None, int], Runner]] = Registry("runtime", {
+    "torch": torch_runner,
+    "onnxruntime": onnxruntime_runner,
+})
+
+
+def runtime_versions(name: str) -> dict:
+    if name == "onnxruntime":
+        import onnxruntime
+
+        return {"runtime": name, "onnxruntime": onnxruntime.__version__}
+    return {"runtime": name}

@@ -1,0 +1,98 @@
+"""Export of the deployed model to ONNX and its execution in ONNX Runtime."""
+
+import io
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from pqd import prune, quant
+from pqd.checkpoint import save_checkpoint
+from pqd.errors import PqdError
+from pqd.measure import interleaved_latency
+from pqd.models import build_model
+from pqd.runtimes import RUNTIMES, export_onnx
+from pqd.train import evaluate, fit
+
+
+@pytest.fixture(scope="module")
+def int8_artifacts(digits, tmp_path_factory):
+    """A trained, 50%-pruned, QAT-trained ResNet-20 (width 0.25), deployed and exported."""
+    torch.manual_seed(0)
+    m = build_model("resnet20", 10, 0.25)
+    fit(m, digits, epochs=2, lr=0.1, batch_size=64, log=io.StringIO())
+    layers = prune.prunable_layers(m)
+    prune.global_magnitude_prune(m, 0.5, layers)
+    pruned = {n: mod.weight.detach() == 0 for n, mod in layers}
+    q = quant.prepare_qat(m)
+    fit(q, digits, epochs=1, lr=0.01, batch_size=64, step_hooks=[prune.mask_hook(prune.masks_from_zeros(q))],
+        log=io.StringIO())
+    int8 = quant.convert(q)
+    d = tmp_path_factory.mktemp("rt")
+    meta = {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "int8", "reduce_range": True}
+    save_checkpoint(d / "deployed.pt", int8.state_dict(), meta)
+    assert export_onnx(str(d / "deployed.pt"), str(d / "deployed.onnx")) == {"form": "int8", "opset": 17}
+    return int8, pruned, str(d / "deployed.pt"), str(d / "deployed.onnx")
+
+
+def _int8_weights(path):
+    mo = onnx.load(path)
+    tensors = list(mo.graph.initializer) + [n.attribute[0].t for n in mo.graph.node if n.op_type == "Constant"]
+    return mo, [a for a in map(numpy_helper.to_array, tensors) if a.dtype == np.int8 and a.ndim >= 2]
+
+
+def test_exported_graph_is_qdq_with_the_learned_int8_weights_and_their_zeros(int8_artifacts):
+    int8, pruned, _, onnx_path = int8_artifacts
+    mo, weights = _int8_weights(onnx_path)
+    ops = {n.op_type for n in mo.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert "BatchNormalization" not in ops  # folded into the convolutions
+    torch_ints = quant.int8_layers(int8)
+    assert len(weights) == len(torch_ints)
+    # the same integers as the PyTorch INT8 model (no re-calibration), pruned zeros included
+    exported = sorted(w.tobytes() for w in weights)
+    assert exported == sorted(t.numpy().tobytes() for t in torch_ints.values())
+    inner = [torch_ints[n].numpy() for n in pruned]
+    assert sum((w == 0).sum() for w in inner) / sum(w.size for w in inner) >= 0.5
+
+
+def test_onnxruntime_matches_the_pytorch_int8_model(int8_artifacts, digits):
+    int8, _, deployed, onnx_path = int8_artifacts
+    ort = RUNTIMES.get("onnxruntime")(deployed, onnx_path, 1)
+    x = digits.normalize(digits.test_x)
+    agree = (ort(x).argmax(1) == int8(x).argmax(1)).float().mean().item()
+    # a barely trained width-0.25 model has small logit margins, so requantization rounding
+    # differences flip some near-ties; a wrong scale or layout would drop agreement to chance
+    assert agree > 0.85
+    assert abs(evaluate(ort, digits) - evaluate(int8, digits)) <= 1.5  # at most 5 of 360 images
+    res = interleaved_latency({"ort": ort, "torch": int8}, runs=200, warmup=2, rounds=10, threads=1)
+    assert res["ort"]["runs"] >= 200 and res["ort"]["median_ms"] > 0
+
+
+def test_onnxruntime_without_an_exported_file_is_one_clear_error(int8_artifacts):
+    with pytest.raises(PqdError, match="needs the exported deployed.onnx"):
+        RUNTIMES.get("onnxruntime")(int8_artifacts[2], None, 1)
+    with pytest.raises(PqdError, match="unknown runtime 'tensorrt'"):
+        RUNTIMES.get("tensorrt")
+
+
+def test_preactivation_networks_export_their_standalone_int8_batchnorm(tmp_path):
+    """WRN's pre-activation BN-ReLU stays a quantized op after conversion; pqd registers its
+    ONNX mapping (the exporter has none)."""
+    q = quant.prepare_qat(build_model("wrn28_10", 10, 0.125))
+    with torch.no_grad():
+        for _ in range(3):
+            q(torch.randn(16, 3, 32, 32))
+    int8 = quant.convert(q)
+    assert any("batch_norm2d" in str(n.target) or "BNReLU2d" in type(getattr(int8, str(n.target), None)).__name__
+               for n in int8.graph.nodes if n.op in ("call_module", "call_function"))
+    meta = {"backbone": "wrn28_10", "num_classes": 10, "width": 0.125, "form": "int8", "reduce_range": True}
+    save_checkpoint(tmp_path / "w.pt", int8.state_dict(), meta)
+    export_onnx(str(tmp_path / "w.pt"), str(tmp_path / "w.onnx"))
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "w.onnx")).graph.node]
+    assert "BatchNormalization" in ops
+    ort = RUNTIMES.get("onnxruntime")(str(tmp_path / "w.pt"), str(tmp_path / "w.onnx"), 1)
+    x = torch.randn(32, 3, 32, 32)
+    assert (ort(x) - int8(x)).abs().max().item() < 0.25 * int8(x).abs().max().item()
