@@ -64,12 +64,16 @@ def epochs(cfg: dict, key: str) -> int:
     return int(table[key])
 
 
+# Dataset settings applied when a cache is loaded, not when images are decoded.
+LOAD_TIME_KEYS = ("augment", "normalize", "train_subset")
+
+
 def dataset_params(config: dict, name: str) -> dict:
     """What decoding dataset ``name`` depends on: its entry minus normalisation and
     augmentation (applied at load time), so editing those never re-decodes images."""
     if name not in config["datasets"]:
         raise PqdError(f"unknown dataset {name!r}; define it under 'datasets' in the config")
-    spec = {k: v for k, v in config["datasets"][name].items() if k not in ("augment", "normalize")}
+    spec = {k: v for k, v in config["datasets"][name].items() if k not in LOAD_TIME_KEYS}
     return {"name": name, "spec": spec, "root": config["data_root"]}
 
 
@@ -78,7 +82,8 @@ def _common(cfg: dict, exp: str) -> dict[str, Any]:
     return {
         "experiment": exp, "backbone": cfg["backbone"], "dataset": cfg["dataset"], "width": cfg["width"],
         "seed": cfg["seed"], "device": cfg["device"], "train": cfg["train"],
-        "data": {"normalize": ds.get("normalize"), "augment": ds.get("augment", {})},
+        "data": {"normalize": ds.get("normalize"), "augment": ds.get("augment", {}),
+                 "train_subset": ds.get("train_subset")},
     }
 
 

@@ -175,10 +175,31 @@ class Data:
             yield self.normalize(x).to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True)
 
 
-def load_data(path: str, *, normalize: Optional[dict] = None, augment: Optional[dict] = None) -> Data:
-    """Load a cache written by :func:`prepare`; ``normalize`` overrides the train statistics."""
+def class_balanced_subset(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``n`` training images, as equal a share per class as possible, fixed by ``seed``.
+
+    Reduced protocols train on part of a large dataset; a balanced draw keeps the class prior
+    of the full set so accuracies stay comparable with the whole test split."""
+    if n >= len(y):
+        return torch.arange(len(y))
+    gen = torch.Generator().manual_seed(seed)
+    classes = torch.unique(y)
+    per_class = [torch.nonzero(y == c).flatten() for c in classes]
+    per_class = [idx[torch.randperm(len(idx), generator=gen)] for idx in per_class]
+    share, extra = divmod(n, len(classes))
+    picked = [idx[: share + (1 if i < extra else 0)] for i, idx in enumerate(per_class)]
+    return torch.sort(torch.cat(picked)).values
+
+
+def load_data(path: str, *, normalize: Optional[dict] = None, augment: Optional[dict] = None,
+              train_subset: Optional[int] = None) -> Data:
+    """Load a cache written by :func:`prepare`; ``normalize`` overrides the train statistics,
+    ``train_subset`` keeps a fixed class-balanced part of the training split."""
     blob = load_file(path)
     mean, std = blob["mean"], blob["std"]
+    if train_subset:
+        keep = class_balanced_subset(blob["train_y"], int(train_subset))
+        blob["train_x"], blob["train_y"] = blob["train_x"][keep], blob["train_y"][keep]
     if normalize:
         mean = torch.tensor(normalize["mean"], dtype=torch.float32)
         std = torch.tensor(normalize["std"], dtype=torch.float32)

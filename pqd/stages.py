@@ -35,7 +35,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def data_for(params: dict, path: str) -> Data:
-    return load_data(path, normalize=params["data"].get("normalize"), augment=params["data"].get("augment"))
+    return load_data(path, normalize=params["data"].get("normalize"), augment=params["data"].get("augment"),
+                     train_subset=params["data"].get("train_subset"))
 
 
 @dataclass

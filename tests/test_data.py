@@ -60,3 +60,14 @@ def test_cifar_offline_without_a_copy_stops_with_one_line(tmp_path):
     msg = str(e.value)
     assert "not under" in msg and "data_root" in msg and "\n" not in msg
     assert not (tmp_path / "c10.pt").exists()
+
+
+def test_train_subset_is_class_balanced_fixed_and_leaves_the_test_split_whole(digits_cache):
+    full = load_data(digits_cache)
+    a = load_data(digits_cache, train_subset=205)
+    b = load_data(digits_cache, train_subset=205)
+    assert len(a.train_y) == 205 and torch.equal(a.train_y, b.train_y) and torch.equal(a.train_x, b.train_x)
+    counts = torch.bincount(a.train_y, minlength=10)
+    assert counts.max() - counts.min() <= 1  # 20 or 21 per class
+    assert torch.equal(a.test_y, full.test_y)
+    assert len(load_data(digits_cache, train_subset=10**6).train_y) == len(full.train_y)
