@@ -1,5 +1,6 @@
-"""Batch-1 CPU latency of each backbone, FP32 and INT8, in every runtime pqd measures with,
-timed interleaved in one process, with ratios to PyTorch eager FP32.
+"""Batch-1 CPU latency of each backbone, FP32 and INT8, in every runtime pqd measures with
+(plus torch.compile for FP32), timed interleaved in one process, with ratios to PyTorch eager
+FP32 and the fraction of this CPU's INT8 MAC peak each INT8 runtime reaches.
 
     python bench/latency.py                       # vgg16, resnet18, wrn28_10 at full width
     python bench/latency.py --smoke               # tiny widths, a few runs (CI smoke run)
@@ -21,28 +22,9 @@ import torch
 
 from pqd import quant
 from pqd.checkpoint import save_checkpoint
-from pqd.measure import cpu_info, interleaved_latency
+from pqd.measure import cpu_info, int8_gemm_peak, interleaved_latency, macs
 from pqd.models import build_model
 from pqd.runtimes import RUNTIMES, export_onnx
-
-
-def macs(model: torch.nn.Module) -> int:
-    """Multiply-accumulates of one 32x32 image through conv and linear layers."""
-    total = 0
-
-    def hook(m, inp, out):
-        nonlocal total
-        if isinstance(m, torch.nn.Conv2d):
-            total += out.numel() // out.shape[0] * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, torch.nn.Linear):
-            total += m.in_features * m.out_features
-
-    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        model(torch.randn(1, 3, 32, 32))
-    for h in hs:
-        h.remove()
-    return total
 
 
 def main() -> None:
@@ -56,10 +38,11 @@ def main() -> None:
     if a.smoke:
         a.width, a.runs, a.threads = 0.125, 20, [1]
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_info()}")
-    cols = ["torch_fp32", "torch_int8", "ort_fp32", "ort_int8"]
-    print("| backbone | width | MMACs | threads | " + " | ".join(f"{c} ms" for c in cols) + " | "
-          + " | ".join(f"{c} speedup" for c in cols[1:]) + " |")
-    print("|---|---|---|---|" + "---|" * (2 * len(cols) - 1))
+    cols = ["torch_fp32", "compile_fp32", "ort_fp32", "ov_fp32", "torch_int8", "ort_int8", "ov_int8"]
+    int8_cols = [c for c in cols if c.endswith("int8")]
+    print("| backbone | width | MMACs | threads | INT8 peak GMAC/s | " + " | ".join(f"{c} ms" for c in cols) + " | "
+          + " | ".join(f"{c} speedup" for c in cols[1:]) + " | " + " | ".join(f"{c} peak frac" for c in int8_cols) + " |")
+    print("|---|---|---|---|---|" + "---|" * (2 * len(cols) - 1 + len(int8_cols)))
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.backbones:
             torch.manual_seed(0)
@@ -75,15 +58,23 @@ def main() -> None:
                 paths[form] = str(Path(tmp) / f"{name}_{form}.pt")
                 save_checkpoint(paths[form], model.state_dict(), meta)
                 export_onnx(paths[form], paths[form] + ".onnx")
+            n_macs = macs(fp32)
             for t in a.threads:
-                ort = {f: RUNTIMES.get("onnxruntime")(paths[f], paths[f] + ".onnx", t) for f in paths}
-                res = interleaved_latency({"torch_fp32": fp32, "torch_int8": int8, "ort_fp32": ort["fp32"],
-                                           "ort_int8": ort["int8"]}, runs=a.runs, warmup=10, rounds=20, threads=t)
+                torch.set_num_threads(t)
+                compiled = torch.compile(fp32)  # inductor's C++ CPU backend; compiled on first call
+                with torch.no_grad():
+                    compiled(torch.randn(1, 3, 32, 32))
+                runners = {"torch_fp32": fp32, "compile_fp32": compiled, "torch_int8": int8}
+                for rt, short in (("onnxruntime", "ort"), ("openvino", "ov")):
+                    for f in paths:
+                        runners[f"{short}_{f}"] = RUNTIMES.get(rt)(paths[f], paths[f] + ".onnx", t)
+                res = interleaved_latency({c: runners[c] for c in cols}, runs=a.runs, warmup=10, rounds=20, threads=t)
+                peak = int8_gemm_peak(t)["int8_peak_macs_per_s"]
                 ms = {c: res[c]["median_ms"] for c in cols}
-                print(f"| {name} | {a.width} | {macs(fp32) / 1e6:.0f} | {t} | "
+                print(f"| {name} | {a.width} | {n_macs / 1e6:.0f} | {t} | {peak / 1e9:.0f} | "
                       + " | ".join(f"{ms[c]:.2f}" for c in cols) + " | "
-                      + " | ".join(f"{ms['torch_fp32'] / ms[c]:.2f}x" for c in cols[1:]) + " |", flush=True)
-
+                      + " | ".join(f"{ms['torch_fp32'] / ms[c]:.2f}x" for c in cols[1:]) + " | "
+                      + " | ".join(f"{n_macs / (ms[c] / 1e3) / peak:.2f}" for c in int8_cols) + " |", flush=True)
 
 if __name__ == "__main__":
     main()

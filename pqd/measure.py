@@ -110,6 +110,87 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]
     return out
 
 
+def macs(model: nn.Module, image_size: int = 32) -> int:
+    """Multiply-accumulates of one image through ``model`` (an FP32 module): convolutions,
+    matrix products and attention, counted by PyTorch's FLOP counter (2 FLOPs per MAC).
+    Unstructured zeros still count, because dense kernels still multiply them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size))
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def deployed_macs(deployed: str) -> int:
+    """MACs of a deployed model, counted on its FP32 skeleton (INT8 kernels do the same MACs)."""
+    from pqd.model_io import build_from_meta
+
+    meta = dict(load_checkpoint(deployed)["meta"], form="fp32")
+    return macs(build_from_meta(meta))
+
+
+def int8_gemm_peak(threads: int, size: int = 1024, repeats: int = 8) -> dict:
+    """This CPU's achievable INT8 multiply-accumulate rate: the best of ``repeats`` runs of one
+    large ``size``-cubed INT8 GEMM in fbgemm (the kernels PyTorch's INT8 convolutions use)
+    and in OpenVINO, at ``threads`` threads. A model's MACs per second over this figure is
+    the fraction of the INT8 peak it reaches; small 32x32 layers cannot reach 1.0."""
+    import numpy as np
+
+    import warnings
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=UserWarning)
+    lin = torch.ao.nn.quantized.Linear(size, size)
+    w = torch.quantize_per_channel(torch.randn(size, size), torch.full((size,), 0.02), torch.zeros(size, dtype=torch.long),
+                                   0, torch.qint8)
+    lin.set_weight_bias(w, None)
+    x = torch.quantize_per_tensor(torch.rand(size, size), 1 / 255, 0, torch.quint8)
+    best = {}
+
+    def time_best(fn) -> float:
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return size ** 3 / min(ts)
+
+    with torch.no_grad():
+        best["fbgemm"] = time_best(lambda: lin(x))
+    try:
+        import onnx
+        import openvino as ov
+        import openvino.properties as props
+        from onnx import TensorProto, helper, numpy_helper
+
+        rng = np.random.default_rng(0)
+        inits = [numpy_helper.from_array(rng.integers(-127, 128, (size, size), dtype=np.int8), "w"),
+                 numpy_helper.from_array(np.array(0.02, np.float32), "ws"),
+                 numpy_helper.from_array(np.array(0, np.int8), "wz"),
+                 numpy_helper.from_array(np.array(1 / 255, np.float32), "xs"),
+                 numpy_helper.from_array(np.array(0, np.uint8), "xz")]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+                 helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
+                 helper.make_node("MatMul", ["xd", "wd"], ["y"])]
+        graph = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])], inits)
+        core = ov.Core()
+        model = core.read_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                .SerializeToString(), b"")
+        req = core.compile_model(model, "CPU", {props.inference_num_threads: threads}).create_infer_request()
+        xin = rng.random((size, size), dtype=np.float32)
+        best["openvino"] = time_best(lambda: req.infer({0: xin}))
+    except ImportError:
+        pass
+    return {"int8_peak_macs_per_s": max(best.values()), "int8_peak_by_kernel": best, "threads": threads,
+            "gemm_size": size}
+
+
 def latency(deployed: str, dense: str, settings: dict, onnx_path: Optional[str] = None) -> dict:
     """Latency of the deployed model in the configured runtime and of the dense FP32 model in
     PyTorch eager (the common baseline), measured together."""
@@ -121,8 +202,12 @@ def latency(deployed: str, dense: str, settings: dict, onnx_path: Optional[str] 
     form = load_checkpoint(deployed)["meta"]["form"]
     res = interleaved_latency({"model": model, "dense_fp32": ref}, runs=settings["runs"], warmup=settings["warmup"],
                               rounds=settings["rounds"], threads=settings["threads"])
+    n_macs = deployed_macs(deployed)
+    peak = int8_gemm_peak(settings["threads"])
+    rate = n_macs / (res["model"]["median_ms"] / 1e3)
     return {"form": form, **runtime_versions(runtime), "threads": settings["threads"], "batch_size": 1, **res,
             "speedup_vs_dense_fp32": res["dense_fp32"]["median_ms"] / res["model"]["median_ms"],
+            "macs": n_macs, "macs_per_s": rate, **peak, "int8_peak_fraction": rate / peak["int8_peak_macs_per_s"],
             "system": cpu_info(), "code_version": code_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

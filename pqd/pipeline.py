@@ -72,6 +72,11 @@ DATASET_KINDS: Registry[str] = Registry("dataset kind", {
 })
 
 
+# Where a deployed model can be measured (pqd.runtimes holds the runners); the ONNX ones run the
+# exported deployed.onnx, so the workflow adds the export job only for them.
+RUNTIME_NAMES = ("torch", "onnxruntime", "openvino")
+ONNX_RUNTIMES = ("onnxruntime", "openvino")
+
 def parse_pipeline(pipeline: str) -> str:
     """Return the chain of stage letters of ``pipeline`` ('' for dense), validated."""
     if pipeline == DENSE:

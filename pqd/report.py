@@ -27,6 +27,8 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
         "latency_ms": lat["model"]["median_ms"], "latency_p90_ms": lat["model"]["p90_ms"],
         "dense_latency_ms": lat["dense_fp32"]["median_ms"], "speedup": lat["speedup_vs_dense_fp32"],
         "latency_threads": lat["threads"], "latency_runs": lat["model"]["runs"],
+        "macs": lat["macs"], "int8_peak_fraction": lat["int8_peak_fraction"] if ev["form"] == "int8" else None,
+        "int8_peak_macs_per_s": lat["int8_peak_macs_per_s"],
         "train_wall_s": sum(s["wall_s"] or 0 for s in stages),
         "stages": stages,
         "system": lat["system"],
@@ -38,7 +40,7 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
 
 
 COLUMNS = ["pipeline", "deployed_form", "runtime", "accuracy", "accuracy_delta", "size_bytes", "size_gzip_bytes", "size_ratio",
-           "weight_sparsity", "latency_ms", "latency_p90_ms", "speedup", "train_wall_s"]
+           "weight_sparsity", "macs", "latency_ms", "latency_p90_ms", "speedup", "int8_peak_fraction", "train_wall_s"]
 
 
 def pareto(costs: list[float], accs: list[float]) -> list[int]:
@@ -66,7 +68,9 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str) -> Non
         df.to_csv(tmp, index=False, float_format="%.4g")
 
     def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return "-" if v != v else f"{v:.4g}"  # NaN: not applicable (e.g. INT8 peak of an FP32 model)
+        return str(v)
 
     lines = [f"# {exp}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]

@@ -1,5 +1,5 @@
-"""Where the deployed model runs when it is measured: PyTorch eager, or an exported ONNX
-file in ONNX Runtime. Each runtime turns a deployed artifact into a callable
+"""Where the deployed model runs when it is measured: PyTorch eager, or the exported ONNX
+file in ONNX Runtime or OpenVINO. Each runtime turns a deployed artifact into a callable
 ``Tensor -> Tensor``, so accuracy and latency are measured the same way for all of them.
 
 Export keeps what training learned: the ONNX graph is traced from the converted INT8
@@ -88,9 +88,43 @@ def onnxruntime_runner(deployed: str, onnx_path: str | None, threads: int) -> Ru
     return run
 
 
+def openvino_runner(deployed: str, onnx_path: str | None, threads: int) -> Runner:
+    """OpenVINO's CPU plugin on the exported QDQ graph: its low-precision transformations turn
+    QuantizeLinear/DequantizeLinear pairs around convolutions into INT8 kernels. One model is
+    compiled per input shape (static shapes let the plugin pick its fastest kernels), with the
+    latency hint, one stream and ``threads`` inference threads."""
+    try:
+        import openvino as ov
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+    except ImportError:
+        raise PqdError("measure.runtime is 'openvino' but it is not installed; pip install openvino") from None
+    if not onnx_path:
+        raise PqdError("runtime 'openvino' needs the exported deployed.onnx")
+    core = ov.Core()
+    source = core.read_model(onnx_path)
+    config = {props.inference_num_threads: threads, props.num_streams: 1,
+              hints.performance_mode: hints.PerformanceMode.LATENCY,
+              hints.inference_precision: ov.Type.f32}
+    compiled: dict[tuple, object] = {}
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape)
+        if shape not in compiled:
+            model = source.clone()
+            model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(shape))})
+            compiled[shape] = core.compile_model(model, "CPU", config).create_infer_request()
+        request = compiled[shape]
+        request.infer({0: np.ascontiguousarray(x.numpy())})
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    return run
+
+
 RUNTIMES: Registry[Callable[[str, str | None, int], Runner]] = Registry("runtime", {
     "torch": torch_runner,
     "onnxruntime": onnxruntime_runner,
+    "openvino": openvino_runner,
 })
 
 
@@ -99,4 +133,8 @@ def runtime_versions(name: str) -> dict:
         import onnxruntime
 
         return {"runtime": name, "onnxruntime": onnxruntime.__version__}
-    return {"runtime": name}
+    if name == "openvino":
+        import openvino
+
+        return {"runtime": name, "openvino": openvino.__version__}
+    return {"runtime": name, "torch": torch.__version__}

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pqd import pipeline as pqd_pipeline
+from pqd.pipeline import ONNX_RUNTIMES
 
 RESULTS = config["results"]
 CACHE = f"{config['data_root']}/pqd-cache"

@@ -18,7 +18,7 @@ rule deploy:
 
 
 rule export_onnx:
-    """The deployed model as ONNX (QDQ for INT8), for measure.runtime: onnxruntime."""
+    """The deployed model as ONNX (QDQ for INT8), for measure.runtime: onnxruntime or openvino."""
     input:
         model=rules.deploy.output[0],
     output:
@@ -38,7 +38,7 @@ rule export_onnx:
 
 def onnx_input(wc):
     """deployed.onnx when the configured runtime executes ONNX, else nothing."""
-    if exp_cfg(wc.exp)["measure"]["runtime"] == "onnxruntime":
+    if exp_cfg(wc.exp)["measure"]["runtime"] in ONNX_RUNTIMES:
         return rules.export_onnx.output[0].format(exp=wc.exp, pipeline=wc.pipeline)
     return []
 

@@ -1,4 +1,4 @@
-"""Export of the deployed model to ONNX and its execution in ONNX Runtime."""
+"""Export of the deployed model to ONNX and its execution in ONNX Runtime and OpenVINO."""
 
 import io
 
@@ -58,9 +58,10 @@ def test_exported_graph_is_qdq_with_the_learned_int8_weights_and_their_zeros(int
     assert sum((w == 0).sum() for w in inner) / sum(w.size for w in inner) >= 0.5
 
 
-def test_onnxruntime_matches_the_pytorch_int8_model(int8_artifacts, digits):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_onnx_runtimes_match_the_pytorch_int8_model(int8_artifacts, digits, runtime):
     int8, _, deployed, onnx_path = int8_artifacts
-    ort = RUNTIMES.get("onnxruntime")(deployed, onnx_path, 1)
+    ort = RUNTIMES.get(runtime)(deployed, onnx_path, 1)
     x = digits.normalize(digits.test_x)
     agree = (ort(x).argmax(1) == int8(x).argmax(1)).float().mean().item()
     # a barely trained width-0.25 model has small logit margins, so requantization rounding
@@ -71,9 +72,10 @@ def test_onnxruntime_matches_the_pytorch_int8_model(int8_artifacts, digits):
     assert res["ort"]["runs"] >= 200 and res["ort"]["median_ms"] > 0
 
 
-def test_onnxruntime_without_an_exported_file_is_one_clear_error(int8_artifacts):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_onnx_runtime_without_an_exported_file_is_one_clear_error(int8_artifacts, runtime):
     with pytest.raises(PqdError, match="needs the exported deployed.onnx"):
-        RUNTIMES.get("onnxruntime")(int8_artifacts[2], None, 1)
+        RUNTIMES.get(runtime)(int8_artifacts[2], None, 1)
     with pytest.raises(PqdError, match="unknown runtime 'tensorrt'"):
         RUNTIMES.get("tensorrt")
 
@@ -93,6 +95,19 @@ def test_preactivation_networks_export_their_standalone_int8_batchnorm(tmp_path)
     export_onnx(str(tmp_path / "w.pt"), str(tmp_path / "w.onnx"))
     ops = [n.op_type for n in onnx.load(str(tmp_path / "w.onnx")).graph.node]
     assert "BatchNormalization" in ops
-    ort = RUNTIMES.get("onnxruntime")(str(tmp_path / "w.pt"), str(tmp_path / "w.onnx"), 1)
     x = torch.randn(32, 3, 32, 32)
-    assert (ort(x) - int8(x)).abs().max().item() < 0.25 * int8(x).abs().max().item()
+    for runtime in ("onnxruntime", "openvino"):
+        run = RUNTIMES.get(runtime)(str(tmp_path / "w.pt"), str(tmp_path / "w.onnx"), 1)
+        assert (run(x) - int8(x)).abs().max().item() < 0.25 * int8(x).abs().max().item(), runtime
+
+
+def test_the_workflow_and_the_schema_know_every_runtime():
+    """rules/ read pipeline.RUNTIME_NAMES (torch-free); the schema's enum must match both."""
+    import yaml
+
+    from pqd.pipeline import ONNX_RUNTIMES, RUNTIME_NAMES
+
+    schema = yaml.safe_load(open("config/schema/config.schema.yaml"))
+    assert tuple(RUNTIMES.names()) == RUNTIME_NAMES
+    assert schema["properties"]["measure"]["properties"]["runtime"]["enum"] == list(RUNTIME_NAMES)
+    assert set(ONNX_RUNTIMES) == set(RUNTIME_NAMES) - {"torch"}
