@@ -31,7 +31,8 @@ def deploy(src: str, output: str) -> dict:
     form = "fp32"
     if meta["form"] == "qat":
         model, form = quant.convert(model), "int8"
-    keep = {k: meta[k] for k in ("experiment", "backbone", "dataset", "num_classes", "width", "reduce_range")}
+    keep = {k: meta[k] for k in ("experiment", "backbone", "dataset", "num_classes", "width", "reduce_range", "arch")
+            if k in meta}
     save_checkpoint(output, model.state_dict(), {**keep, "form": form, "source": str(src),
                                                  "code_version": code_version()})
     return {"form": form}

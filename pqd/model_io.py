@@ -20,6 +20,10 @@ def build_from_meta(meta: dict) -> nn.Module:
     from pqd import quant
 
     model = build_model(meta["backbone"], meta["num_classes"], meta["width"])
+    if meta.get("arch"):  # reshaped by structured pruning / low-rank factorisation
+        from pqd import arch
+
+        model = arch.apply(model, meta["arch"])
     form = meta.get("form", "fp32")
     if form in ("qat", "int8"):
         model = quant.prepare_qat(model, meta.get("reduce_range", True))

@@ -17,7 +17,7 @@ Adding a stage is one module under ``pqd/`` exposing ``run(model, ctx)`` plus on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Tuple
+from typing import Iterable, Optional, Tuple
 
 from pqd.errors import PqdError
 from pqd.registry import Registry
@@ -31,7 +31,11 @@ class StageSpec:
 
     ``module`` names the Python module whose ``run(model, ctx)`` does the work;
     ``quantizes`` marks stages after which the model is fake-quantized (its files
-    then carry an ``_int8`` suffix); ``needs_teacher`` makes the dense model an input.
+    then carry an ``_int8`` suffix); ``structural`` stages reshape FP32 layers and so
+    must come before any quantizing stage; a ``starts`` stage builds its own model from
+    scratch (it stands in for ``dense.pt``) and must be first; ``teacher`` names a second
+    input model: ``dense``, or ``before:<letter>`` (the model that entered that earlier
+    stage, which ``requires`` then lists).
     """
 
     letter: str
@@ -39,8 +43,15 @@ class StageSpec:
     artifact: str
     module: str
     quantizes: bool = False
-    needs_teacher: bool = False
+    structural: bool = False
+    starts: bool = False
+    teacher: Optional[str] = None
+    requires: str = ""
     doc: str = ""
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.teacher is not None
 
 
 STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
@@ -48,8 +59,16 @@ STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
               doc="global unstructured magnitude pruning with fine-tuning"),
     StageSpec("q", "qat", "qat", "pqd.quant", quantizes=True,
               doc="INT8 quantization-aware training (FX graph mode, x86 backend)"),
-    StageSpec("d", "distill", "distilled", "pqd.distill", needs_teacher=True,
+    StageSpec("d", "distill", "distilled", "pqd.distill", teacher="dense",
               doc="Hinton knowledge distillation from the dense FP32 teacher"),
+    StageSpec("s", "structured", "slim", "pqd.structured", structural=True,
+              doc="dependency-aware channel/head pruning (Torch-Pruning), optionally distilling while pruning (CPD)"),
+    StageSpec("l", "lowrank", "lowrank", "pqd.lowrank", structural=True,
+              doc="truncated-SVD factorisation of conv/linear layers into thin pairs, then fine-tuning"),
+    StageSpec("k", "pqk", "pqk", "pqd.pqk", teacher="before:p", requires="p",
+              doc="PQK: distil from a teacher made of the student's kept weights plus the pruned-away ones"),
+    StageSpec("e", "epsd", "epsd", "pqd.epsd", starts=True,
+              doc="EPSD: prune at initialisation by a self-distillation saliency, then train with self-distillation"),
 )})
 
 # Backbones and dataset kinds are catalogued as "module:callable" strings so that
@@ -62,6 +81,7 @@ BACKBONES: Registry[str] = Registry("backbone", {
     "resnet32": "pqd.models.resnet_cifar:resnet32",
     "resnet44": "pqd.models.resnet_cifar:resnet44",
     "resnet56": "pqd.models.resnet_cifar:resnet56",
+    "vit": "pqd.models.vit:vit",
 })
 
 DATASET_KINDS: Registry[str] = Registry("dataset kind", {
@@ -90,8 +110,32 @@ def parse_pipeline(pipeline: str) -> str:
             raise PqdError(f"unknown stage letter {letter!r} in pipeline {pipeline!r}; known: {known}")
         if letter in seen:
             raise PqdError(f"pipeline {pipeline!r} repeats stage {letter!r}; each stage may appear once")
+        spec = STAGES.get(letter)
+        if spec.starts and seen:
+            raise PqdError(f"stage {letter!r} ({spec.name}) trains its model from scratch, so it must come first "
+                           f"in pipeline {pipeline!r}; write e.g. {letter + pipeline.replace(letter, '')!r}")
+        if spec.structural and is_quantized("".join(seen)):
+            raise PqdError(f"stage {letter!r} ({spec.name}) reshapes FP32 layers, so it must come before the "
+                           f"quantizing stage in pipeline {pipeline!r}; write e.g. "
+                           f"{''.join(sorted(pipeline, key=lambda c: not STAGES.get(c).structural))!r}")
+        missing = [r for r in spec.requires if r not in seen]
+        if missing:
+            raise PqdError(f"stage {letter!r} ({spec.name}) needs stage {missing[0]!r} "
+                           f"({STAGES.get(missing[0]).name}) earlier in pipeline {pipeline!r}")
         seen.add(letter)
     return pipeline
+
+
+def teacher_chain(chain: str) -> Optional[str]:
+    """Chain of the second input model of the last stage of ``chain`` (None if it has none)."""
+    teacher = STAGES.get(chain[-1]).teacher
+    if teacher is None:
+        return None
+    if teacher == "dense":
+        return ""
+    if teacher.startswith("before:"):
+        return chain[:chain.index(teacher.split(":", 1)[1])]
+    raise PqdError(f"stage {chain[-1]!r} names an unknown teacher {teacher!r}")
 
 
 def is_quantized(chain: str) -> bool:

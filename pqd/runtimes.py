@@ -57,9 +57,14 @@ def export_onnx(deployed: str, output: str) -> dict:
     _register_quantized_batchnorm()
     with atomic_path(output) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(tmp), opset_version=OPSET, dynamo=False,
-                          input_names=["x"], output_names=["logits"],
-                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+        try:
+            torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(tmp), opset_version=OPSET, dynamo=False,
+                              input_names=["x"], output_names=["logits"],
+                              dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+        except torch.onnx.errors.OnnxExporterError as e:  # SymbolicValueError and kin
+            raise PqdError(f"cannot export the {meta['form']} {meta['backbone']} model to ONNX: PyTorch's exporter has "
+                           f"no mapping for one of its quantized ops ({str(e).splitlines()[0][:100]}); measure it "
+                           "with measure.runtime: torch") from None
     return {"form": meta["form"], "opset": OPSET}
 
 

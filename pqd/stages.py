@@ -71,7 +71,7 @@ class StageContext:
         return teacher
 
     def fit(self, model: nn.Module, *, lr: float, loss_fn=trainer.cross_entropy, epoch_hooks=(),
-            masks: Optional[dict] = None) -> None:
+            masks: Optional[dict] = None, epochs: Optional[int] = None) -> None:
         """Train with the shared optimiser settings. Pruning masks (given, or re-derived
         from the model's zeros) are re-applied after every step; a fake-quantized model
         gets its observers and BN statistics frozen for the last part of training."""
@@ -80,21 +80,24 @@ class StageContext:
         if masks is None:
             masks = prune.masks_from_zeros(model)
         hooks = list(epoch_hooks)
+        epochs = self.epochs if epochs is None else epochs
         if quant.is_qat(model):
-            hooks.append(quant.freeze_hook(self.epochs, self.quant["freeze_at"]))
+            hooks.append(quant.freeze_hook(epochs, self.quant["freeze_at"]))
         t = self.params["train"]
-        self.record["train"] = trainer.fit(
-            model, self.data, epochs=self.epochs, lr=lr, batch_size=t["batch_size"], momentum=t["momentum"],
+        self.record.setdefault("train", [])
+        self.record["train"] += trainer.fit(
+            model, self.data, epochs=epochs, lr=lr, batch_size=t["batch_size"], momentum=t["momentum"],
             weight_decay=t["weight_decay"], nesterov=t["nesterov"], seed=self.params["seed"], device=self.device,
             loss_fn=loss_fn, epoch_hooks=hooks, step_hooks=[prune.mask_hook(masks)],
             desc=self.params.get("label", "train"),
         )
 
 
-def _meta(params: dict, form: str, history: list, accuracy: float) -> dict:
+def _meta(params: dict, form: str, history: list, accuracy: float, arch: Optional[dict] = None) -> dict:
     return {
         "experiment": params["experiment"], "backbone": params["backbone"], "dataset": params["dataset"],
         "num_classes": params["num_classes"], "width": params["width"], "form": form,
+        **({"arch": arch} if arch else {}),
         "reduce_range": params.get("quant", {}).get("reduce_range", True), "accuracy": accuracy, "history": history,
         "code_version": code_version(),
     }
@@ -138,12 +141,22 @@ def run_dense(params: dict, data_path: str, output: str, checkpoint: Optional[st
     return record
 
 
-def run_stage(letter: str, params: dict, input_path: str, data_path: str, output: str,
+def run_stage(letter: str, params: dict, input_path: Optional[str], data_path: str, output: str,
               teacher: Optional[str] = None) -> dict:
-    """Apply stage ``letter`` to the model at ``input_path`` and save it to ``output``."""
+    """Apply stage ``letter`` to the model at ``input_path`` and save it to ``output``.
+
+    A starting stage (``StageSpec.starts``) gets no input: it is handed a freshly
+    initialised backbone, seeded like dense training."""
     spec = STAGES.get(letter)
     data = data_for(params, data_path)
-    model, meta = load_model(input_path)
+    if spec.starts:
+        torch.manual_seed(params["seed"])
+        model, meta = build_model(params["backbone"], data.num_classes, params["width"]), {
+            "num_classes": data.num_classes, "history": []}
+    elif input_path is None:
+        raise PqdError(f"stage {letter!r} ({spec.name}) needs an input model (--input)")
+    else:
+        model, meta = load_model(input_path)
     params = {**params, "num_classes": meta["num_classes"]}
     device = pick_device(params["device"])
     torch.manual_seed(params["seed"])
@@ -159,5 +172,10 @@ def run_stage(letter: str, params: dict, input_path: str, data_path: str, output
     record.update(wall_s=time.perf_counter() - t0, accuracy=acc)
     print(f"[{spec.name}] test accuracy {acc:.2f}%", file=sys.stderr)
     form = "qat" if is_qat(model) else "fp32"
-    save_checkpoint(output, model.cpu().state_dict(), _meta(params, form, meta["history"] + [record], acc))
+    arch = meta.get("arch")
+    if spec.structural:
+        from pqd import arch as arch_mod
+
+        arch = arch_mod.describe(model.cpu(), build_model(params["backbone"], meta["num_classes"], params["width"]))
+    save_checkpoint(output, model.cpu().state_dict(), _meta(params, form, meta["history"] + [record], acc, arch))
     return record

@@ -32,9 +32,12 @@ def stage_input(letter):
         got = f"{pqd_pipeline.STAGES.get(letter).artifact}{wc.int8}.pt"
         if got != expected:
             fail(f"{RESULTS}/{wc.exp}/{wc.chain}/{got} is not a pqd target; that model is named {expected}")
-        out = {"model": model_file(wc.exp, chain[:-1]), "data": data_file(wc)}
-        if pqd_pipeline.STAGES.get(letter).needs_teacher:
-            out["teacher"] = model_file(wc.exp, "")
+        spec = pqd_pipeline.STAGES.get(letter)
+        out = {"data": data_file(wc)}
+        if not spec.starts:  # a starting stage builds its own model
+            out["model"] = model_file(wc.exp, chain[:-1])
+        if spec.needs_teacher:
+            out["teacher"] = model_file(wc.exp, pqd_pipeline.teacher_chain(chain))
         return out
 
     return inputs
@@ -56,6 +59,7 @@ for _letter in pqd_pipeline.STAGES:
             int8="(_int8)?",
         params:
             p=lambda wc: params_json(wc.exp, wc.chain),
+            model=lambda wc, input: f"--input {input.model}" if "model" in input.keys() else "",
             teacher=lambda wc, input: f"--teacher {input.teacher}" if "teacher" in input.keys() else "",
             letter=_letter,
             code=code_hash(f"{_spec.module.split('.')[-1]}.py"),
@@ -69,5 +73,5 @@ for _letter in pqd_pipeline.STAGES:
             mem_mb=8000,
             runtime=24 * 60,
         shell:
-            "{PQD} stage --letter {params.letter} --params {params.p:q} --input {input.model} "
+            "{PQD} stage --letter {params.letter} --params {params.p:q} {params.model} "
             "--data {input.data} {params.teacher} --output {output} --threads {threads} > {log} 2>&1"

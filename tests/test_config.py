@@ -17,7 +17,8 @@ def base():
 def test_shipped_config_is_valid_and_defaults_are_filled():
     cfg = pc.validate(base(), SCHEMA)
     assert cfg["measure"]["runs"] >= 200
-    assert cfg["protocols"]["paper"] == {"dense": 200, "p": 20, "q": 40, "d": 40}
+    assert {k: cfg["protocols"]["paper"][k] for k in "pqd"} == {"p": 20, "q": 40, "d": 40}  # the paper's split
+    assert set(cfg["protocols"]["quick"]) == set(cfg["protocols"]["paper"]) == {"dense", *cfg["stages"]}
 
 
 @pytest.mark.parametrize("path, value, message", [

@@ -48,3 +48,23 @@ def test_registries_list_known_names_on_error():
     with pytest.raises(PqdError, match="choose one of: .*resnet20"):
         BACKBONES.get("resnet1000")
     assert {"p", "q", "d"} <= set(STAGES)
+
+
+@pytest.mark.parametrize("pipeline, message", [
+    ("qs", r"stage 's' \(structured\) reshapes FP32 layers, so it must come before.*'sq'"),
+    ("pql", r"stage 'l' \(lowrank\).*must come before the quantizing stage"),
+    ("pe", r"stage 'e' \(epsd\) trains its model from scratch, so it must come first.*'ep'"),
+    ("qk", r"stage 'k' \(pqk\) needs stage 'p' \(prune\) earlier"),
+])
+def test_stage_order_rules_are_one_clear_error(pipeline, message):
+    with pytest.raises(PqdError, match=message):
+        parse_pipeline(pipeline)
+
+
+def test_second_inputs_come_from_the_registry():
+    from pqd.pipeline import teacher_chain
+
+    assert teacher_chain("pqd") == "" and teacher_chain("qd") == ""  # d: the dense model
+    assert teacher_chain("pqk") == "" and teacher_chain("qpk") == "q"  # k: the model that entered p
+    assert teacher_chain("pq") is None
+    assert model_path("r", "x", "e") == "r/x/e/epsd.pt" and model_path("r", "x", "sq") == "r/x/sq/qat_int8.pt"

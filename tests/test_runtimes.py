@@ -111,3 +111,14 @@ def test_the_workflow_and_the_schema_know_every_runtime():
     assert tuple(RUNTIMES.names()) == RUNTIME_NAMES
     assert schema["properties"]["measure"]["properties"]["runtime"]["enum"] == list(RUNTIME_NAMES)
     assert set(ONNX_RUNTIMES) == set(RUNTIME_NAMES) - {"torch"}
+
+
+def test_int8_vit_export_is_one_clear_error_and_writes_nothing(tmp_path):
+    q = quant.prepare_qat(build_model("vit", 10, 0.25))
+    with torch.no_grad():
+        q(torch.randn(2, 3, 32, 32))
+    meta = {"backbone": "vit", "num_classes": 10, "width": 0.25, "form": "int8", "reduce_range": True}
+    save_checkpoint(tmp_path / "v.pt", quant.convert(q).state_dict(), meta)
+    with pytest.raises(PqdError, match="cannot export the int8 vit model to ONNX.*measure.runtime: torch"):
+        export_onnx(str(tmp_path / "v.pt"), str(tmp_path / "v.onnx"))
+    assert not (tmp_path / "v.onnx").exists()

@@ -1,0 +1,109 @@
+"""Stage ``k``: PQK's teacher, rebuilt from the weights pruning took away (Kim et al., 2021).
+
+After ``p`` (and optionally ``q``) the student is sparse. PQK needs no separately trained
+teacher: the teacher is the student with the pruned-away weights put back next to the kept
+ones. pqd takes those weights from the model that entered ``p`` (the workflow passes it as
+this stage's second input), so the teacher is, layer by layer,
+``where(student_mask, student_weight, pre_pruning_weight)``.
+
+How the two kinds of weights move during this phase (our choice, see README):
+- shared (kept) weights are the student's own; only the student's loss updates them, and the
+  teacher re-reads them before every teacher forward, so the teacher follows the student;
+- restored (pruned-away) weights stay frozen at their pre-pruning values: they are what the
+  student lacks, and freezing them needs no second optimiser or backward pass;
+- the teacher's BatchNorm statistics are re-estimated at the start of every epoch, because
+  its convolutions keep changing with the student's.
+The student trains with the Hinton KD loss and keeps its sparsity (and fake quantization).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from pqd.errors import PqdError
+
+
+def layer_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: m.weight for n, m in model.named_modules()
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(getattr(m, "weight", None),
+                                                                                 nn.Parameter)}
+
+
+class SharedTeacher:
+    """An FP32 teacher whose kept weights are the student's and whose pruned weights are restored."""
+
+    def __init__(self, student: nn.Module, source: nn.Module, device: torch.device | str = "cpu") -> None:
+        self.model = copy.deepcopy(source).to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        s_w, t_w = layer_weights(student), layer_weights(self.model)
+        common = [n for n in t_w if n in s_w]
+        bad = [n for n in common if s_w[n].shape != t_w[n].shape]
+        if not common or bad or len(common) != len(t_w):
+            raise PqdError("stage k: the student's layers do not match the pre-pruning model's "
+                           f"({'shape of ' + bad[0] if bad else 'layer names'}); k needs unstructured p, not s or l")
+        # (teacher weight, student weight, student mask, restored weights)
+        self.pairs = [(t_w[n], s_w[n], (s_w[n].detach() != 0).to(device), t_w[n].detach().clone()) for n in common]
+        self.names = common
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        for t, s, mask, restored in self.pairs:
+            t.copy_(torch.where(mask, s.detach(), restored))
+
+    @torch.no_grad()
+    def recalibrate(self, data, batch_size: int, batches: int, device, seed: int = 0) -> None:
+        """Re-estimate BatchNorm statistics (cumulative average) for the current weights."""
+        self.sync()
+        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        gen = torch.Generator().manual_seed(seed)
+        for i, (x, _) in enumerate(data.batches("train", batch_size, shuffle=True, generator=gen, device=device)):
+            if i >= batches:
+                break
+            self.model(x)
+        self.model.eval()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.sync()
+        with torch.no_grad():
+            return self.model(x)
+
+
+def run(model: nn.Module, ctx) -> nn.Module:
+    """Stage ``k``: KD from the shared/restored teacher, keeping the student's zeros."""
+    from pqd.distill import kd_loss
+    from pqd.model_io import load_model
+    from pqd.quant import is_qat
+    from pqd.train import evaluate
+
+    s = ctx.settings
+    source, _ = load_model(ctx.teacher_path)
+    if is_qat(source):
+        raise PqdError("stage k: the model that entered p is fake-quantized; put q after p (e.g. pqk)")
+    model.to(ctx.device)
+    teacher = SharedTeacher(model, source, ctx.device)
+    batch = ctx.params["train"]["batch_size"]
+    teacher.recalibrate(ctx.data, batch, s["bn_batches"], ctx.device, ctx.params["seed"])
+    restored = sum(int((~mask).sum()) for _, _, mask, _ in teacher.pairs)
+    ctx.record["teacher"] = {"accuracy_start": evaluate(teacher.model, ctx.data, device=ctx.device),
+                             "restored_weights": restored}
+
+    def loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return kd_loss(logits, teacher(x), y, s["temperature"], s["alpha"])
+
+    def recalibrate(m: nn.Module, epoch: int) -> None:
+        if epoch > 0:
+            teacher.recalibrate(ctx.data, batch, s["bn_batches"], ctx.device, ctx.params["seed"] + epoch)
+
+    ctx.fit(model, lr=s["lr"], loss_fn=loss, epoch_hooks=[recalibrate])
+    ctx.record["teacher"]["accuracy_end"] = evaluate(teacher.model, ctx.data, device=ctx.device)
+    return model

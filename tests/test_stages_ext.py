@@ -1,0 +1,203 @@
+"""The stages beyond P, Q and D: structured pruning (s), low-rank (l), PQK (k), EPSD (e),
+each tested for its real effect, end to end through run_stage (checkpoint in, checkpoint out)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pqd import config as pc
+from pqd.measure import deploy, deployed_macs, macs
+from pqd.model_io import load_model
+from pqd.stages import run_stage
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = str(ROOT / "config/schema/config.schema.yaml")
+
+
+def params(chain: str, backbone: str = "resnet20", width: float = 0.5, **stage):
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    cfg["width"] = width
+    cfg["train"]["batch_size"] = 64
+    if stage:
+        cfg["stages"][chain[-1]].update(stage)
+    exp = f"{backbone}_digits"
+    return pc.rule_params(pc.experiment(cfg, exp, SCHEMA), exp, chain)
+
+
+def dense(tmp: Path, digits_cache: str, backbone: str = "resnet20", width: float = 0.5, epochs: int = 2) -> str:
+    from pqd.stages import run_dense
+
+    p = {**params("", backbone, width), "epochs": epochs}
+    out = str(tmp / f"{backbone}_dense.pt")
+    run_dense(p, digits_cache, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def resnet_dense(tmp_path_factory, digits_cache):
+    return dense(tmp_path_factory.mktemp("ext"), digits_cache)
+
+
+@pytest.fixture(scope="module")
+def vgg_dense(tmp_path_factory, digits_cache):
+    return dense(tmp_path_factory.mktemp("ext"), digits_cache, "vgg16", 0.25)
+
+
+def test_structured_pruning_removes_the_configured_macs_and_reloads_without_the_pruner(
+        vgg_dense, digits_cache, tmp_path):
+    before, _ = load_model(vgg_dense)
+    out = str(tmp_path / "slim.pt")
+    rec = run_stage("s", params("s", "vgg16", 0.25, macs_keep=0.5, steps=2), vgg_dense, digits_cache, out)
+    s = rec["structured"]
+    assert abs(s["macs_kept"] - 0.5) < 0.05 and s["macs_after"] < s["macs_before"]
+    assert s["params_after"] < 0.6 * s["params_before"] and s["rounds"] == 2
+    after, meta = load_model(out)  # rebuilt from meta["arch"], weights_only load, no torch_pruning
+    assert meta["arch"]["modules"] and macs(after) == s["macs_after"]
+    assert sum(p.numel() for p in after.parameters()) == s["params_after"]
+    x = torch.randn(4, 3, 32, 32)
+    assert after.eval()(x).shape == (4, 10) and before.eval()(x).shape == (4, 10)
+    # pruning half the MACs then fine-tuning with KD from the unpruned model keeps the accuracy
+    assert rec["accuracy"] >= load_model(vgg_dense)[1]["accuracy"] - 5
+    # ... and it combines with q: sq trains fake-quantized, deploys to INT8 with the thin layers
+    sq = str(tmp_path / "sq.pt")
+    run_stage("q", params("sq", "vgg16", 0.25), out, digits_cache, sq)
+    deploy(sq, str(tmp_path / "deployed.pt"))
+    int8, dmeta = load_model(str(tmp_path / "deployed.pt"))
+    assert dmeta["form"] == "int8" and deployed_macs(str(tmp_path / "deployed.pt")) == s["macs_after"]
+    assert int8(x).shape == (4, 10)
+
+
+def test_structured_pruning_with_taylor_importance_differs_from_magnitude(vgg_dense, digits_cache, tmp_path):
+    for name, imp in (("m", "magnitude"), ("t", "taylor")):
+        run_stage("s", params("s", "vgg16", 0.25, importance=imp, steps=1, distill=False), vgg_dense, digits_cache,
+                  str(tmp_path / f"{name}.pt"))
+    m, _ = load_model(str(tmp_path / "m.pt"))
+    t, _ = load_model(str(tmp_path / "t.pt"))
+    assert macs(m) == macs(t)  # same ratio ...
+    diffs = [not torch.equal(a, b) for a, b in zip(m.state_dict().values(), t.state_dict().values())]
+    assert any(diffs)  # ... different channels kept
+
+
+def test_structured_pruning_of_zero_padding_shortcuts_is_one_clear_error(resnet_dense, digits_cache, tmp_path):
+    from pqd.errors import PqdError
+
+    with pytest.raises(PqdError, match=r"resnet20/32/44/56\) are not supported.*use resnet18, vgg16, wrn28_10 or vit"):
+        run_stage("s", params("s"), resnet_dense, digits_cache, str(tmp_path / "s.pt"))
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_vit_heads_and_mlp_width_are_pruned_and_the_model_reloads_and_quantizes(digits_cache, tmp_path):
+    from pqd.models import build_model
+    from pqd.structured import prune_once
+
+    vit = build_model("vit", 10, 0.5)
+    slim = prune_once(vit, 0.5)
+    heads = [m.num_heads for m in slim.modules() if hasattr(m, "qkv")]
+    assert heads and all(h < 4 for h in heads)
+    assert all(b.mlp.fc1.out_features < vit.blocks[0].mlp.fc1.out_features for b in slim.blocks)
+    assert macs(slim) < 0.7 * macs(vit)
+    vd = dense(tmp_path, digits_cache, "vit", 0.5, epochs=1)
+    out = str(tmp_path / "vs.pt")
+    rec = run_stage("s", {**params("s", "vit", 0.5, macs_keep=0.6, steps=1), "epochs": 1}, vd, digits_cache, out)
+    assert rec["structured"]["macs_kept"] < 0.7 and set(rec["structured"]["heads"].values()) < {1, 2, 3, 4}
+    model, meta = load_model(out)
+    assert [m.num_heads for m in model.modules() if hasattr(m, "qkv")] == list(rec["structured"]["heads"].values())
+    run_stage("q", {**params("sq", "vit", 0.5), "epochs": 1}, out, digits_cache, str(tmp_path / "vsq.pt"))
+    deploy(str(tmp_path / "vsq.pt"), str(tmp_path / "vd.pt"))
+    int8, dmeta = load_model(str(tmp_path / "vd.pt"))
+    assert dmeta["form"] == "int8" and int8(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_lowrank_replaces_layers_by_factor_pairs_within_the_kept_energy(resnet_dense):
+    from pqd.lowrank import LowRank, factorize_model
+
+    model, _ = load_model(resnet_dense)
+    originals = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    report = factorize_model(model, energy=0.8)
+    assert report
+    for name, r in report.items():
+        pair = model.get_submodule(name)
+        assert isinstance(pair, LowRank) and pair[0].out_channels == r["rank"] == pair[1].in_channels
+        w = originals[name]
+        product = (pair[1].weight.flatten(1) @ pair[0].weight.flatten(1)).reshape(w.shape)
+        residual = ((w - product) ** 2).sum() / (w ** 2).sum()
+        assert residual <= 1 - 0.8 + 1e-4  # the dropped energy is exactly what is left out
+        assert abs(residual.item() - (1 - r["kept_energy"])) < 1e-4
+        assert r["params_after"] < r["params_before"]
+
+
+def test_lowrank_stage_shrinks_the_model_and_reloads_and_quantizes(resnet_dense, digits_cache, tmp_path):
+    dense_model, _ = load_model(resnet_dense)
+    out = str(tmp_path / "l.pt")
+    rec = run_stage("l", params("l", energy=0.8), resnet_dense, digits_cache, out)
+    model, meta = load_model(out)
+    assert meta["arch"]["lowrank"] == sorted(rec["factorized"], key=meta["arch"]["lowrank"].index)
+    assert macs(model) < macs(dense_model)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in dense_model.parameters())
+    run_stage("q", params("lq"), out, digits_cache, str(tmp_path / "lq.pt"))
+    deploy(str(tmp_path / "lq.pt"), str(tmp_path / "d.pt"))
+    assert load_model(str(tmp_path / "d.pt"))[1]["form"] == "int8"
+
+
+def test_pqk_teacher_shares_kept_weights_and_restores_pruned_ones(resnet_dense, digits_cache, tmp_path):
+    from pqd.pqk import SharedTeacher, layer_weights
+
+    pruned = str(tmp_path / "p.pt")
+    run_stage("p", params("p"), resnet_dense, digits_cache, pruned)
+    student, _ = load_model(pruned)
+    source, _ = load_model(resnet_dense)
+    teacher = SharedTeacher(student, source)
+    teacher.sync()
+    s_w, t_w, d_w = layer_weights(student), layer_weights(teacher.model), layer_weights(source)
+    restored = 0
+    for n in s_w:
+        kept = s_w[n] != 0
+        assert torch.equal(t_w[n][kept], s_w[n][kept])  # shared: the student's own values
+        assert torch.equal(t_w[n][~kept], d_w[n][~kept])  # restored: the pre-pruning values
+        assert bool((t_w[n][~kept] != 0).all())
+        restored += int((~kept).sum())
+    assert restored > 0
+    with torch.no_grad():  # the teacher follows the student's shared weights
+        s_w[next(iter(s_w))].mul_(2.0)
+    teacher.sync()
+    name = next(iter(s_w))
+    assert torch.equal(t_w[name][s_w[name] != 0], s_w[name][s_w[name] != 0])
+    # the stage itself: keeps the student's sparsity (and fake quantization after q)
+    pq = str(tmp_path / "pq.pt")
+    run_stage("q", params("pq"), pruned, digits_cache, pq)
+    out = str(tmp_path / "pqk.pt")
+    rec = run_stage("k", params("pqk"), pq, digits_cache, out, teacher=resnet_dense)
+    assert rec["teacher"]["restored_weights"] == restored
+    final, meta = load_model(out)
+    assert meta["form"] == "qat"
+    for n, w in layer_weights(final).items():
+        if n in s_w:
+            assert torch.equal(w.detach() == 0, s_w[n] == 0)
+
+
+def test_epsd_prunes_at_init_keeps_sparsity_and_scores_differ_from_snip(digits_cache, digits, tmp_path):
+    from pqd.epsd import masks_for
+    from pqd.models import build_model
+    from pqd.stages import StageContext
+
+    p = {**params("e", sparsity=0.6), "num_classes": 10}
+    torch.manual_seed(0)
+    model = build_model("resnet20", 10, 0.5)
+    ctx = StageContext(p, digits, torch.device("cpu"))
+    m_epsd, s_epsd = masks_for(model, ctx, "epsd")
+    m_snip, s_snip = masks_for(model, ctx, "snip")
+    assert s_epsd.keys() == s_snip.keys()
+    assert abs(sum(v.sum() for v in s_epsd.values()).item() - 1) < 1e-4  # normalised
+    assert any(not torch.allclose(s_epsd[n], s_snip[n]) for n in s_epsd)
+    assert any(not torch.equal(m_epsd[n], m_snip[n]) for n in m_epsd)
+    kept = sum(int(m.sum()) for m in m_epsd.values()) / sum(m.numel() for m in m_epsd.values())
+    assert abs(kept - 0.4) < 1e-3
+    out = str(tmp_path / "e.pt")
+    rec = run_stage("e", {**params("e", sparsity=0.6), "epochs": 2}, None, digits_cache, out)
+    assert abs(rec["epsd"]["sparsity_at_init"] - 0.6) < 1e-3
+    assert abs(rec["epsd"]["sparsity_at_end"] - 0.6) < 1e-3
+    assert 0 < rec["epsd"]["mask_agreement_with_snip"] < 1
+    final, meta = load_model(out)
+    assert [h["stage"] for h in meta["history"]] == ["e"] and rec["accuracy"] > 20
