@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("script, expect", [
-    ("bench/latency.py", "ort_int8 speedup"),
+    ("bench/latency.py", "ov_int8 peak frac"),
+    ("bench/agreement.py", "openvino same prediction %"),
     ("bench/train_throughput.py", "ratio pqd / torchvision"),
     ("bench/snakemake_overhead.py", "jobs to rerun after that edit"),
 ])

@@ -90,6 +90,25 @@ def test_another_order_reuses_the_shared_pruned_prefix(built: Path):
     assert planned(built, f"results/{EXP}/pdq/report.json") == {}
 
 
+def test_new_stages_are_dag_targets_with_their_second_inputs_and_reports(built: Path):
+    """k reuses p's and pq's models and reads the pre-pruning (dense) model; e starts from scratch;
+    l reshapes the model and its report counts fewer MACs."""
+    jobs = planned(built, f"results/{EXP}/pqk/report.json")
+    assert jobs.get("stage_pqk") == 1 and not {"dense", "stage_prune", "stage_qat"} & set(jobs)
+    jobs = planned(built, f"results/{EXP}/eq/report.json")
+    assert jobs.get("stage_epsd") == 1 and jobs.get("stage_qat") == 1 and "dense" not in jobs
+    smk(built, f"results/{EXP}/pqk/report.json", f"results/{EXP}/l/report.json")
+    k = json.loads((built / f"results/{EXP}/pqk/report.json").read_text())
+    assert [s["stage"] for s in k["stages"]] == ["dense", "p", "q", "k"] and k["deployed_form"] == "int8"
+    assert k["weight_sparsity_inner"] >= 0.5  # k keeps the student's zeros
+    low = json.loads((built / f"results/{EXP}/l/report.json").read_text())
+    dense = json.loads((built / f"results/{EXP}/dense/report.json").read_text()) if (
+        built / f"results/{EXP}/dense/report.json").exists() else None
+    lat = json.loads((built / f"results/{EXP}/pqd/latency.json").read_text())
+    assert low["macs"] < lat["macs"] and low["deployed_form"] == "fp32"  # pqd keeps the dense MACs
+    assert dense is None or dense["macs"] == lat["macs"]
+
+
 def test_summary_table_plot_and_snakemake_html_report(built: Path):
     smk(built, f"results/{EXP}/summary.csv")
     import pandas as pd
@@ -131,6 +150,8 @@ def test_editing_a_stage_module_reruns_only_that_stage(built: Path):
     ("results/resnet20_svhn/pqd/report.json", "", "unknown dataset 'svhn'"),
     (f"results/{EXP}/pqx/report.json", "", "unknown stage letter 'x'"),
     (f"results/{EXP}/ppq/report.json", "", "repeats stage 'p'"),
+    (f"results/{EXP}/qs/report.json", "", "reshapes FP32 layers, so it must come before the quantizing stage"),
+    (f"results/{EXP}/qk/report.json", "", "needs stage 'p' (prune) earlier"),
     (f"results/{EXP}/pqd/report.json", "stages: {p: {sparsity: 1.5}}",
      "invalid config at 'stages.p.sparsity': 1.5 is greater than or equal to the maximum of 1"),
     (f"results/{EXP}/pqd/report.json", "device: tpu", "invalid config at 'device'"),
