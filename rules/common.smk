@@ -85,7 +85,9 @@ def eval_json(wc):
 # pqd/distill.py reruns distillation jobs (and their descendants) but not pruning.
 PQD_SRC = Path(workflow.basedir) / "pqd"
 STAGE_ONLY = {f"{s.module.split('.')[-1]}.py" for s in map(pqd_pipeline.STAGES.get, pqd_pipeline.STAGES)}
-STAGE_ONLY -= {"prune.py", "quant.py"}  # the shared training loop keeps masks and freezes QAT through these
+# the shared training loop keeps masks and freezes QAT through prune.py and quant.py, and every
+# checkpoint load rebuilds factorised layers through lowrank.py (pqd/arch.py)
+STAGE_ONLY -= {"prune.py", "quant.py", "lowrank.py"}
 ROLE_ONLY = {"measure.py", "report.py", "runtimes.py"}
 
 
