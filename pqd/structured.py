@@ -130,6 +130,10 @@ def run(model: nn.Module, ctx) -> nn.Module:
     before = {"macs": macs(model), "params": param_count(model)}
     ratio = ratio_for_macs(model, s["macs_keep"])
     rounds = max(1, min(s["steps"], ctx.epochs))
+    if attention_heads(model):
+        # Torch-Pruning's iterative schedule can take the last head of a layer in a later round;
+        # heads (and MLP units) are therefore removed in one round, then fine-tuned
+        rounds = 1
     epochs = [ctx.epochs // rounds + (1 if i < ctx.epochs % rounds else 0) for i in range(rounds)]
     loss_fn = cross_entropy
     if s["distill"]:  # CPD: distil from the unpruned model while pruning
