@@ -26,16 +26,6 @@ import torch.nn.functional as F
 from pqd.prune import Masks, prunable_layers
 
 
-def _batches(ctx, n: int, seed: int):
-    gen = torch.Generator().manual_seed(seed)
-    it = ctx.data.batches("train", ctx.params["train"]["batch_size"], shuffle=True, augment=True, generator=gen,
-                          device=ctx.device)
-    for i, b in enumerate(it):
-        if i >= n:
-            return
-        yield b
-
-
 def sd_loss(logits: torch.Tensor, snapshot_logits: torch.Tensor, y: torch.Tensor, alpha: float,
             temperature: float) -> torch.Tensor:
     soft = F.kl_div(F.log_softmax(logits / temperature, 1), F.softmax(snapshot_logits / temperature, 1),
@@ -49,7 +39,7 @@ def saliency(model: nn.Module, ctx, criterion: str, layers: list[tuple[str, nn.M
     snapshot = copy.deepcopy(model).eval()
     model.zero_grad(set_to_none=True)
     model.train()
-    for x, y in _batches(ctx, s["score_batches"], ctx.params["seed"] + 1):
+    for x, y in ctx.train_batches(s["score_batches"], ctx.params["seed"] + 1):
         logits = model(x)
         if criterion == "snip":
             loss = F.cross_entropy(logits, y)
@@ -65,30 +55,18 @@ def saliency(model: nn.Module, ctx, criterion: str, layers: list[tuple[str, nn.M
 
 
 def top_masks(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
-    """Keep the ``1 - sparsity`` highest-scoring weights across all layers."""
+    """Keep exactly the ``1 - sparsity`` highest-scoring weights across all layers."""
     flat = torch.cat([v.flatten() for v in scores.values()])
-    k = int(round(sparsity * flat.numel()))
-    if k == 0:
-        return {n: torch.ones_like(v, dtype=torch.bool) for n, v in scores.items()}
-    threshold = torch.kthvalue(flat, k).values
-    masks = {n: v > threshold for n, v in scores.items()}
-    # ties at the threshold: drop exactly enough of them to hit the target
-    extra = sum(int(m.sum()) for m in masks.values()) - (flat.numel() - k)
-    if extra < 0:
-        for n, v in scores.items():
-            ties = torch.nonzero((v == threshold) & ~masks[n].to(torch.bool), as_tuple=False)
-            take = ties[: -extra]
-            masks[n][tuple(take.T)] = True
-            extra += len(take)
-            if extra >= 0:
-                break
-    return masks
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[flat.topk(flat.numel() - int(round(sparsity * flat.numel()))).indices] = True
+    parts = keep.split([v.numel() for v in scores.values()])
+    return {n: part.view_as(v) for (n, v), part in zip(scores.items(), parts)}
 
 
 def warm_up(model: nn.Module, ctx, steps: int) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=ctx.settings["lr"], momentum=0.9)
     model.train()
-    for x, y in _batches(ctx, steps, ctx.params["seed"]):
+    for x, y in ctx.train_batches(steps, ctx.params["seed"]):
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()

@@ -125,12 +125,13 @@ def macs(model: nn.Module, image_size: int = 32) -> int:
     return counter.get_total_flops() // 2
 
 
-def deployed_macs(deployed: str) -> int:
-    """MACs of a deployed model, counted on its FP32 skeleton (INT8 kernels do the same MACs)."""
+def deployed_macs(deployed: str, meta: Optional[dict] = None) -> int:
+    """MACs of a deployed model, counted on its FP32 skeleton (INT8 kernels do the same MACs);
+    pass ``meta`` when the checkpoint's metadata is already at hand."""
     from pqd.model_io import build_from_meta
 
-    meta = dict(load_checkpoint(deployed)["meta"], form="fp32")
-    return macs(build_from_meta(meta))
+    meta = load_checkpoint(deployed)["meta"] if meta is None else meta
+    return macs(build_from_meta(dict(meta, form="fp32")))
 
 
 def int8_gemm_peak(threads: int, size: int = 1024, repeats: int = 8) -> dict:
@@ -200,10 +201,11 @@ def latency(deployed: str, dense: str, settings: dict, onnx_path: Optional[str] 
     runtime = settings["runtime"]
     model = RUNTIMES.get(runtime)(deployed, onnx_path, settings["threads"])
     ref, _ = load_model(dense)
-    form = load_checkpoint(deployed)["meta"]["form"]
+    meta = load_checkpoint(deployed)["meta"]
+    form = meta["form"]
     res = interleaved_latency({"model": model, "dense_fp32": ref}, runs=settings["runs"], warmup=settings["warmup"],
                               rounds=settings["rounds"], threads=settings["threads"])
-    n_macs = deployed_macs(deployed)
+    n_macs = deployed_macs(deployed, meta)
     peak = int8_gemm_peak(settings["threads"])
     rate = n_macs / (res["model"]["median_ms"] / 1e3)
     return {"form": form, **runtime_versions(runtime), "threads": settings["threads"], "batch_size": 1, **res,

@@ -27,9 +27,10 @@ from pqd.errors import PqdError
 
 
 def layer_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    return {n: m.weight for n, m in model.named_modules()
-            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(getattr(m, "weight", None),
-                                                                                 nn.Parameter)}
+    """Every conv/linear weight (QAT-fused layers included), by layer name."""
+    from pqd.prune import prunable_layers
+
+    return {n: m.weight for n, m in prunable_layers(model, exclude_first=False, exclude_classifier=False)}
 
 
 class SharedTeacher:
@@ -66,9 +67,8 @@ class SharedTeacher:
             m.momentum = None
             m.train()
         gen = torch.Generator().manual_seed(seed)
-        for i, (x, _) in enumerate(data.batches("train", batch_size, shuffle=True, generator=gen, device=device)):
-            if i >= batches:
-                break
+        for x, _ in data.batches("train", batch_size, shuffle=True, generator=gen, device=device,
+                                 limit=batches * batch_size):
             self.model(x)
         self.model.eval()
 

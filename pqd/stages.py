@@ -61,6 +61,13 @@ class StageContext:
     def quant(self) -> dict:
         return self.params["quant"]
 
+    def train_batches(self, n: int, seed: int):
+        """The first ``n`` shuffled, augmented training batches for seed ``seed`` (for scoring
+        and warm-up passes outside the training loop)."""
+        batch = self.params["train"]["batch_size"]
+        return self.data.batches("train", batch, shuffle=True, augment=True,
+                                 generator=torch.Generator().manual_seed(seed), device=self.device, limit=n * batch)
+
     def load_teacher(self) -> nn.Module:
         if not self.teacher_path:
             raise PqdError("this stage needs a teacher but none was given")

@@ -112,11 +112,7 @@ def ratio_for_macs(model: nn.Module, keep: float, tol: float = 0.005) -> float:
 def taylor_gradients(model: nn.Module, ctx, batches: int) -> None:
     """Accumulate ``dL/dw`` over ``batches`` training batches for Taylor importance."""
     model.train().zero_grad()
-    gen = torch.Generator().manual_seed(ctx.params["seed"])
-    for i, (x, y) in enumerate(ctx.data.batches("train", ctx.params["train"]["batch_size"], shuffle=True,
-                                                  augment=True, generator=gen, device=ctx.device)):
-        if i >= batches:
-            break
+    for x, y in ctx.train_batches(batches, ctx.params["seed"]):
         F.cross_entropy(model(x), y).backward()
 
 
