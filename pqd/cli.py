@@ -75,7 +75,7 @@ def cmd_latency(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
     from pqd.measure import latency
 
-    res = latency(a.input, a.dense, json.loads(a.params), a.onnx or None)
+    res = latency(a.input, a.dense, json.loads(a.params), a.onnx or None, a.dense_onnx or None)
     write_json(a.output, res)
     return {"speedup": res["speedup_vs_dense_fp32"], "median_ms": res["model"]["median_ms"]}
 
@@ -108,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("command", choices=sorted(COMMANDS))
     for flag in ("--params", "--input", "--output", "--data", "--checkpoint", "--teacher", "--letter", "--dense",
                  "--eval", "--latency", "--dense-eval", "--experiment", "--pipeline", "--csv", "--md", "--plot",
-                 "--onnx"):
+                 "--onnx", "--dense-onnx"):
         p.add_argument(flag)
     p.add_argument("--reports", nargs="*", default=[])
     p.add_argument("--threads", type=int, default=1)

@@ -64,7 +64,11 @@ def top_masks(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
 
 
 def warm_up(model: nn.Module, ctx, steps: int) -> None:
-    opt = torch.optim.SGD(model.parameters(), lr=ctx.settings["lr"], momentum=0.9)
+    from pqd.train import make_optimizer
+
+    t = ctx.params["train"]
+    opt = make_optimizer(model.parameters(), t["optimizer"], lr=ctx.settings["lr"], momentum=t["momentum"],
+                         weight_decay=t["weight_decay"], nesterov=t["nesterov"])
     model.train()
     for x, y in ctx.train_batches(steps, ctx.params["seed"]):
         opt.zero_grad(set_to_none=True)

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from pqd.checkpoint import code_version, load_checkpoint, save_checkpoint
+from pqd.errors import PqdError
 from pqd.model_io import load_model
 
 
@@ -81,13 +82,23 @@ def cpu_info() -> dict:
 
 @torch.inference_mode()
 def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]], *, runs: int = 200,
-                        warmup: int = 20, rounds: int = 40, threads: int = 1, batch_size: int = 1
-                        ) -> dict[str, dict]:
+                        warmup: int = 20, rounds: int = 40, threads: int = 1, batch_size: int = 1,
+                        settle_ms: float = 20.0) -> dict[str, dict]:
     """Batch-``batch_size`` latency of each model, timed in alternating rounds.
 
     Each round runs every model ``runs / rounds`` times back to back, so slow and fast
-    phases of a shared CPU hit all models alike. Returns median/p90/mean in ms.
+    phases of a shared CPU hit all models alike. Before each model's block the process sleeps
+    ``settle_ms`` and makes one untimed call: runtimes leave their worker threads spinning
+    after a call (ONNX Runtime, OpenMP), and with 2 threads on 2 cores those spinners slowed the
+    next runtime's first calls by up to 1.6x (OpenVINO after ONNX Runtime, bench/latency.py).
+    Returns median/p90/mean in ms.
     """
+    with torch.no_grad():  # an autograd graph per call would slow the FP32 modules and not the INT8 ones
+        return _interleaved(models, runs, warmup, rounds, threads, batch_size, settle_ms)
+
+
+def _interleaved(models: dict, runs: int, warmup: int, rounds: int, threads: int, batch_size: int,
+                 settle_ms: float) -> dict[str, dict]:
     torch.set_num_threads(threads)
     x = torch.randn(batch_size, 3, 32, 32)
     for m in models.values():
@@ -99,6 +110,8 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(rounds):
         for name, m in models.items():
+            time.sleep(settle_ms / 1e3)
+            m(x)
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 m(x)
@@ -193,23 +206,32 @@ def int8_gemm_peak(threads: int, size: int = 1024, repeats: int = 8) -> dict:
             "gemm_size": size}
 
 
-def latency(deployed: str, dense: str, settings: dict, onnx_path: Optional[str] = None) -> dict:
+def latency(deployed: str, dense: str, settings: dict, onnx_path: Optional[str] = None,
+            dense_onnx: Optional[str] = None) -> dict:
     """Latency of the deployed model in the configured runtime and of the dense FP32 model in
-    PyTorch eager (the common baseline), measured together."""
+    PyTorch eager (the common baseline), measured together. When the runtime is not PyTorch,
+    the dense FP32 model is also timed in that runtime (from ``dense_onnx``), so the report can
+    separate what compression buys from what the runtime buys."""
     from pqd.runtimes import RUNTIMES, runtime_versions
 
     runtime = settings["runtime"]
-    model = RUNTIMES.get(runtime)(deployed, onnx_path, settings["threads"])
-    ref, _ = load_model(dense)
+    make = RUNTIMES.get(runtime)
+    models = {"model": make(deployed, onnx_path, settings["threads"]), "dense_fp32": load_model(dense)[0]}
+    if runtime != "torch":
+        if not dense_onnx:
+            raise PqdError(f"runtime '{runtime}' needs the dense model's deployed.onnx as well (--dense-onnx)")
+        models["dense_runtime"] = make(dense, dense_onnx, settings["threads"])
     meta = load_checkpoint(deployed)["meta"]
-    form = meta["form"]
-    res = interleaved_latency({"model": model, "dense_fp32": ref}, runs=settings["runs"], warmup=settings["warmup"],
+    res = interleaved_latency(models, runs=settings["runs"], warmup=settings["warmup"],
                               rounds=settings["rounds"], threads=settings["threads"])
+    if "dense_runtime" not in res:
+        res["dense_runtime"] = res["dense_fp32"]
     n_macs = deployed_macs(deployed, meta)
     peak = int8_gemm_peak(settings["threads"])
     rate = n_macs / (res["model"]["median_ms"] / 1e3)
-    return {"form": form, **runtime_versions(runtime), "threads": settings["threads"], "batch_size": 1, **res,
+    return {"form": meta["form"], **runtime_versions(runtime), "threads": settings["threads"], "batch_size": 1, **res,
             "speedup_vs_dense_fp32": res["dense_fp32"]["median_ms"] / res["model"]["median_ms"],
+            "speedup_vs_dense_same_runtime": res["dense_runtime"]["median_ms"] / res["model"]["median_ms"],
             "macs": n_macs, "macs_per_s": rate, **peak, "int8_peak_fraction": rate / peak["int8_peak_macs_per_s"],
             "system": cpu_info(), "code_version": code_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 

@@ -26,6 +26,7 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
         "weight_sparsity": ev["weight_sparsity"], "weight_sparsity_inner": ev["weight_sparsity_inner"],
         "latency_ms": lat["model"]["median_ms"], "latency_p90_ms": lat["model"]["p90_ms"],
         "dense_latency_ms": lat["dense_fp32"]["median_ms"], "speedup": lat["speedup_vs_dense_fp32"],
+        "speedup_same_runtime": lat["speedup_vs_dense_same_runtime"],
         "latency_threads": lat["threads"], "latency_runs": lat["model"]["runs"],
         "macs": lat["macs"], "int8_peak_fraction": lat["int8_peak_fraction"] if ev["form"] == "int8" else None,
         "int8_peak_macs_per_s": lat["int8_peak_macs_per_s"],
@@ -40,7 +41,7 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
 
 
 COLUMNS = ["pipeline", "deployed_form", "runtime", "accuracy", "accuracy_delta", "size_bytes", "size_gzip_bytes", "size_ratio",
-           "weight_sparsity", "macs", "latency_ms", "latency_p90_ms", "speedup", "int8_peak_fraction", "train_wall_s"]
+           "weight_sparsity", "macs", "latency_ms", "latency_p90_ms", "speedup", "speedup_same_runtime", "int8_peak_fraction", "train_wall_s"]
 
 
 def pareto(costs: list[float], accs: list[float]) -> list[int]:

@@ -43,6 +43,11 @@ def onnx_input(wc):
     return []
 
 
+def dense_onnx_input(wc):
+    """The dense model's deployed.onnx, for timing dense FP32 in the same runtime."""
+    return onnx_input(SimpleNamespace(exp=wc.exp, pipeline="dense"))
+
+
 rule evaluate:
     """Top-1 accuracy, size and measured sparsity of the deployed model."""
     input:
@@ -68,17 +73,19 @@ rule evaluate:
 
 
 rule latency:
-    """Batch-1 CPU latency of the deployed model and of dense FP32, interleaved in one job.
+    """Batch-1 CPU latency of the deployed model and of dense FP32 (PyTorch eager, and the
+    configured runtime when it is another one), interleaved in one job.
     It books every core of the machine (cpus) so that nothing else runs beside it."""
     input:
         model=rules.deploy.output[0],
         dense=f"{RESULTS}/{{exp}}/dense/deployed.pt",
         onnx=onnx_input,
+        dense_onnx=dense_onnx_input,
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/latency.json",
     params:
         p=lambda wc: json.dumps(exp_cfg(wc.exp)["measure"], sort_keys=True),
-        onnx=lambda wc, input: f"--onnx {input.onnx}" if input.onnx else "",
+        onnx=lambda wc, input: f"--onnx {input.onnx} --dense-onnx {input.dense_onnx}" if input.onnx else "",
         code=code_hash("measure.py", "runtimes.py"),
     log:
         "logs/{exp}/{pipeline}/latency.log",

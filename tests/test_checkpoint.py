@@ -71,7 +71,7 @@ def test_import_fills_batchnorm_counters_that_old_checkpoints_lack(tmp_path, dig
     torch.save({"state_dict": sd}, tmp_path / "old.th")
     params = {"experiment": "e", "backbone": "resnet20", "dataset": "digits", "width": 0.25, "seed": 0,
               "device": "cpu", "stage": {"lr": 0.1, "checkpoint": "old.th"}, "epochs": 5,
-              "train": {"batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
+              "train": {"batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True, "optimizer": "sgd"},
               "data": {"normalize": None, "augment": {}}}
     rec = run_dense(params, digits_cache, str(tmp_path / "dense.pt"), str(tmp_path / "old.th"))
     assert rec["epochs"] == 0 and rec["imported_from"].endswith("old.th")

@@ -195,15 +195,29 @@ def test_j4_on_this_machine_never_runs_more_training_threads_than_cores(wd: Path
     assert peak == max(1, min(4, os.cpu_count()) // threads)
 
 
-def test_onnxruntime_measurement_reruns_only_measurement_jobs(built: Path):
+def test_default_runtime_times_dense_in_pytorch_and_in_openvino(built: Path):
+    lat = json.loads((built / f"results/{EXP}/pqd/latency.json").read_text())
+    assert lat["runtime"] == "openvino" and lat["openvino"]
+    for key in ("model", "dense_fp32", "dense_runtime"):
+        assert lat[key]["runs"] >= 200 and lat[key]["median_ms"] > 0
+    assert lat["speedup_vs_dense_same_runtime"] == lat["dense_runtime"]["median_ms"] / lat["model"]["median_ms"]
+    rep = json.loads((built / f"results/{EXP}/pqd/report.json").read_text())
+    assert rep["speedup_same_runtime"] == lat["speedup_vs_dense_same_runtime"]
+    assert abs(rep["accuracy"] - rep["accuracy_torch"]) <= 1.5
+    assert (built / f"results/{EXP}/dense/deployed.onnx").exists()
+
+
+def test_switching_runtime_reruns_only_measurement_jobs(built: Path):
     target = f"results/{EXP}/pqd/report.json"
     edit = "measure: {runtime: onnxruntime}"
     jobs = planned(built, target, edit=edit)
-    # pqd's and dense's deployed models are exported (dense is evaluated in the same runtime)
-    assert jobs == {"export_onnx": 2, "evaluate": 2, "latency": 1, "report": 1}
+    # the exported files are shared by both ONNX runtimes; dense is evaluated in the new runtime too
+    assert jobs == {"evaluate": 2, "latency": 1, "report": 1}
     smk(built, target, edit=edit)
     rep = json.loads((built / target).read_text())
     assert rep["runtime"] == "onnxruntime" and rep["deployed_form"] == "int8"
     assert abs(rep["accuracy"] - rep["accuracy_torch"]) <= 1.5
     lat = json.loads((built / f"results/{EXP}/pqd/latency.json").read_text())
     assert lat["runtime"] == "onnxruntime" and lat["onnxruntime"] and lat["model"]["runs"] >= 200
+    jobs = planned(built, target, edit="measure: {runtime: torch}")
+    assert jobs == {"evaluate": 2, "latency": 1, "report": 1}
