@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 
 from pqd import quant
 from pqd.checkpoint import save_checkpoint
@@ -61,7 +62,12 @@ def main() -> None:
             n_macs = macs(fp32)
             for t in a.threads:
                 torch.set_num_threads(t)
-                compiled = torch.compile(fp32)  # inductor's C++ CPU backend; compiled on first call
+                # inductor's C++ CPU backend, compiled on first call. Freezing (weights as constants:
+                # oneDNN prepacking, conv+BN folding) is Inductor's CPU inference setting; without it
+                # the compiled VGG-16-BN ran 1.4x *slower* than eager here.
+                torch._inductor.config.freezing = True
+                torch._dynamo.reset()
+                compiled = torch.compile(fp32)
                 with torch.no_grad():
                     compiled(torch.randn(1, 3, 32, 32))
                 runners = {"torch_fp32": fp32, "compile_fp32": compiled, "torch_int8": int8}
