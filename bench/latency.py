@@ -23,7 +23,7 @@ import torch._inductor.config
 
 from pqd import quant
 from pqd.checkpoint import save_checkpoint
-from pqd.measure import cpu_info, int8_gemm_peak, interleaved_latency, macs
+from pqd.measure import cpu_info, macs, timed_with_peak
 from pqd.models import build_model
 from pqd.runtimes import RUNTIMES, export_onnx
 
@@ -74,8 +74,8 @@ def main() -> None:
                 for rt, short in (("onnxruntime", "ort"), ("openvino", "ov")):
                     for f in paths:
                         runners[f"{short}_{f}"] = RUNTIMES.get(rt)(paths[f], paths[f] + ".onnx", t)
-                res = interleaved_latency({c: runners[c] for c in cols}, runs=a.runs, warmup=10, rounds=20, threads=t)
-                peak = int8_gemm_peak(t)["int8_peak_macs_per_s"]
+                res, peak = timed_with_peak({c: runners[c] for c in cols}, t, runs=a.runs, warmup=10, rounds=20)
+                peak = peak["int8_peak_macs_per_s"]
                 ms = {c: res[c]["median_ms"] for c in cols}
                 print(f"| {name} | {a.width} | {n_macs / 1e6:.0f} | {t} | {peak / 1e9:.0f} | "
                       + " | ".join(f"{ms[c]:.2f}" for c in cols) + " | "

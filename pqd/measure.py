@@ -147,15 +147,13 @@ def deployed_macs(deployed: str, meta: Optional[dict] = None) -> int:
     return macs(build_from_meta(dict(meta, form="fp32")))
 
 
-def int8_gemm_peak(threads: int, size: int = 1024, repeats: int = 20) -> dict:
-    """This CPU's achievable INT8 multiply-accumulate rate, measured with small kernels: the
-    best of ``repeats`` runs of a ``size``-cubed INT8 GEMM in fbgemm (the kernels PyTorch's INT8
-    layers use) and of a wide 3x3 INT8 convolution in OpenVINO, at ``threads`` threads.
-    OpenVINO's direct convolutions outrun GEMMs on this CPU (AVX2, no VNNI: its own INT8 MatMul
-    reached 29 GMAC/s against fbgemm's 74), so a GEMM-only figure let whole models exceed "the
-    peak". A model's MACs per second over this figure is the fraction of the peak it reaches."""
-    import numpy as np
-
+def int8_peak_kernels(threads: int, size: int = 1024) -> dict[str, tuple[Callable[[torch.Tensor], object], int]]:
+    """Small kernels that run near this CPU's INT8 multiply-accumulate peak, as
+    ``name -> (callable, MACs per call)``: a ``size``-cubed INT8 GEMM in fbgemm (the kernels
+    PyTorch's INT8 layers use) and, when OpenVINO is installed, a wide 3x3 INT8 convolution in
+    OpenVINO. OpenVINO's direct convolutions outrun GEMMs on this CPU (AVX2, no VNNI; its own
+    INT8 MatMul reached 29 GMAC/s against fbgemm's 74), so a GEMM-only figure let whole models
+    exceed "the peak". The callables take (and ignore) an input, so they time like models."""
     import warnings
 
     torch.set_num_threads(threads)
@@ -165,29 +163,27 @@ def int8_gemm_peak(threads: int, size: int = 1024, repeats: int = 20) -> dict:
                                    0, torch.qint8)
     lin.set_weight_bias(w, None)
     x = torch.quantize_per_tensor(torch.rand(size, size), 1 / 255, 0, torch.quint8)
-    best = {}
-
-    def time_best(fn, n_macs: int) -> float:
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return n_macs / min(ts)
-
-    with torch.no_grad():
-        best["fbgemm_gemm"] = time_best(lambda: lin(x), size ** 3)
+    kernels = {"fbgemm_gemm": ((lambda _: lin(x)), size ** 3)}
     try:
         import openvino  # noqa: F401
     except ImportError:
-        pass
-    else:
-        # WRN-28-10's widest layer shape: the fastest of the conv shapes tried (256-640 channels)
-        ch, hw, batch = 640, 8, 8
-        best["openvino_conv3x3"] = time_best(*_openvino_qdq_kernel("conv", (batch, ch, hw, hw), (ch, ch, 3, 3), threads))
-    return {"int8_peak_macs_per_s": max(best.values()), "int8_peak_by_kernel": best, "threads": threads,
-            "gemm_size": size}
+        return kernels
+    # WRN-28-10's widest layer shape: the fastest of the conv shapes tried (256-640 channels)
+    ch, hw, batch = 640, 8, 4
+    fn, n = _openvino_qdq_kernel("conv", (batch, ch, hw, hw), (ch, ch, 3, 3), threads)
+    kernels["openvino_conv3x3"] = ((lambda _: fn()), n)
+    return kernels
+
+
+def timed_with_peak(models: dict[str, Callable[[torch.Tensor], object]], threads: int, **timing) -> tuple[dict, dict]:
+    """:func:`interleaved_latency` of ``models`` with the INT8 peak kernels timed in the same
+    rounds, so that a model's fraction of the peak does not depend on the CPU's speed drift
+    (up to 2x within seconds here). Returns (model timings, peak record)."""
+    kernels = int8_peak_kernels(threads)
+    res = interleaved_latency({**models, **{f"peak:{k}": fn for k, (fn, _) in kernels.items()}}, threads=threads,
+                              **timing)
+    rates = {k: n / (res.pop(f"peak:{k}")["median_ms"] / 1e3) for k, (_, n) in kernels.items()}
+    return res, {"int8_peak_macs_per_s": max(rates.values()), "int8_peak_by_kernel": rates}
 
 
 def _openvino_qdq_kernel(kind: str, x_shape: tuple, w_shape: tuple, threads: int) -> tuple[Callable[[], object], int]:
@@ -239,12 +235,11 @@ def latency(deployed: str, dense: str, settings: dict, onnx_path: Optional[str] 
             raise PqdError(f"runtime '{runtime}' needs the dense model's deployed.onnx as well (--dense-onnx)")
         models["dense_runtime"] = make(dense, dense_onnx, settings["threads"])
     meta = load_checkpoint(deployed)["meta"]
-    res = interleaved_latency(models, runs=settings["runs"], warmup=settings["warmup"],
-                              rounds=settings["rounds"], threads=settings["threads"])
+    res, peak = timed_with_peak(models, settings["threads"], runs=settings["runs"], warmup=settings["warmup"],
+                                rounds=settings["rounds"])
     if "dense_runtime" not in res:
         res["dense_runtime"] = res["dense_fp32"]
     n_macs = deployed_macs(deployed, meta)
-    peak = int8_gemm_peak(settings["threads"])
     rate = n_macs / (res["model"]["median_ms"] / 1e3)
     return {"form": meta["form"], **runtime_versions(runtime), "threads": settings["threads"], "batch_size": 1, **res,
             "speedup_vs_dense_fp32": res["dense_fp32"]["median_ms"] / res["model"]["median_ms"],
