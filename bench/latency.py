@@ -4,6 +4,7 @@ FP32 and the fraction of this CPU's INT8 MAC peak each INT8 runtime reaches.
 
     python bench/latency.py                       # vgg16, resnet18, wrn28_10 at full width
     python bench/latency.py --smoke               # tiny widths, a few runs (CI smoke run)
+    python bench/latency.py --columns torch_fp32 ort_int8 ov_int8 --threads 2   # fewer runtimes per process
 
 Random weights: latency does not depend on the values. The INT8 model is made exactly as the
 workflow makes it (FX QAT prepare, observers fed a few batches, convert) and exported to ONNX
@@ -28,18 +29,25 @@ from pqd.models import build_model
 from pqd.runtimes import RUNTIMES, export_onnx
 
 
+COLUMNS = ["torch_fp32", "compile_fp32", "ort_fp32", "ov_fp32", "torch_int8", "ort_int8", "ov_int8"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backbones", nargs="*", default=["vgg16", "resnet18", "wrn28_10"])
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--columns", nargs="*", default=COLUMNS, choices=COLUMNS,
+                    help="runtimes to time (torch_fp32 is always one: speedups are against it). Every runtime "
+                         "keeps its own thread pool; with 2 threads on 2 cores, seven pools in one process "
+                         "slowed OpenVINO on the small models, which a run with fewer columns shows")
     ap.add_argument("--smoke", action="store_true", help="tiny widths and runs, for CI")
     a = ap.parse_args()
     if a.smoke:
         a.width, a.runs, a.threads = 0.125, 20, [1]
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_info()}")
-    cols = ["torch_fp32", "compile_fp32", "ort_fp32", "ov_fp32", "torch_int8", "ort_int8", "ov_int8"]
+    cols = [c for c in COLUMNS if c in a.columns or c == "torch_fp32"]
     int8_cols = [c for c in cols if c.endswith("int8")]
     print("| backbone | width | MMACs | threads | INT8 peak GMAC/s | " + " | ".join(f"{c} ms" for c in cols) + " | "
           + " | ".join(f"{c} speedup" for c in cols[1:]) + " | " + " | ".join(f"{c} peak frac" for c in int8_cols) + " |")
@@ -65,15 +73,17 @@ def main() -> None:
                 # inductor's C++ CPU backend, compiled on first call. Freezing (weights as constants:
                 # oneDNN prepacking, conv+BN folding) is Inductor's CPU inference setting; without it
                 # the compiled VGG-16-BN ran 1.4x *slower* than eager here.
-                torch._inductor.config.freezing = True
-                torch._dynamo.reset()
-                compiled = torch.compile(fp32)
-                with torch.no_grad():
-                    compiled(torch.randn(1, 3, 32, 32))
-                runners = {"torch_fp32": fp32, "compile_fp32": compiled, "torch_int8": int8}
+                runners = {"torch_fp32": fp32, "torch_int8": int8}
+                if "compile_fp32" in cols:
+                    torch._inductor.config.freezing = True
+                    torch._dynamo.reset()
+                    runners["compile_fp32"] = torch.compile(fp32)
+                    with torch.no_grad():
+                        runners["compile_fp32"](torch.randn(1, 3, 32, 32))
                 for rt, short in (("onnxruntime", "ort"), ("openvino", "ov")):
                     for f in paths:
-                        runners[f"{short}_{f}"] = RUNTIMES.get(rt)(paths[f], paths[f] + ".onnx", t)
+                        if f"{short}_{f}" in cols:
+                            runners[f"{short}_{f}"] = RUNTIMES.get(rt)(paths[f], paths[f] + ".onnx", t)
                 res, peak = timed_with_peak({c: runners[c] for c in cols}, t, runs=a.runs, warmup=10, rounds=20)
                 peak = peak["int8_peak_macs_per_s"]
                 ms = {c: res[c]["median_ms"] for c in cols}
