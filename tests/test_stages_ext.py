@@ -148,8 +148,8 @@ def test_pqk_teacher_shares_kept_weights_and_restores_pruned_ones(resnet_dense, 
     run_stage("p", params("p"), resnet_dense, digits_cache, pruned)
     student, _ = load_model(pruned)
     source, _ = load_model(resnet_dense)
-    teacher = SharedTeacher(student, source)
-    teacher.sync()
+    teacher = SharedTeacher(student, source, follow=True)
+    frozen = SharedTeacher(student, source)
     s_w, t_w, d_w = layer_weights(student), layer_weights(teacher.model), layer_weights(source)
     restored = 0
     for n in s_w:
@@ -159,11 +159,16 @@ def test_pqk_teacher_shares_kept_weights_and_restores_pruned_ones(resnet_dense, 
         assert bool((t_w[n][~kept] != 0).all())
         restored += int((~kept).sum())
     assert restored > 0
-    with torch.no_grad():  # the teacher follows the student's shared weights
-        s_w[next(iter(s_w))].mul_(2.0)
-    teacher.sync()
     name = next(iter(s_w))
-    assert torch.equal(t_w[name][s_w[name] != 0], s_w[name][s_w[name] != 0])
+    before = s_w[name].detach().clone()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the student's shared weights move...
+        s_w[name].mul_(2.0)
+    teacher(x), frozen(x)
+    kept = s_w[name] != 0
+    assert torch.equal(t_w[name][kept], s_w[name][kept])  # ...a following teacher moves with them
+    f_w = layer_weights(frozen.model)[name]
+    assert torch.equal(f_w[kept], before[kept]) and not torch.equal(f_w[kept], s_w[name][kept])  # a frozen one does not
     # the stage itself: keeps the student's sparsity (and fake quantization after q)
     pq = str(tmp_path / "pq.pt")
     run_stage("q", params("pq"), pruned, digits_cache, pq)
