@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (see README):
-#   make quickstart   install, then run every pipeline on the embedded digits data (~10 min, 2 cores)
+#   make quickstart   install, then run every pipeline on the embedded digits data (~15 min with the install, 2 cores)
 #   make test         install, then run the test suite
 PYTHON ?= python3
 VENV := .venv
