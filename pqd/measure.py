@@ -80,7 +80,7 @@ def cpu_info() -> dict:
             "python": platform.python_version()}
 
 
-@torch.inference_mode()
+@torch.inference_mode()  # no autograd graph: it would slow the FP32 modules and not the INT8 ones
 def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]], *, runs: int = 200,
                         warmup: int = 20, rounds: int = 40, threads: int = 1, batch_size: int = 1,
                         settle_ms: float = 20.0) -> dict[str, dict]:
@@ -93,12 +93,6 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]
     next runtime's first calls by up to 1.6x (OpenVINO after ONNX Runtime, bench/latency.py).
     Returns median/p90/mean in ms.
     """
-    with torch.no_grad():  # an autograd graph per call would slow the FP32 modules and not the INT8 ones
-        return _interleaved(models, runs, warmup, rounds, threads, batch_size, settle_ms)
-
-
-def _interleaved(models: dict, runs: int, warmup: int, rounds: int, threads: int, batch_size: int,
-                 settle_ms: float) -> dict[str, dict]:
     torch.set_num_threads(threads)
     x = torch.randn(batch_size, 3, 32, 32)
     for m in models.values():

@@ -53,7 +53,6 @@ class SharedTeacher:
                            f"({'shape of ' + bad[0] if bad else 'layer names'}); k needs unstructured p, not s or l")
         # (teacher weight, student weight, student mask, restored weights)
         self.pairs = [(t_w[n], s_w[n], (s_w[n].detach() != 0).to(device), t_w[n].detach().clone()) for n in common]
-        self.names = common
         self.sync()
 
     @torch.no_grad()
@@ -107,10 +106,10 @@ def run(model: nn.Module, ctx) -> nn.Module:
     def loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return kd_loss(logits, teacher(x), y, s["temperature"], s["alpha"])
 
-    def recalibrate(m: nn.Module, epoch: int) -> None:
-        if epoch > 0 and teacher.follow:
+    def recalibrate(m: nn.Module, epoch: int) -> None:  # a following teacher's weights keep changing
+        if epoch > 0:
             teacher.recalibrate(ctx.data, batch, s["bn_batches"], ctx.device, ctx.params["seed"] + epoch)
 
-    ctx.fit(model, lr=s["lr"], loss_fn=loss, epoch_hooks=[recalibrate])
+    ctx.fit(model, lr=s["lr"], loss_fn=loss, epoch_hooks=[recalibrate] if teacher.follow else [])
     ctx.record["teacher"]["accuracy_end"] = evaluate(teacher.model, ctx.data, device=ctx.device)
     return model

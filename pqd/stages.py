@@ -94,7 +94,8 @@ class StageContext:
         self.record.setdefault("train", [])
         self.record["train"] += trainer.fit(
             model, self.data, epochs=epochs, lr=lr, batch_size=t["batch_size"], momentum=t["momentum"],
-            weight_decay=t["weight_decay"], nesterov=t["nesterov"], optimizer=t["optimizer"], seed=self.params["seed"], device=self.device,
+            weight_decay=t["weight_decay"], nesterov=t["nesterov"], optimizer=t["optimizer"], seed=self.params["seed"],
+            device=self.device,
             loss_fn=loss_fn, epoch_hooks=hooks, step_hooks=[prune.mask_hook(masks)],
             desc=self.params.get("label", "train"),
         )

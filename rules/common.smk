@@ -5,7 +5,6 @@ import os
 import shlex
 import sys
 from functools import lru_cache
-from types import SimpleNamespace
 from pathlib import Path
 
 from pqd import pipeline as pqd_pipeline

@@ -36,16 +36,20 @@ rule export_onnx:
         "{PQD} export --input {input.model} --output {output} > {log} 2>&1"
 
 
-def onnx_input(wc):
-    """deployed.onnx when the configured runtime executes ONNX, else nothing."""
-    if exp_cfg(wc.exp)["measure"]["runtime"] in ONNX_RUNTIMES:
-        return rules.export_onnx.output[0].format(exp=wc.exp, pipeline=wc.pipeline)
+def onnx_file(exp, pipeline):
+    """deployed.onnx of ``pipeline`` when the configured runtime executes ONNX, else nothing."""
+    if exp_cfg(exp)["measure"]["runtime"] in ONNX_RUNTIMES:
+        return rules.export_onnx.output[0].format(exp=exp, pipeline=pipeline)
     return []
+
+
+def onnx_input(wc):
+    return onnx_file(wc.exp, wc.pipeline)
 
 
 def dense_onnx_input(wc):
     """The dense model's deployed.onnx, for timing dense FP32 in the same runtime."""
-    return onnx_input(SimpleNamespace(exp=wc.exp, pipeline="dense"))
+    return onnx_file(wc.exp, "dense")
 
 
 rule evaluate:
