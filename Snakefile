@@ -5,7 +5,9 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # the pqd package beside this Snakefile wins over an installed one
 
@@ -16,11 +18,33 @@ from pqd import config as pqd_config
 configfile: "config/config.yaml"
 
 
+# The schema file plus the blocks generated from the stage, dataset-kind and runtime registries.
 SCHEMA = f"{workflow.basedir}/config/schema/config.schema.yaml"
 try:
     pqd_config.validate(config, SCHEMA)
 except PqdError as e:
     raise WorkflowError(f"pqd: error: {e}") from None
+
+
+wildcard_constraints:
+    exp="[^/]+",
+    pipeline="[^/]+",
+    dataset="[^/]+",
+
+
+# Jobs run `python3 -m pqd`: this workflow's own pqd (first on PYTHONPATH, whatever the working
+# directory) with the interpreter that runs Snakemake, activated virtualenv or not (its folder
+# first on PATH); under --software-deployment-method conda, the environment's activation puts
+# the python3 of envs/pqd.yaml first instead. Set here, in the environment the jobs inherit, so
+# that no shell command reads a global and no machine-specific path enters the tracked params.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+os.environ["PATH"] = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")]))
+
+
+# ... and passed on to jobs that run elsewhere (cluster executors).
+envvars:
+    "PYTHONPATH",
+    "PATH",
 
 
 include: "rules/common.smk"

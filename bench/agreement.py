@@ -22,7 +22,7 @@ import torch
 
 from pqd.data import load_data
 from pqd.measure import cpu_info
-from pqd.runtimes import RUNTIMES, export_onnx
+from pqd.runtimes import export_onnx, make_runner
 
 RUNTIMES_COMPARED = ("torch", "onnxruntime", "openvino")
 
@@ -34,7 +34,7 @@ def predictions(run, data, batch_size: int = 500) -> torch.Tensor:
 
 def smoke_model(tmp: Path) -> tuple[str, str]:
     """A briefly trained INT8 ResNet-20 (width 0.25) on digits, deployed like the workflow does."""
-    from pqd import quant
+    from pqd import qat as quant
     from pqd.checkpoint import save_checkpoint
     from pqd.data import prepare
     from pqd.models import build_model
@@ -76,7 +76,7 @@ def main() -> None:
         for i, path in enumerate(a.deployed):
             onnx_path = str(Path(tmp) / f"m{i}.onnx")
             export_onnx(path, onnx_path)
-            preds = {r: predictions(RUNTIMES.get(r)(path, onnx_path, a.threads), data) for r in RUNTIMES_COMPARED}
+            preds = {r: predictions(make_runner(r, path, onnx_path, a.threads), data) for r in RUNTIMES_COMPARED}
             acc = {r: 100.0 * (p == data.test_y).float().mean().item() for r, p in preds.items()}
             same = {r: 100.0 * (preds[r] == preds["torch"]).float().mean().item() for r in RUNTIMES_COMPARED[1:]}
             print(f"| {path} | " + " | ".join(f"{acc[r]:.2f}" for r in RUNTIMES_COMPARED) + " | "

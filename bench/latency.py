@@ -22,11 +22,13 @@ from pathlib import Path
 import torch
 import torch._inductor.config
 
-from pqd import quant
+from pqd import qat as quant
 from pqd.checkpoint import save_checkpoint
-from pqd.measure import cpu_info, macs, timed_with_peak
+from pqd.constants import input_shape
+from pqd.macs import macs
+from pqd.measure import cpu_info, timed_with_peak
 from pqd.models import build_model
-from pqd.runtimes import RUNTIMES, export_onnx
+from pqd.runtimes import export_onnx, make_runner
 
 
 COLUMNS = ["torch_fp32", "compile_fp32", "ort_fp32", "ov_fp32", "torch_int8", "ort_int8", "ov_int8"]
@@ -59,7 +61,7 @@ def main() -> None:
             qat = quant.prepare_qat(build_model(name, 10, a.width))
             with torch.no_grad():
                 for _ in range(4):
-                    qat(torch.randn(16, 3, 32, 32))
+                    qat(torch.randn(*input_shape(16)))
             int8 = quant.convert(qat)
             paths = {}
             for form, model in (("fp32", fp32), ("int8", int8)):
@@ -79,11 +81,11 @@ def main() -> None:
                     torch._dynamo.reset()
                     runners["compile_fp32"] = torch.compile(fp32)
                     with torch.no_grad():
-                        runners["compile_fp32"](torch.randn(1, 3, 32, 32))
+                        runners["compile_fp32"](torch.randn(*input_shape(1)))
                 for rt, short in (("onnxruntime", "ort"), ("openvino", "ov")):
                     for f in paths:
                         if f"{short}_{f}" in cols:
-                            runners[f"{short}_{f}"] = RUNTIMES.get(rt)(paths[f], paths[f] + ".onnx", t)
+                            runners[f"{short}_{f}"] = make_runner(rt, paths[f], paths[f] + ".onnx", t)
                 res, peak_rec = timed_with_peak({c: runners[c] for c in cols}, t, runs=a.runs, warmup=10, rounds=20)
                 peak = peak_rec["int8_peak_macs_per_s"]
                 ms = {c: res[c]["median_ms"] for c in cols}

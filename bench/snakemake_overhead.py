@@ -43,7 +43,7 @@ def main() -> None:
     pipelines = ["dense", "pqd", "pdq"] if a.smoke else None
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
-        for item in ("Snakefile", "rules", "config", "profiles", "report", "pqd"):
+        for item in ("Snakefile", "rules", "config", "profiles", "report", "pqd", "envs"):
             src = ROOT / item
             (shutil.copytree if src.is_dir() else shutil.copy)(src, wd / item)
         exps = [f"{b}_{d}" for b in backbones for d in datasets]

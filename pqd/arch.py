@@ -16,7 +16,7 @@ from itertools import chain
 import torch
 import torch.nn as nn
 
-from pqd import lowrank
+from pqd import factorize
 
 # Size attributes that modules read in forward(); ints or tuples of ints.
 SIZE_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features",
@@ -40,7 +40,7 @@ def _attrs(m: nn.Module) -> dict:
 
 def describe(model: nn.Module, reference: nn.Module) -> dict:
     """What differs between ``model`` and ``reference`` (a fresh build of the same backbone)."""
-    factorised = [n for n, m in model.named_modules() if isinstance(m, lowrank.LowRank)]
+    factorised = [n for n, m in model.named_modules() if isinstance(m, factorize.LowRank)]
     reference = apply(reference, {"lowrank": factorised, "modules": {}})
     ref = dict(reference.named_modules())
     modules = {}
@@ -55,7 +55,7 @@ def describe(model: nn.Module, reference: nn.Module) -> dict:
 def apply(model: nn.Module, arch: dict) -> nn.Module:
     """Reshape a freshly built backbone to the recorded architecture (values left to load)."""
     for name in arch.get("lowrank", []):
-        lowrank.set_submodule(model, name, lowrank.skeleton(model.get_submodule(name)))
+        factorize.set_submodule(model, name, factorize.skeleton(model.get_submodule(name)))
     for name, spec in arch.get("modules", {}).items():
         m = model.get_submodule(name)
         for a, v in spec["attrs"].items():

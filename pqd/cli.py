@@ -1,8 +1,11 @@
 """``python -m pqd <command>``: the one small entry point each Snakemake rule calls.
 
-Every command takes its settings as one JSON object (``--params``), exactly the
-``params`` Snakemake tracks for the rule, so what reruns a job and what the job
-sees are the same thing. User-fixable failures end in a single ``pqd: error:`` line.
+Every command takes its settings as one JSON object (``--params``), exactly the ``params``
+Snakemake tracks for the rule, parsed into a typed object (:mod:`pqd.params`), so what reruns
+a job and what the job sees are the same thing. Each subcommand declares its own required
+arguments. ``--track`` names the job's entry modules: after the command the CLI checks that
+every pqd module the job loaded is covered by the code hash of those modules
+(:mod:`pqd.codehash`). User-fixable failures end in a single ``pqd: error:`` line.
 """
 
 from __future__ import annotations
@@ -12,14 +15,23 @@ import json
 import sys
 from typing import Callable
 
+from pqd import codehash
 from pqd.errors import PqdError
+from pqd.params import DatasetParams, EvalParams, MeasureSettings, StageParams
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], object]] = {}
+Command = Callable[[argparse.Namespace], object]
+COMMANDS: dict[str, tuple[Command, str, tuple[tuple[str, dict], ...]]] = {}
+REQ = {"required": True}
 
 
-def command(fn: Callable[[argparse.Namespace], object]) -> Callable[[argparse.Namespace], object]:
-    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
-    return fn
+def command(help: str, *args: tuple[str, dict]) -> Callable[[Command], Command]:
+    """Register ``cmd_<name>`` as subcommand ``<name>`` with its own arguments."""
+
+    def deco(fn: Command) -> Command:
+        COMMANDS[fn.__name__.removeprefix("cmd_")] = (fn, help, args)
+        return fn
+
+    return deco
 
 
 def _threads(n: int) -> None:
@@ -29,65 +41,67 @@ def _threads(n: int) -> None:
     torch.set_num_interop_threads(1)
 
 
-@command
+@command("decode a dataset into its uint8 tensor cache", ("--params", REQ), ("--output", REQ))
 def cmd_data(a: argparse.Namespace) -> object:
     from pqd.data import prepare
 
-    spec = json.loads(a.params)
-    return prepare(spec["name"], spec["spec"], spec["root"], a.output)
+    p = DatasetParams.from_json(a.params)
+    return prepare(p.name, p.spec, p.root, a.output)
 
 
-@command
-def cmd_dense(a: argparse.Namespace) -> object:
-    from pqd.stages import run_dense
-
-    return {"accuracy": run_dense(json.loads(a.params), a.data, a.output, a.checkpoint or None)["accuracy"]}
-
-
-@command
+@command("run one stage (dense training included) on the model after a chain's prefix",
+         ("--params", REQ), ("--data", REQ), ("--output", REQ), ("--input", {}), ("--teacher", {}))
 def cmd_stage(a: argparse.Namespace) -> object:
-    from pqd.stages import run_stage
+    from pqd.runner import run_stage
 
-    return {"accuracy": run_stage(a.letter, json.loads(a.params), a.input, a.data, a.output, a.teacher)["accuracy"]}
+    p = StageParams.from_json(a.params)
+    _threads(p.threads)
+    return {"accuracy": run_stage(p, a.data, a.output, a.input, a.teacher)["accuracy"]}
 
 
-@command
+@command("convert a pipeline's final model to its deployable form", ("--input", REQ), ("--output", REQ))
 def cmd_deploy(a: argparse.Namespace) -> object:
     from pqd.measure import deploy
 
     return deploy(a.input, a.output)
 
 
-@command
+@command("top-1 accuracy, size and sparsity of the deployed model", ("--input", REQ), ("--data", REQ),
+         ("--params", REQ), ("--output", REQ), ("--onnx", {}), ("--threads", {"type": int, "default": 1}))
 def cmd_evaluate(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
     from pqd.measure import evaluate
-    from pqd.stages import data_for
+    from pqd.data import data_for
 
-    params = json.loads(a.params)
-    res = evaluate(a.input, data_for(params, a.data), params["runtime"], a.onnx or None, a.threads)
+    p = EvalParams.from_json(a.params)
+    _threads(a.threads)
+    res = evaluate(a.input, data_for(p.data, a.data), p.runtime, a.onnx, a.threads)
     write_json(a.output, res)
     return {"accuracy": res["accuracy"]}
 
 
-@command
+@command("batch-1 latency of the deployed model against dense FP32", ("--input", REQ), ("--dense", REQ),
+         ("--params", REQ), ("--output", REQ), ("--onnx", {}), ("--dense-onnx", {}))
 def cmd_latency(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
     from pqd.measure import latency
 
-    res = latency(a.input, a.dense, json.loads(a.params), a.onnx or None, a.dense_onnx or None)
+    p = MeasureSettings.from_json(a.params)
+    _threads(p.threads)
+    res = latency(a.input, a.dense, p, a.onnx, a.dense_onnx)
     write_json(a.output, res)
     return {"speedup": res["speedup_vs_dense_fp32"], "median_ms": res["model"]["median_ms"]}
 
 
-@command
+@command("export the deployed model to ONNX (QDQ for INT8)", ("--input", REQ), ("--output", REQ))
 def cmd_export(a: argparse.Namespace) -> object:
     from pqd.runtimes import export_onnx
 
     return export_onnx(a.input, a.output)
 
 
-@command
+@command("report.json of one pipeline", ("--experiment", REQ), ("--pipeline", REQ), ("--input", REQ),
+         ("--eval", REQ), ("--latency", REQ), ("--dense-eval", REQ), ("--output", REQ))
 def cmd_report(a: argparse.Namespace) -> object:
     from pqd.report import pipeline_report
 
@@ -95,7 +109,8 @@ def cmd_report(a: argparse.Namespace) -> object:
     return {k: rep[k] for k in ("accuracy", "size_ratio", "speedup")}
 
 
-@command
+@command("summary table and frontier plots of an experiment", ("--reports", {"nargs": "+", "required": True}),
+         ("--csv", REQ), ("--md", REQ), ("--plot", REQ))
 def cmd_summary(a: argparse.Namespace) -> object:
     from pqd.report import summary
 
@@ -103,23 +118,37 @@ def cmd_summary(a: argparse.Namespace) -> object:
     return {"pipelines": len(a.reports)}
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, like every other pqd error
+        self.exit(2, f"pqd: error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pqd", description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=sorted(COMMANDS))
-    for flag in ("--params", "--input", "--output", "--data", "--checkpoint", "--teacher", "--letter", "--dense",
-                 "--eval", "--latency", "--dense-eval", "--experiment", "--pipeline", "--csv", "--md", "--plot",
-                 "--onnx", "--dense-onnx"):
-        p.add_argument(flag)
-    p.add_argument("--reports", nargs="*", default=[])
-    p.add_argument("--threads", type=int, default=1)
+    p = _Parser(prog="python -m pqd", description=__doc__.splitlines()[0])
+    p.add_argument("--track", default="", help="comma-separated entry modules the job's code hash covers")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (_, help_text, args) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        for flag, kw in args:
+            sp.add_argument(flag, **kw)
     return p
+
+
+def check_tracked(track: str) -> None:
+    """Fail when the job loaded a pqd module that its code hash does not cover."""
+    if not track:
+        return
+    missing = codehash.untracked(sys.modules, track.split(","))
+    if missing:
+        raise PqdError(f"internal: this job ran pqd modules its code hash does not track ({', '.join(missing)}); "
+                       "add them to the rule's tracked entry modules (rules/common.smk, tracked())")
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
-        _threads(a.threads)
-        out = COMMANDS[a.command](a)
+        out = COMMANDS[a.command][0](a)
+        check_tracked(a.track)
     except PqdError as e:
         print(f"pqd: error: {e}", file=sys.stderr)
         return 2

@@ -1,19 +1,74 @@
-"""Config validation and per-experiment resolution, torch-free (imported by the Snakefile).
+"""Config schema, validation and per-experiment resolution, torch-free (imported by the Snakefile).
 
-The Snakefile validates the loaded config once; :func:`experiment` then deep-merges
-``overrides[exp]`` over it and validates the result again, so a typo inside an
-override fails as clearly as one at the top level. :func:`rule_params` cuts out
-exactly the settings a job depends on: Snakemake tracks them, so editing one stage's
-settings reruns that stage and its descendants and nothing else.
+The schema on disk (``config/schema/config.schema.yaml``) holds the workflow-wide settings;
+the parts that depend on what is registered are generated from the registries, so no second
+list can drift from them: the ``dense`` and ``stages.<letter>`` blocks (closed, with defaults)
+and the ``protocols`` keys from :data:`pqd.pipeline.STAGES`, the dataset kinds and runtimes
+from :mod:`pqd.catalog`. The Snakefile validates the loaded config once; :func:`experiment`
+then deep-merges ``overrides[exp]`` over it and validates the result again, so a typo inside
+an override fails as clearly as one at the top level. :func:`stage_params` cuts out exactly
+the settings a job depends on: Snakemake tracks them, so editing one stage's settings reruns
+that stage and its descendants and nothing else.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
+import tempfile
+from functools import lru_cache
 from typing import Any
 
+from pqd.catalog import BACKBONES, DATASET_KINDS, DEFAULT_RUNTIME, RUNTIMES
 from pqd.errors import PqdError
-from pqd.pipeline import STAGES, is_quantized, parse_experiment, parse_pipeline
+from pqd.params import DataSettings, DatasetParams, EvalParams, MeasureSettings, StageParams, TrainSettings
+from pqd.pipeline import (DENSE, STAGES, StageSpec, all_stage_specs, is_quantized, parse_experiment, parse_pipeline,
+                          stage_spec)
+
+
+def _settings_block(spec: StageSpec) -> dict:
+    return {"type": "object", "additionalProperties": False, "default": {},
+            "description": f"settings of {spec.key} ({spec.doc})", "properties": copy.deepcopy(dict(spec.settings))}
+
+
+def protocol_names() -> list[str]:
+    """Built-in protocols: those for which the stage specs give default epochs."""
+    return sorted({p for s in all_stage_specs() for p in s.epochs})
+
+
+def build_schema(path: str) -> dict:
+    """The full config schema: the file at ``path`` plus the blocks generated from the registries."""
+    import yaml
+
+    with open(path) as f:
+        schema = yaml.safe_load(f)
+    props = schema["properties"]
+    specs = all_stage_specs()
+    props[DENSE] = _settings_block(specs[0])
+    props["stages"] = {"type": "object", "additionalProperties": False, "default": {},
+                       "description": "per-stage settings, one block per registered stage letter",
+                       "properties": {s.letter: _settings_block(s) for s in specs[1:]}}
+    props["protocols"] = {
+        "type": "object", "default": {},
+        "description": f"epochs per stage for each protocol; built-in: {', '.join(protocol_names())} "
+                       "(list only what differs from the stage defaults; a new protocol lists every stage it runs)",
+        "additionalProperties": {"type": "object", "additionalProperties": False,
+                                 "properties": {s.key: {"type": "integer", "minimum": 0} for s in specs}}}
+    props["datasets"]["additionalProperties"]["properties"]["kind"] = {"enum": DATASET_KINDS.names()}
+    props["measure"]["properties"]["runtime"] = {
+        "enum": RUNTIMES.names(), "default": DEFAULT_RUNTIME,
+        "description": "; ".join(f"{n}: {RUNTIMES.get(n).doc}" for n in RUNTIMES)}
+    return schema
+
+
+@lru_cache(maxsize=None)
+def _schema_file(path: str) -> str:
+    """The generated schema written once per process to a file (snakemake.utils.validate reads files)."""
+    fd, out = tempfile.mkstemp(prefix="pqd-schema-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(build_schema(path), f)
+    return out
 
 
 def validate(config: dict, schema: str) -> dict:
@@ -23,7 +78,7 @@ def validate(config: dict, schema: str) -> dict:
     from snakemake.utils import validate as sm_validate
 
     try:
-        sm_validate(config, schema)
+        sm_validate(config, _schema_file(os.path.abspath(schema)))
     except WorkflowError as e:
         # snakemake formats the jsonschema error into its message; the original is the context
         err = e.__context__ if isinstance(e.__context__, jsonschema.ValidationError) else None
@@ -44,16 +99,19 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 def experiment(config: dict, exp: str, schema: str) -> dict:
     """The config of experiment ``exp`` (overrides applied, validated), plus its
-    backbone and dataset names."""
+    backbone and dataset names; ``protocols[protocol]`` completed from the stage defaults."""
     cfg = deep_merge({k: v for k, v in config.items() if k != "overrides"}, config.get("overrides", {}).get(exp, {}))
     try:
         validate(cfg, schema)
     except PqdError as e:
         raise PqdError(f"in overrides.{exp}: {e}") from None
     cfg["backbone"], cfg["dataset"] = parse_experiment(exp, cfg.get("datasets", {}))
-    if cfg["protocol"] not in cfg.get("protocols", {}):
-        raise PqdError(f"unknown protocol {cfg['protocol']!r}; define it under 'protocols' "
-                       f"(known: {', '.join(cfg.get('protocols', {}))})")
+    name = cfg["protocol"]
+    if name not in protocol_names() and name not in cfg["protocols"]:
+        raise PqdError(f"unknown protocol {name!r}; define it under 'protocols' "
+                       f"(built-in: {', '.join(protocol_names())})")
+    table = {s.key: s.epochs[name] for s in all_stage_specs() if name in s.epochs}
+    cfg["protocols"] = {**cfg["protocols"], name: {**table, **cfg["protocols"].get(name, {})}}
     return cfg
 
 
@@ -68,39 +126,59 @@ def epochs(cfg: dict, key: str) -> int:
 LOAD_TIME_KEYS = ("augment", "normalize", "train_subset")
 
 
-def dataset_params(config: dict, name: str) -> dict:
+def dataset_params(config: dict, name: str) -> DatasetParams:
     """What decoding dataset ``name`` depends on: its entry minus normalisation and
     augmentation (applied at load time), so editing those never re-decodes images."""
     if name not in config["datasets"]:
         raise PqdError(f"unknown dataset {name!r}; define it under 'datasets' in the config")
     spec = {k: v for k, v in config["datasets"][name].items() if k not in LOAD_TIME_KEYS}
-    return {"name": name, "spec": spec, "root": config["data_root"]}
+    return DatasetParams(name=name, spec=spec, root=config["data_root"])
 
 
-def _common(cfg: dict, exp: str) -> dict[str, Any]:
+def data_settings(cfg: dict, augment: bool = True) -> DataSettings:
     ds = cfg["datasets"][cfg["dataset"]]
-    return {
-        "experiment": exp, "backbone": cfg["backbone"], "dataset": cfg["dataset"], "width": cfg["width"],
-        "seed": cfg["seed"], "device": cfg["device"], "train": cfg["train"],
-        "data": {"normalize": ds.get("normalize"), "augment": ds.get("augment", {}),
-                 "train_subset": ds.get("train_subset")},
-    }
+    return DataSettings(normalize=ds.get("normalize"), augment=ds.get("augment", {}) if augment else {},
+                        train_subset=ds.get("train_subset") if augment else None)
 
 
-def rule_params(cfg: dict, exp: str, chain: str) -> dict:
-    """Settings of the job that produces the model after ``chain`` ('' = dense)."""
-    params = _common(cfg, exp)
-    if not chain:
-        return {**params, "label": "dense", "stage": cfg["dense"], "epochs": epochs(cfg, "dense")}
-    letter = parse_pipeline(chain)[-1]
-    if is_quantized(chain):  # only fake-quantized models depend on the QAT settings
-        params["quant"] = cfg["quant"]
-    section = cfg.get("stages", {}).get(letter)
-    if section is None:
-        raise PqdError(f"no settings for stage {letter!r} ({STAGES.get(letter).name}); add stages.{letter} to the config")
-    return {**params, "label": f"{chain}:{STAGES.get(letter).name}", "stage": section, "epochs": epochs(cfg, letter)}
+def settings(cfg: dict, spec: StageSpec) -> dict:
+    section: Any = cfg
+    for key in spec.config_path:
+        section = section.get(key, {})
+    return section
 
 
-def eval_params(cfg: dict, exp: str) -> dict:
-    ds = cfg["datasets"][cfg["dataset"]]
-    return {"data": {"normalize": ds.get("normalize"), "augment": {}}, "runtime": cfg["measure"]["runtime"]}
+def stage_params(cfg: dict, exp: str, chain: str) -> StageParams:
+    """Settings of the job that produces the model after ``chain`` ('' = dense).
+
+    Fails here, at DAG-build time, when the backbone cannot take the stage, so that no
+    earlier stage trains for a pipeline that cannot finish."""
+    spec = stage_spec(parse_pipeline(chain) if chain else "")
+    spec.check_backbone(BACKBONES.get(cfg["backbone"]))
+    return StageParams(
+        stage=spec.key, label=f"{chain}:{spec.name}" if chain else DENSE, experiment=exp, backbone=cfg["backbone"],
+        dataset=cfg["dataset"], width=cfg["width"], seed=cfg["seed"], device=cfg["device"],
+        threads=cfg["threads"]["train"], epochs=epochs(cfg, spec.key), settings=settings(cfg, spec),
+        train=TrainSettings(**cfg["train"]), data=data_settings(cfg),
+        # only fake-quantized models depend on the QAT settings
+        quant=cfg["quant"] if is_quantized(chain) else None,
+    )
+
+
+def eval_params(cfg: dict, exp: str, chain: str = "") -> EvalParams:
+    """Evaluation settings; fails at DAG-build time when the runtime cannot run the deployed form."""
+    check_runtime(cfg, chain)
+    return EvalParams(data=data_settings(cfg, augment=False), runtime=cfg["measure"]["runtime"])
+
+
+def measure_params(cfg: dict, chain: str = "") -> MeasureSettings:
+    check_runtime(cfg, chain)
+    return MeasureSettings(**cfg["measure"])
+
+
+def check_runtime(cfg: dict, chain: str) -> None:
+    runtime = RUNTIMES.get(cfg["measure"]["runtime"])
+    backbone = BACKBONES.get(cfg["backbone"])
+    if runtime.onnx and is_quantized(chain) and not backbone.onnx_int8:
+        raise PqdError(f"the INT8 {backbone.name} cannot be exported to ONNX, so measure.runtime "
+                       f"'{runtime.name}' cannot run pipeline {chain!r}; set measure.runtime: torch for this experiment")

@@ -9,7 +9,6 @@ training batches are cut from memory with augmentation done on whole tensors
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -20,9 +19,10 @@ import torch.nn.functional as F
 
 from pqd.checkpoint import atomic_path, load_file
 from pqd.errors import PqdError
-from pqd.pipeline import DATASET_KINDS
+from pqd.params import DataSettings
+from pqd.catalog import DATASET_KINDS, resolve
+from pqd.constants import IMAGE_SIZE
 
-IMAGE_SIZE = 32
 Arrays = dict  # {"train_x", "train_y", "test_x", "test_y", "classes"}
 
 
@@ -102,8 +102,7 @@ def load_imagefolder(name: str, spec: dict, root: str) -> Arrays:
 
 def prepare(name: str, spec: dict, root: str, output: str) -> dict:
     """Decode dataset ``name`` (config entry ``spec``) into the uint8 cache file ``output``."""
-    module_name, fn_name = DATASET_KINDS.get(spec["kind"]).split(":")
-    arrays = getattr(importlib.import_module(module_name), fn_name)(name, spec, root)
+    arrays = resolve(DATASET_KINDS.get(spec["kind"]).loader)(name, spec, root)
     x = arrays["train_x"].float() / 255.0
     arrays["mean"] = x.mean(dim=(0, 2, 3))
     arrays["std"] = x.std(dim=(0, 2, 3))
@@ -207,3 +206,8 @@ def load_data(path: str, *, normalize: Optional[dict] = None, augment: Optional[
     return Data(blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], list(blob["classes"]),
                 mean, std, crop_pad=int(augment.get("crop_pad", 0)), flip=bool(augment.get("flip", False)),
                 name=blob.get("name", ""))
+
+
+def data_for(settings: DataSettings, path: str) -> Data:
+    """The cache at ``path`` loaded with a job's data settings (normalisation, augmentation, subset)."""
+    return load_data(path, normalize=settings.normalize, augment=settings.augment, train_subset=settings.train_subset)

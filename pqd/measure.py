@@ -18,20 +18,25 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
+from pqd import qat
+from pqd.catalog import RUNTIMES
 from pqd.checkpoint import code_version, load_checkpoint, save_checkpoint
+from pqd.constants import input_shape
 from pqd.errors import PqdError
-from pqd.model_io import load_model
+from pqd.macs import macs
+from pqd.masks import sparsity
+from pqd.model_io import build_from_meta, load_model
+from pqd.params import MeasureSettings
+from pqd.runtimes import make_runner, runtime_versions
 
 
 def deploy(src: str, output: str) -> dict:
     """Write the deployable form of a pipeline's final model: INT8-converted if it was
     trained fake-quantized, FP32 otherwise; metadata trimmed to what rebuilding needs."""
-    from pqd import quant
-
     model, meta = load_model(src)
     form = "fp32"
     if meta["form"] == "qat":
-        model, form = quant.convert(model), "int8"
+        model, form = qat.convert(model), "int8"
     keep = {k: meta[k] for k in ("experiment", "backbone", "dataset", "num_classes", "width", "reduce_range", "arch")
             if k in meta}
     save_checkpoint(output, model.state_dict(), {**keep, "form": form, "source": str(src),
@@ -41,9 +46,7 @@ def deploy(src: str, output: str) -> dict:
 
 def layer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Weights of every conv/linear layer as stored for inference (integers for INT8)."""
-    from pqd import quant
-
-    ints = quant.int8_layers(model)
+    ints = qat.int8_layers(model)
     if ints:
         return ints
     return {n: m.weight.detach() for n, m in model.named_modules()
@@ -57,8 +60,6 @@ def sizes(path: str) -> dict:
 
 
 def sparsity_report(model: nn.Module) -> dict:
-    from pqd.prune import sparsity
-
     w = layer_weights(model)
     names = list(w)
     inner = {n: w[n] for n in names[1:-1]}
@@ -94,7 +95,7 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]
     Returns median/p90/mean in ms.
     """
     torch.set_num_threads(threads)
-    x = torch.randn(batch_size, 3, 32, 32)
+    x = torch.randn(*input_shape(batch_size))
     for m in models.values():
         if isinstance(m, nn.Module):
             m.eval()
@@ -118,25 +119,9 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]
     return out
 
 
-def macs(model: nn.Module, image_size: int = 32) -> int:
-    """Multiply-accumulates of one image through ``model`` (an FP32 module): convolutions,
-    matrix products and attention, counted by PyTorch's FLOP counter (2 FLOPs per MAC).
-    Unstructured zeros still count, because dense kernels still multiply them."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, image_size, image_size))
-    model.train(was_training)
-    return counter.get_total_flops() // 2
-
-
 def deployed_macs(deployed: str, meta: Optional[dict] = None) -> int:
     """MACs of a deployed model, counted on its FP32 skeleton (INT8 kernels do the same MACs);
     pass ``meta`` when the checkpoint's metadata is already at hand."""
-    from pqd.model_io import build_from_meta
-
     meta = load_checkpoint(deployed)["meta"] if meta is None else meta
     return macs(build_from_meta(dict(meta, form="fp32")))
 
@@ -213,29 +198,25 @@ def _openvino_qdq_kernel(kind: str, x_shape: tuple, w_shape: tuple, threads: int
     return (lambda: req.infer({0: xin})), n_macs
 
 
-def latency(deployed: str, dense: str, settings: dict, onnx_path: Optional[str] = None,
+def latency(deployed: str, dense: str, settings: MeasureSettings, onnx_path: Optional[str] = None,
             dense_onnx: Optional[str] = None) -> dict:
     """Latency of the deployed model in the configured runtime and of the dense FP32 model in
     PyTorch eager (the common baseline), measured together. When the runtime is not PyTorch,
     the dense FP32 model is also timed in that runtime (from ``dense_onnx``), so the report can
     separate what compression buys from what the runtime buys."""
-    from pqd.runtimes import RUNTIMES, runtime_versions
-
-    runtime = settings["runtime"]
-    make = RUNTIMES.get(runtime)
-    models = {"model": make(deployed, onnx_path, settings["threads"]), "dense_fp32": load_model(dense)[0]}
-    if runtime != "torch":
+    runtime, threads = settings.runtime, settings.threads
+    models = {"model": make_runner(runtime, deployed, onnx_path, threads), "dense_fp32": load_model(dense)[0]}
+    if RUNTIMES.get(runtime).onnx:
         if not dense_onnx:
             raise PqdError(f"runtime '{runtime}' needs the dense model's deployed.onnx as well (--dense-onnx)")
-        models["dense_runtime"] = make(dense, dense_onnx, settings["threads"])
+        models["dense_runtime"] = make_runner(runtime, dense, dense_onnx, threads)
     meta = load_checkpoint(deployed)["meta"]
-    res, peak = timed_with_peak(models, settings["threads"], runs=settings["runs"], warmup=settings["warmup"],
-                                rounds=settings["rounds"])
+    res, peak = timed_with_peak(models, threads, runs=settings.runs, warmup=settings.warmup, rounds=settings.rounds)
     if "dense_runtime" not in res:
         res["dense_runtime"] = res["dense_fp32"]
     n_macs = deployed_macs(deployed, meta)
     rate = n_macs / (res["model"]["median_ms"] / 1e3)
-    return {"form": meta["form"], **runtime_versions(runtime), "threads": settings["threads"], "batch_size": 1, **res,
+    return {"form": meta["form"], **runtime_versions(runtime), "threads": threads, "batch_size": 1, **res,
             "speedup_vs_dense_fp32": res["dense_fp32"]["median_ms"] / res["model"]["median_ms"],
             "speedup_vs_dense_same_runtime": res["dense_runtime"]["median_ms"] / res["model"]["median_ms"],
             "macs": n_macs, "macs_per_s": rate, **peak, "int8_peak_fraction": rate / peak["int8_peak_macs_per_s"],
@@ -244,12 +225,11 @@ def latency(deployed: str, dense: str, settings: dict, onnx_path: Optional[str] 
 
 def evaluate(deployed: str, data, runtime: str = "torch", onnx_path: Optional[str] = None, threads: int = 1) -> dict:
     """Accuracy of the deployed artifact in ``runtime`` and, for comparison, in PyTorch."""
-    from pqd.runtimes import RUNTIMES
     from pqd.train import evaluate as top1
 
     model, meta = load_model(deployed)
     acc_torch = top1(model, data)
-    acc = acc_torch if runtime == "torch" else top1(RUNTIMES.get(runtime)(deployed, onnx_path, threads), data)
+    acc = acc_torch if runtime == "torch" else top1(make_runner(runtime, deployed, onnx_path, threads), data)
     return {"form": meta["form"], "runtime": runtime, "accuracy": acc, "accuracy_torch": acc_torch,
             "test_images": len(data.test_y), **sparsity_report(model), **sizes(deployed),
             **({"onnx_bytes": sizes(onnx_path)["bytes"]} if onnx_path else {}), "code_version": code_version()}

@@ -11,27 +11,25 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pqd import arch, qat
 from pqd.checkpoint import load_checkpoint
+from pqd.constants import input_shape
 from pqd.errors import PqdError
 from pqd.models import build_model
 
 
 def build_from_meta(meta: dict) -> nn.Module:
-    from pqd import quant
-
     model = build_model(meta["backbone"], meta["num_classes"], meta["width"])
     if meta.get("arch"):  # reshaped by structured pruning / low-rank factorisation
-        from pqd import arch
-
         model = arch.apply(model, meta["arch"])
     form = meta.get("form", "fp32")
     if form in ("qat", "int8"):
-        model = quant.prepare_qat(model, meta.get("reduce_range", True))
+        model = qat.prepare_qat(model, meta.get("reduce_range", True))
         if form == "int8":
             # One observed batch gives every observer a shape; the loaded state replaces it all.
             with torch.no_grad():
-                model(torch.zeros(2, 3, 32, 32))
-            model = quant.convert(model)
+                model(torch.zeros(*input_shape(2)))
+            model = qat.convert(model)
     elif form != "fp32":
         raise PqdError(f"unknown model form {form!r} in checkpoint metadata")
     return model

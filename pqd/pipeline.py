@@ -10,92 +10,215 @@ model after every prefix of it is one file, so pipelines that share a prefix
     results/{exp}/pq/qat_int8.pt
     results/{exp}/pqd/distilled_int8.pt
 
-Adding a stage is one module under ``pqd/`` exposing ``run(model, ctx)`` plus one
-:class:`StageSpec` entry in :data:`STAGES`; the Snakemake rules are generated from it.
+Adding a stage is one module under ``pqd/stages/`` exposing ``run(model, ctx)`` plus one
+:class:`StageSpec` entry in :data:`STAGES`. Everything else is derived from the entry: the
+Snakemake rule, the closed ``stages.<letter>`` block of the config schema with its defaults,
+the stage's epochs in each built-in protocol, its cluster resources (a training job asks for a
+GPU) and the keys of its record that ``report.json`` carries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Tuple
 
+from pqd.catalog import BACKBONES, BackboneSpec
 from pqd.errors import PqdError
 from pqd.registry import Registry
 
 DENSE = "dense"
 
 
+def _lr(default: float) -> dict:
+    return {"type": "number", "exclusiveMinimum": 0, "default": default, "description": "learning rate"}
+
+
+def _temperature() -> dict:
+    return {"type": "number", "exclusiveMinimum": 0, "default": 4.0, "description": "softmax temperature of the KD loss"}
+
+
+def _alpha(default: float = 0.9, what: str = "weight of the soft-target term") -> dict:
+    return {"type": "number", "minimum": 0, "maximum": 1, "default": default, "description": what}
+
+
+def _flag(default: bool, what: str) -> dict:
+    return {"type": "boolean", "default": default, "description": what}
+
+
+def _sparsity() -> dict:
+    return {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.5,
+            "description": "fraction of the prunable weights set to zero"}
+
+
+EXCLUDE = {"exclude_first_conv": _flag(True, "leave the first conv dense (few weights, large effect)"),
+           "exclude_classifier": _flag(True, "leave the classifier dense")}
+
+
 @dataclass(frozen=True)
 class StageSpec:
-    """What the workflow needs to know about a stage, without importing it.
+    """Everything pqd knows about a stage, without importing it.
 
-    ``module`` names the Python module whose ``run(model, ctx)`` does the work;
-    ``quantizes`` marks stages after which the model is fake-quantized (its files
-    then carry an ``_int8`` suffix); ``structural`` stages reshape FP32 layers and so
-    must come before any quantizing stage; a ``starts`` stage builds its own model from
-    scratch (it stands in for ``dense.pt``) and must be first; ``teacher`` names a second
-    input model: ``dense``, or ``before:<letter>`` (the model that entered that earlier
-    stage, which ``requires`` then lists).
+    ``module`` names the module whose ``run(model, ctx)`` does the work; ``artifact`` is the stem
+    of its output file. Traits: ``quantizes`` (the model is fake-quantized afterwards; files then
+    carry ``_int8``), ``structural`` (reshapes FP32 layers, so it must precede any quantizing
+    stage), ``starts`` (builds its own model from a fresh backbone and must come first),
+    ``teacher`` (a second input model: ``dense``, or ``before:<letter>``, the model that entered
+    that earlier stage, which ``requires`` then lists), ``backbone_needs`` (flags of
+    :class:`~pqd.catalog.BackboneSpec` the backbone must have), ``trains`` (a training job: on
+    a cluster it asks for the training resources, a GPU among them).
+
+    ``settings`` are the stage's config keys as JSON-schema properties, each with its default:
+    the schema's ``stages.<letter>`` block is generated from them and closed to other keys.
+    ``epochs`` are its default epochs per built-in protocol (a config's ``protocols`` lists only
+    what differs). ``record`` names the keys of the stage's record that ``report.json`` carries.
+    ``imports`` names a setting holding a file that replaces training when set (bring your own).
     """
 
     letter: str
     name: str
     artifact: str
     module: str
+    settings: Mapping[str, dict] = field(default_factory=dict)
+    epochs: Mapping[str, int] = field(default_factory=dict)
     quantizes: bool = False
     structural: bool = False
     starts: bool = False
     teacher: Optional[str] = None
     requires: str = ""
+    backbone_needs: Tuple[str, ...] = ()
+    trains: bool = True
+    record: Tuple[str, ...] = ()
+    imports: Optional[str] = None
     doc: str = ""
+
+    @property
+    def key(self) -> str:
+        """The stage's name in records, protocols and the CLI: its letter, or ``dense``."""
+        return self.letter or DENSE
+
+    @property
+    def rule(self) -> str:
+        return DENSE if not self.letter else f"stage_{self.name}"
+
+    @property
+    def config_path(self) -> Tuple[str, ...]:
+        """Where its settings live in the config: ``dense`` or ``stages.<letter>``."""
+        return (DENSE,) if not self.letter else ("stages", self.letter)
 
     @property
     def needs_teacher(self) -> bool:
         return self.teacher is not None
 
+    def check_backbone(self, backbone: BackboneSpec) -> None:
+        for need in self.backbone_needs:
+            if not getattr(backbone, need):
+                raise PqdError(f"stage {self.key!r} ({self.name}) cannot run on backbone {backbone.name!r}: "
+                               f"{BACKBONE_NEEDS[need]}; drop {self.key!r} from this experiment's pipelines")
+
+
+# Why a backbone may lack a flag a stage needs (one line each, used in errors).
+BACKBONE_NEEDS = {
+    "traceable": "its zero-padding (option-A) shortcuts are not traceable as channel couplings; "
+                 "use resnet18, vgg16, wrn28_10 or vit for structured pruning",
+}
+
+DENSE_STAGE = StageSpec(
+    "", DENSE, DENSE, "pqd.stages.dense", starts=True, imports="checkpoint",
+    settings={"lr": _lr(0.1),
+              "checkpoint": {"type": ["string", "null"], "default": None,
+                             "description": "bring your own trained model (state dict, optionally "
+                                            "module.-prefixed); skips training"}},
+    epochs={"quick": 8, "paper": 200},
+    doc="train the dense FP32 model from scratch, or import dense.checkpoint")
 
 STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
-    StageSpec("p", "prune", "pruned", "pqd.prune",
+    StageSpec("p", "prune", "pruned", "pqd.stages.prune",
+              settings={"lr": _lr(0.01), "sparsity": _sparsity(),
+                        "schedule": {"enum": ["oneshot", "gradual"], "default": "gradual",
+                                     "description": "cubic ramp over the epochs, or all at once"}, **EXCLUDE},
+              epochs={"quick": 1, "paper": 20}, record=("sparsity_target", "sparsity_prunable"),
               doc="global unstructured magnitude pruning with fine-tuning"),
-    StageSpec("q", "qat", "qat", "pqd.quant", quantizes=True,
+    StageSpec("q", "qat", "qat", "pqd.stages.qat", quantizes=True,
+              settings={"lr": _lr(0.01)}, epochs={"quick": 1, "paper": 40},
               doc="INT8 quantization-aware training (FX graph mode, x86 backend)"),
-    StageSpec("d", "distill", "distilled", "pqd.distill", teacher="dense",
+    StageSpec("d", "distill", "distilled", "pqd.stages.distill", teacher="dense",
+              settings={"lr": _lr(0.01), "temperature": _temperature(), "alpha": _alpha(),
+                        "teacher": {"enum": ["dense"], "default": "dense", "description": "the teacher model"}},
+              epochs={"quick": 1, "paper": 40},
               doc="Hinton knowledge distillation from the dense FP32 teacher"),
-    StageSpec("s", "structured", "slim", "pqd.structured", structural=True,
+    StageSpec("s", "structured", "slim", "pqd.stages.structured", structural=True, backbone_needs=("traceable",),
+              settings={"lr": _lr(0.01),
+                        "macs_keep": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.5,
+                                      "description": "fraction of the MACs the pruned model keeps"},
+                        "importance": {"enum": ["magnitude", "taylor"], "default": "magnitude",
+                                       "description": "group L2 magnitude, or first-order Taylor |w dL/dw| "
+                                                      "accumulated over taylor_batches"},
+                        "taylor_batches": {"type": "integer", "minimum": 1, "default": 8},
+                        "steps": {"type": "integer", "minimum": 1, "default": 2,
+                                  "description": "pruning rounds, each followed by fine-tuning (at most one per epoch)"},
+                        "distill": _flag(True, "distil from the unpruned model while pruning (CPD)"),
+                        "temperature": _temperature(), "alpha": _alpha()},
+              epochs={"quick": 2, "paper": 40}, record=("structured",),
               doc="dependency-aware channel/head pruning (Torch-Pruning), optionally distilling while pruning (CPD)"),
-    StageSpec("l", "lowrank", "lowrank", "pqd.lowrank", structural=True,
+    StageSpec("l", "lowrank", "lowrank", "pqd.stages.lowrank", structural=True,
+              settings={"lr": _lr(0.01),
+                        "energy": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.9,
+                                   "description": "per layer, the smallest rank keeping this fraction of the "
+                                                  "squared singular values"},
+                        "rank_ratio": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1, "default": None,
+                                       "description": "if set, rank = ceil(ratio * full rank) instead of the energy rule"},
+                        **EXCLUDE},
+              epochs={"quick": 1, "paper": 20}, record=("factorized",),
               doc="truncated-SVD factorisation of conv/linear layers into thin pairs, then fine-tuning"),
-    StageSpec("k", "pqk", "pqk", "pqd.pqk", teacher="before:p", requires="p",
+    StageSpec("k", "pqk", "pqk", "pqd.stages.pqk", teacher="before:p", requires="p",
+              settings={"lr": _lr(0.01), "temperature": _temperature(), "alpha": _alpha(),
+                        "bn_batches": {"type": "integer", "minimum": 1, "default": 10,
+                                       "description": "batches re-estimating the teacher's BatchNorm statistics "
+                                                      "(at the start; each epoch when shared is follow)"},
+                        "shared": {"enum": ["frozen", "follow"], "default": "frozen",
+                                   "description": "the teacher's kept weights: the student's at the start (frozen) "
+                                                  "or re-read before every teacher forward (follow)"}},
+              epochs={"quick": 1, "paper": 40}, record=("teacher",),
               doc="PQK: distil from a teacher made of the student's kept weights plus the pruned-away ones"),
-    StageSpec("e", "epsd", "epsd", "pqd.epsd", starts=True,
+    StageSpec("e", "epsd", "epsd", "pqd.stages.epsd", starts=True,
+              settings={"lr": _lr(0.1), "sparsity": _sparsity(),
+                        "criterion": {"enum": ["epsd", "snip"], "default": "epsd",
+                                      "description": "saliency loss: self-distillation (EPSD) or cross-entropy "
+                                                     "(SNIP baseline)"},
+                        "warmup_steps": {"type": "integer", "minimum": 0, "default": 20},
+                        "score_batches": {"type": "integer", "minimum": 1, "default": 4},
+                        "sd_alpha": _alpha(0.8, "weight of the self-distillation term (PS-KD's final alpha)"),
+                        "temperature": _temperature(), **EXCLUDE},
+              epochs={"quick": 8, "paper": 200}, record=("epsd",),
               doc="EPSD: prune at initialisation by a self-distillation saliency, then train with self-distillation"),
 )})
 
-# Backbones and dataset kinds are catalogued as "module:callable" strings so that
-# naming and validating them never imports torch.
-BACKBONES: Registry[str] = Registry("backbone", {
-    "vgg16": "pqd.models.vgg:vgg16_bn",
-    "resnet18": "pqd.models.resnet:resnet18",
-    "wrn28_10": "pqd.models.wrn:wrn28_10",
-    "resnet20": "pqd.models.resnet_cifar:resnet20",
-    "resnet32": "pqd.models.resnet_cifar:resnet32",
-    "resnet44": "pqd.models.resnet_cifar:resnet44",
-    "resnet56": "pqd.models.resnet_cifar:resnet56",
-    "vit": "pqd.models.vit:vit",
-})
 
-DATASET_KINDS: Registry[str] = Registry("dataset kind", {
-    "c10": "pqd.data:load_cifar10",
-    "c100": "pqd.data:load_cifar100",
-    "digits": "pqd.data:load_digits",
-    "imagefolder": "pqd.data:load_imagefolder",
-})
+# Kinds of job and the cluster resources each asks for by default (``resources.<kind>`` in the
+# config overrides any key). Local runs ignore all but ``cpus`` (which every rule books from its
+# threads). A stage whose spec ``trains`` runs as a ``train`` job, so a new stage gets a GPU on a
+# cluster without any profile naming its rule.
+JOB_RESOURCES: dict[str, dict[str, Any]] = {
+    "train": {"gpu": 1, "mem_mb": 8000, "runtime": 1440},
+    "eval": {"mem_mb": 4000, "runtime": 60},
+    "latency": {"mem_mb": 4000, "runtime": 30, "slurm_extra": "'--exclusive'"},  # nothing else on the node
+    "light": {"mem_mb": 4000, "runtime": 60},
+}
 
 
-# Where a deployed model can be measured (pqd.runtimes holds the runners); the ONNX ones run the
-# exported deployed.onnx, so the workflow adds the export job only for them.
-RUNTIME_NAMES = ("torch", "onnxruntime", "openvino")
-ONNX_RUNTIMES = ("onnxruntime", "openvino")
+def job_kind(spec: StageSpec) -> str:
+    return "train" if spec.trains else "light"
+
+
+def stage_spec(chain: str) -> StageSpec:
+    """The spec of the stage that produces the model after ``chain`` (``''`` = dense)."""
+    return STAGES.get(chain[-1]) if chain else DENSE_STAGE
+
+
+def all_stage_specs() -> list[StageSpec]:
+    """Dense first, then every registered stage: each gets a rule, a schema block, epochs."""
+    return [DENSE_STAGE, *(STAGES.get(letter) for letter in STAGES)]
+
 
 def parse_pipeline(pipeline: str) -> str:
     """Return the chain of stage letters of ``pipeline`` ('' for dense), validated."""

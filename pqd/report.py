@@ -15,7 +15,8 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
     stages = [{"stage": h["stage"], "name": h.get("name", h["stage"]), "epochs": h["epochs"],
                "wall_s": h.get("wall_s"), "accuracy_after": h.get("accuracy"), "settings": h["settings"],
                **({"imported_from": h["imported_from"]} if "imported_from" in h else {}),
-               **{k: h[k] for k in ("sparsity_target", "sparsity_prunable") if k in h}}
+               # what each stage's spec says its record adds to the report (StageSpec.record)
+               **{k: h[k] for k in h.get("reported", ()) if k in h}}
               for h in meta["history"]]
     rep = {
         "experiment": experiment, "backbone": meta["backbone"], "dataset": meta["dataset"], "pipeline": pipeline,

@@ -16,10 +16,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pqd.catalog import RUNTIMES, resolve
 from pqd.checkpoint import atomic_path
+from pqd.constants import input_shape
 from pqd.errors import PqdError
 from pqd.model_io import load_model
-from pqd.registry import Registry
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 OPSET = 17
@@ -58,7 +59,7 @@ def export_onnx(deployed: str, output: str) -> dict:
     with atomic_path(output) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(tmp), opset_version=OPSET, dynamo=False,
+            torch.onnx.export(model, (torch.randn(*input_shape(1)),), str(tmp), opset_version=OPSET, dynamo=False,
                               input_names=["x"], output_names=["logits"],
                               dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
         except torch.onnx.errors.OnnxExporterError as e:  # SymbolicValueError and kin
@@ -126,20 +127,14 @@ def openvino_runner(deployed: str, onnx_path: str | None, threads: int) -> Runne
     return run
 
 
-RUNTIMES: Registry[Callable[[str, str | None, int], Runner]] = Registry("runtime", {
-    "torch": torch_runner,
-    "onnxruntime": onnxruntime_runner,
-    "openvino": openvino_runner,
-})
+def make_runner(name: str, deployed: str, onnx_path: str | None, threads: int) -> Runner:
+    """The ``Tensor -> Tensor`` callable of runtime ``name`` (see :data:`pqd.catalog.RUNTIMES`)."""
+    return resolve(RUNTIMES.get(name).runner)(deployed, onnx_path, threads)
 
 
 def runtime_versions(name: str) -> dict:
-    if name == "onnxruntime":
-        import onnxruntime
+    """The runtime's name and the version of the package that provides it."""
+    from importlib.metadata import version
 
-        return {"runtime": name, "onnxruntime": onnxruntime.__version__}
-    if name == "openvino":
-        import openvino
-
-        return {"runtime": name, "openvino": openvino.__version__}
-    return {"runtime": name, "torch": torch.__version__}
+    package = RUNTIMES.get(name).package
+    return {"runtime": name, package: version(package)}

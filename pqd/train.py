@@ -49,6 +49,14 @@ def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tor
     return F.cross_entropy(logits, y)
 
 
+def freeze(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with gradients off, in place: a teacher is read, never trained."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def fit(
     model: nn.Module,
     data: Data,

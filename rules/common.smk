@@ -1,31 +1,22 @@
-# Helpers shared by the rules: experiment lookup, file layout, tracked params.
-import hashlib
-import json
+# Helpers shared by the rules: experiment lookup, file layout, tracked params, resources.
+# No workflow logic lives here beyond naming files and cutting params out of the config.
 import os
 import shlex
 import sys
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 
+from pqd import codehash as pqd_codehash
 from pqd import pipeline as pqd_pipeline
-from pqd.pipeline import ONNX_RUNTIMES
+from pqd.catalog import BACKBONES, DATASET_KINDS, RUNTIMES, target_module
 
 RESULTS = config["results"]
 CACHE = f"{config['data_root']}/pqd-cache"
 MACHINE_CPUS = os.cpu_count() or 1
-# Jobs run the pqd of the interpreter that runs Snakemake, activated virtualenv or not.
-PQD = f"{shlex.quote(sys.executable)} -m pqd"
-
 # A local run never oversubscribes the physical cores: every rule books `cpus` equal to its
 # threads, and a local run offers at most this machine's cores (--resources cpus=N overrides).
 if workflow.local_exec and "cpus" not in workflow.global_resources:
     workflow.register_resource("cpus", MACHINE_CPUS)
-
-
-wildcard_constraints:
-    exp="[^/]+",
-    pipeline="[^/]+",
-    dataset="[^/]+",
 
 
 def fail(e):
@@ -33,12 +24,28 @@ def fail(e):
     raise WorkflowError(f"pqd: error: {e}") from None
 
 
+def guarded(fn):
+    """Input/params functions: a PqdError becomes the one-line WorkflowError."""
+
+    @wraps(fn)  # Snakemake reads the signature to know which arguments to pass
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PqdError as e:
+            fail(e)
+
+    return wrapper
+
+
 @lru_cache(maxsize=None)
+@guarded
 def exp_cfg(exp):
-    try:
-        return pqd_config.experiment(config, exp, SCHEMA)
-    except PqdError as e:
-        fail(e)
+    return pqd_config.experiment(config, exp, SCHEMA)
+
+
+@guarded
+def chain_of(pipeline):
+    return pqd_pipeline.parse_pipeline(pipeline)
 
 
 def byo_checkpoint(exp):
@@ -53,13 +60,11 @@ def byo_checkpoint(exp):
 # input function when the target file already exists (it then treats that file as a source).
 for _exp in dict.fromkeys([*config["experiments"], *config["overrides"]]):
     byo_checkpoint(_exp)
-
-
-def chain_of(pipeline):
-    try:
-        return pqd_pipeline.parse_pipeline(pipeline)
-    except PqdError as e:
-        fail(e)
+    for _p in exp_cfg(_exp)["pipelines"]:
+        _chain = chain_of(_p)
+        for _i in range(len(_chain) + 1):
+            guarded(pqd_config.stage_params)(exp_cfg(_exp), _exp, _chain[:_i])
+        guarded(pqd_config.eval_params)(exp_cfg(_exp), _exp, _chain)
 
 
 def model_file(exp, chain):
@@ -70,35 +75,119 @@ def data_file(wc):
     return f"{CACHE}/{exp_cfg(wc.exp)['dataset']}.pt"
 
 
-def params_json(exp, chain):
-    try:
-        return json.dumps(pqd_config.rule_params(exp_cfg(exp), exp, chain), sort_keys=True)
-    except PqdError as e:
-        fail(e)
+@guarded
+def stage_params_json(exp, chain):
+    return pqd_config.stage_params(exp_cfg(exp), exp, chain).to_json()
 
 
+@guarded
 def eval_json(wc):
-    return json.dumps(pqd_config.eval_params(exp_cfg(wc.exp), wc.exp), sort_keys=True)
+    return pqd_config.eval_params(exp_cfg(wc.exp), wc.exp, chain_of(wc.pipeline)).to_json()
 
 
-# Code tracking: each job's params carry a hash of the pqd modules it runs, so editing
-# pqd/distill.py reruns distillation jobs (and their descendants) but not pruning.
-PQD_SRC = Path(workflow.basedir) / "pqd"
-STAGE_ONLY = {f"{s.module.split('.')[-1]}.py" for s in map(pqd_pipeline.STAGES.get, pqd_pipeline.STAGES)}
-# the shared training loop keeps masks and freezes QAT through prune.py and quant.py, and every
-# checkpoint load rebuilds factorised layers through lowrank.py (pqd/arch.py)
-STAGE_ONLY -= {"prune.py", "quant.py", "lowrank.py"}
-ROLE_ONLY = {"measure.py", "report.py", "runtimes.py"}
+@guarded
+def measure_json(wc):
+    return pqd_config.measure_params(exp_cfg(wc.exp), chain_of(wc.pipeline)).to_json()
+
+
+# Code tracking: each job's params carry the hash of the import closure of the pqd modules it
+# runs (pqd/codehash.py), so an edit reruns exactly the jobs whose code imports the edited file.
+# `--track` hands the same modules to the job, which fails if it loads a module outside them.
+def tracked(*modules, exp=None, runtime=False):
+    """Entry modules of a job: ``modules`` plus, for an experiment, the backbone module it builds
+    and (``runtime``) the module of the configured runtime, which pqd imports by name."""
+    mods = set(modules)
+    if exp is not None:
+        cfg = exp_cfg(exp)
+        mods.add(target_module(BACKBONES.get(cfg["backbone"]).target))
+        if runtime:
+            mods.add(target_module(RUNTIMES.get(cfg["measure"]["runtime"]).runner))
+    return ",".join(sorted(mods))
 
 
 @lru_cache(maxsize=None)
-def code_hash(*extra):
-    files = [f for f in sorted(PQD_SRC.rglob("*.py")) if f.name not in STAGE_ONLY | ROLE_ONLY or f.name in extra]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+def code_hash(track):
+    return pqd_codehash.code_hash(track.split(","))
 
 
-def log_path(name):
-    return f"logs/{{exp}}/{name}.log"
+def resources(kind):
+    """Cluster resources of a kind of job: pqd.pipeline.JOB_RESOURCES merged with the config's
+    `resources.<kind>`. Profiles key on these, never on rule names."""
+    return {**pqd_pipeline.JOB_RESOURCES[kind], **config.get("resources", {}).get(kind, {})}
+
+
+# Helpers of single rules (kept here: the rule files hold rules only).
+def dataset_track(wc):
+    kind = config["datasets"][wc.dataset]["kind"]
+    return tracked("pqd.data", target_module(DATASET_KINDS.get(kind).loader))
+
+
+def stage_chain(spec, wc):
+    return chain_of(wc.chain) if spec.letter else ""
+
+
+def stage_input(spec):
+    """Input function of the stage rule of ``spec``, giving data, the model after the chain's prefix, the
+    teacher it names, and an imported checkpoint (dense.checkpoint) when one is set."""
+
+    def inputs(wc):
+        chain = stage_chain(spec, wc)
+        if spec.letter:
+            expected = pqd_pipeline.artifact_name(chain) + ".pt"
+            got = f"{spec.artifact}{wc.int8}.pt"
+            if got != expected:
+                fail(f"{RESULTS}/{wc.exp}/{wc.chain}/{got} is not a pqd target; that model is named {expected}")
+        out = {"data": data_file(wc)}
+        if not spec.starts:  # a starting stage builds its own model
+            out["model"] = model_file(wc.exp, chain[:-1])
+        if spec.needs_teacher:
+            out["teacher"] = model_file(wc.exp, pqd_pipeline.teacher_chain(chain))
+        if spec.imports and byo_checkpoint(wc.exp):
+            out["imported"] = byo_checkpoint(wc.exp)
+        return out
+
+    return inputs
+
+
+def stage_track(spec):
+    return lambda wc: tracked("pqd.runner", spec.module, exp=wc.exp)
+
+
+def stage_code(spec):
+    return lambda wc: code_hash(stage_track(spec)(wc))
+
+
+def stage_json(spec):
+    return lambda wc: stage_params_json(wc.exp, stage_chain(spec, wc))
+
+
+def optional_arg(flag, key):
+    return lambda wc, input: f"{flag} {shlex.quote(input[key])}" if key in input.keys() else ""
+
+
+def model_track(wc):
+    return tracked("pqd.measure", exp=wc.exp)
+
+
+def runtime_track(wc):
+    return tracked("pqd.measure", exp=wc.exp, runtime=True)
+
+
+def export_track(wc):
+    return tracked("pqd.runtimes", exp=wc.exp)
+
+
+def onnx_file(exp, pipeline):
+    """deployed.onnx of ``pipeline`` when the configured runtime executes ONNX, else nothing."""
+    if RUNTIMES.get(exp_cfg(exp)["measure"]["runtime"]).onnx:
+        return rules.export_onnx.output[0].format(exp=exp, pipeline=pipeline)
+    return []
+
+
+def onnx_input(wc):
+    return onnx_file(wc.exp, wc.pipeline)
+
+
+def dense_onnx_input(wc):
+    """The dense model's deployed.onnx, for timing dense FP32 in the same runtime."""
+    return onnx_file(wc.exp, "dense")

@@ -3,16 +3,18 @@ rule prepare_data:
     output:
         f"{CACHE}/{{dataset}}.pt",
     params:
-        spec=lambda wc: json.dumps(pqd_config.dataset_params(config, wc.dataset), sort_keys=True),
-        code=code_hash(),
+        spec=guarded(lambda wc: pqd_config.dataset_params(config, wc.dataset).to_json()),
+        track=dataset_track,
+        code=lambda wc: code_hash(dataset_track(wc)),
     log:
         "logs/data/{dataset}.log",
     benchmark:
         "benchmarks/data/{dataset}.tsv"
+    conda:
+        "../envs/pqd.yaml"
     threads: 1
     resources:
         cpus=1,
-        mem_mb=8000,
-        runtime=60,
+        **resources("light"),
     shell:
-        "{PQD} data --params {params.spec:q} --output {output} > {log} 2>&1"
+        "python3 -m pqd --track {params.track} data --params {params.spec:q} --output {output:q} > {log:q} 2>&1"

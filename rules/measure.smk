@@ -5,51 +5,39 @@ rule deploy:
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/deployed.pt",
     params:
-        code=code_hash("measure.py"),
+        track=model_track,
+        code=lambda wc: code_hash(model_track(wc)),
     log:
         "logs/{exp}/{pipeline}/deploy.log",
+    conda:
+        "../envs/pqd.yaml"
     threads: 1
     resources:
         cpus=1,
-        mem_mb=4000,
-        runtime=30,
+        **resources("light"),
     shell:
-        "{PQD} deploy --input {input.model} --output {output} > {log} 2>&1"
+        "python3 -m pqd --track {params.track} deploy --input {input.model:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule export_onnx:
-    """The deployed model as ONNX (QDQ for INT8), for measure.runtime: onnxruntime or openvino."""
+    """The deployed model as ONNX (QDQ for INT8), for the runtimes that run ONNX."""
     input:
         model=rules.deploy.output[0],
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/deployed.onnx",
     params:
-        code=code_hash("runtimes.py"),
+        track=export_track,
+        code=lambda wc: code_hash(export_track(wc)),
     log:
         "logs/{exp}/{pipeline}/export_onnx.log",
+    conda:
+        "../envs/pqd.yaml"
     threads: 1
     resources:
         cpus=1,
-        mem_mb=4000,
-        runtime=30,
+        **resources("light"),
     shell:
-        "{PQD} export --input {input.model} --output {output} > {log} 2>&1"
-
-
-def onnx_file(exp, pipeline):
-    """deployed.onnx of ``pipeline`` when the configured runtime executes ONNX, else nothing."""
-    if exp_cfg(exp)["measure"]["runtime"] in ONNX_RUNTIMES:
-        return rules.export_onnx.output[0].format(exp=exp, pipeline=pipeline)
-    return []
-
-
-def onnx_input(wc):
-    return onnx_file(wc.exp, wc.pipeline)
-
-
-def dense_onnx_input(wc):
-    """The dense model's deployed.onnx, for timing dense FP32 in the same runtime."""
-    return onnx_file(wc.exp, "dense")
+        "python3 -m pqd --track {params.track} export --input {input.model:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -62,18 +50,20 @@ rule evaluate:
         f"{RESULTS}/{{exp}}/{{pipeline}}/eval.json",
     params:
         p=eval_json,
-        onnx=lambda wc, input: f"--onnx {input.onnx}" if input.onnx else "",
-        code=code_hash("measure.py", "runtimes.py"),
+        onnx=optional_arg("--onnx", "onnx"),
+        track=runtime_track,
+        code=lambda wc: code_hash(runtime_track(wc)),
     log:
         "logs/{exp}/{pipeline}/evaluate.log",
-    threads: config["threads"]["eval"]
+    conda:
+        "../envs/pqd.yaml"
+    threads: lambda wc: exp_cfg(wc.exp)["threads"]["eval"]
     resources:
         cpus=lambda wc, threads: threads,
-        mem_mb=4000,
-        runtime=60,
+        **resources("eval"),
     shell:
-        "{PQD} evaluate --input {input.model} --data {input.data} --params {params.p:q} "
-        "{params.onnx} --output {output} --threads {threads} > {log} 2>&1"
+        "python3 -m pqd --track {params.track} evaluate --input {input.model:q} --data {input.data:q} --params {params.p:q} "
+        "{params.onnx} --output {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule latency:
@@ -88,16 +78,19 @@ rule latency:
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/latency.json",
     params:
-        p=lambda wc: json.dumps(exp_cfg(wc.exp)["measure"], sort_keys=True),
-        onnx=lambda wc, input: f"--onnx {input.onnx} --dense-onnx {input.dense_onnx}" if input.onnx else "",
-        code=code_hash("measure.py", "runtimes.py"),
+        p=measure_json,
+        onnx=optional_arg("--onnx", "onnx"),
+        dense_onnx=optional_arg("--dense-onnx", "dense_onnx"),
+        track=runtime_track,
+        code=lambda wc: code_hash(runtime_track(wc)),
     log:
         "logs/{exp}/{pipeline}/latency.log",
-    threads: config["measure"]["threads"]
+    conda:
+        "../envs/pqd.yaml"
+    threads: lambda wc: exp_cfg(wc.exp)["measure"]["threads"]
     resources:
         cpus=MACHINE_CPUS,
-        mem_mb=4000,
-        runtime=30,
+        **resources("latency"),
     shell:
-        "{PQD} latency --input {input.model} --dense {input.dense} {params.onnx} --params {params.p:q} "
-        "--output {output} --threads {threads} > {log} 2>&1"
+        "python3 -m pqd --track {params.track} latency --input {input.model:q} --dense {input.dense:q} {params.onnx} "
+        "{params.dense_onnx} --params {params.p:q} --output {output:q} > {log:q} 2>&1"

@@ -1,3 +1,6 @@
+REPORT_TRACK = tracked("pqd.report")
+
+
 rule report:
     """report.json of one pipeline: measurements plus the provenance of every stage."""
     input:
@@ -8,15 +11,20 @@ rule report:
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/report.json",
     params:
-        code=code_hash("report.py"),
+        track=REPORT_TRACK,
+        code=code_hash(REPORT_TRACK),
     log:
         "logs/{exp}/{pipeline}/report.log",
+    conda:
+        "../envs/pqd.yaml"
     threads: 1
     resources:
         cpus=1,
+        **resources("light"),
     shell:
-        "{PQD} report --experiment {wildcards.exp} --pipeline {wildcards.pipeline} --input {input.model} "
-        "--eval {input.eval} --latency {input.latency} --dense-eval {input.dense_eval} --output {output} > {log} 2>&1"
+        "python3 -m pqd --track {params.track} report --experiment {wildcards.exp:q} --pipeline {wildcards.pipeline:q} "
+        "--input {input.model:q} --eval {input.eval:q} --latency {input.latency:q} "
+        "--dense-eval {input.dense_eval:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule summary:
@@ -28,11 +36,16 @@ rule summary:
         md=f"{RESULTS}/{{exp}}/summary.md",
         plot=report(f"{RESULTS}/{{exp}}/frontier.png", caption="../report/frontier.rst", category="Summary"),
     params:
-        code=code_hash("report.py"),
+        track=REPORT_TRACK,
+        code=code_hash(REPORT_TRACK),
     log:
         "logs/{exp}/summary.log",
+    conda:
+        "../envs/pqd.yaml"
     threads: 1
     resources:
         cpus=1,
+        **resources("light"),
     shell:
-        "{PQD} summary --reports {input} --csv {output.csv} --md {output.md} --plot {output.plot} > {log} 2>&1"
+        "python3 -m pqd --track {params.track} summary --reports {input:q} --csv {output.csv:q} --md {output.md:q} "
+        "--plot {output.plot:q} > {log:q} 2>&1"

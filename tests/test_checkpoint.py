@@ -64,21 +64,21 @@ def test_bring_your_own_module_prefixed_state_dict(tmp_path):
 def test_import_fills_batchnorm_counters_that_old_checkpoints_lack(tmp_path, digits_cache):
     """Foreign checkpoints from older PyTorch (like the public CIFAR ResNet-20) have no
     num_batches_tracked buffers; a missing conv weight is still an error."""
-    from pqd.stages import run_dense
+    from helpers import stage_params
+
+    from pqd.runner import run_stage
 
     m = build_model("resnet20", 10, 0.25)
     sd = {"module." + k: v for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save({"state_dict": sd}, tmp_path / "old.th")
-    params = {"experiment": "e", "backbone": "resnet20", "dataset": "digits", "width": 0.25, "seed": 0,
-              "device": "cpu", "stage": {"lr": 0.1, "checkpoint": "old.th"}, "epochs": 5,
-              "train": {"batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True, "optimizer": "sgd"},
-              "data": {"normalize": None, "augment": {}}}
-    rec = run_dense(params, digits_cache, str(tmp_path / "dense.pt"), str(tmp_path / "old.th"))
+    params = stage_params("", width=0.25, epochs=5, checkpoint=str(tmp_path / "old.th"))
+    rec = run_stage(params, digits_cache, str(tmp_path / "dense.pt"))
     assert rec["epochs"] == 0 and rec["imported_from"].endswith("old.th")
     loaded = load_checkpoint(tmp_path / "dense.pt")["state_dict"]
     assert torch.equal(loaded["linear.weight"], m.linear.weight)
     del sd["module.conv1.weight"]
     torch.save({"state_dict": sd}, tmp_path / "broken.th")
     with pytest.raises(PqdError, match=r"does not fit backbone 'resnet20' \(width 0.25\): 1 missing keys \(e.g. conv1.weight\)"):
-        run_dense(params, digits_cache, str(tmp_path / "d2.pt"), str(tmp_path / "broken.th"))
+        run_stage(stage_params("", width=0.25, checkpoint=str(tmp_path / "broken.th")), digits_cache,
+                  str(tmp_path / "d2.pt"))
     assert not (tmp_path / "d2.pt").exists()

@@ -14,11 +14,42 @@ def base():
     return yaml.safe_load((ROOT / "config/config.yaml").read_text())
 
 
+def resolved(protocol: str = "quick", **top) -> dict:
+    return pc.experiment(pc.validate({**base(), "protocol": protocol, **top}, SCHEMA), "resnet20_digits", SCHEMA)
+
+
 def test_shipped_config_is_valid_and_defaults_are_filled():
+    from pqd.pipeline import STAGES
+
     cfg = pc.validate(base(), SCHEMA)
     assert cfg["measure"]["runs"] >= 200
-    assert {k: cfg["protocols"]["paper"][k] for k in "pqd"} == {"p": 20, "q": 40, "d": 40}  # the paper's split
-    assert set(cfg["protocols"]["quick"]) == set(cfg["protocols"]["paper"]) == {"dense", *cfg["stages"]}
+    paper = resolved("paper")["protocols"]["paper"]
+    assert {k: paper[k] for k in "pqd"} == {"p": 20, "q": 40, "d": 40}  # the paper's split
+    # every registered stage has its epochs in both built-in protocols, from its StageSpec alone
+    assert set(resolved()["protocols"]["quick"]) == set(paper) == {"dense", *STAGES} == {"dense", *cfg["stages"]}
+    # a config lists only what differs from the stage defaults
+    assert resolved(protocols={"quick": {"p": 3}})["protocols"]["quick"] == {**resolved()["protocols"]["quick"], "p": 3}
+
+
+def test_stage_settings_schema_is_generated_from_the_specs_and_closed():
+    """The schema file holds no stage block: it is generated from each StageSpec's settings, with
+    their defaults, and rejects a misspelt stage letter or setting (they used to pass silently)."""
+    from pqd.pipeline import STAGES
+
+    on_disk = yaml.safe_load(open(SCHEMA))
+    assert "properties" not in on_disk["properties"]["stages"]
+    schema = pc.build_schema(SCHEMA)
+    assert set(schema["properties"]["stages"]["properties"]) == set(STAGES)
+    assert schema["properties"]["stages"]["additionalProperties"] is False
+    cfg = pc.validate({"experiments": ["resnet20_digits"]}, SCHEMA)
+    for letter in STAGES:
+        assert cfg["stages"][letter] == {k: v["default"] for k, v in STAGES.get(letter).settings.items()}
+    for bad, where in (({"stages": {"P": {"sparsity": 0.9}}}, "'stages'"), ({"stages": {"x": {}}}, "'stages'"),
+                       ({"stages": {"p": {"sparsty": 0.9}}}, "'stages.p'"),
+                       ({"protocols": {"quick": {"z": 3}}}, "'protocols.quick'"),
+                       ({"dense": {"epochs": 3}}, "'dense'")):
+        with pytest.raises(PqdError, match=f"invalid config at {where}: Additional properties"):
+            pc.validate({**base(), **bad}, SCHEMA)
 
 
 @pytest.mark.parametrize("path, value, message", [
@@ -50,12 +81,12 @@ def test_overrides_are_merged_and_validated_per_experiment():
 
 
 def test_stage_params_hold_only_what_the_stage_depends_on():
-    cfg = pc.experiment(pc.validate(base(), SCHEMA), "resnet20_digits", SCHEMA)
-    p = pc.rule_params(cfg, "resnet20_digits", "p")
-    assert p["stage"] == cfg["stages"]["p"] and p["epochs"] == cfg["protocols"]["quick"]["p"]
-    assert "quant" not in p  # FP32-only chains do not rerun when QAT settings change
-    assert pc.rule_params(cfg, "resnet20_digits", "pq")["quant"] == cfg["quant"]
-    assert pc.rule_params(cfg, "resnet20_digits", "qd")["stage"] == cfg["stages"]["d"]
-    cfg["protocol"] = "paper"
-    assert [pc.rule_params(cfg, "e", c)["epochs"] for c in ("p", "pq", "pqd", "d", "dq", "dqp")] == \
+    cfg = resolved()
+    p = pc.stage_params(cfg, "resnet20_digits", "p")
+    assert p.settings == cfg["stages"]["p"] and p.epochs == cfg["protocols"]["quick"]["p"] == 1
+    assert p.quant is None  # FP32-only chains do not rerun when QAT settings change
+    assert pc.stage_params(cfg, "resnet20_digits", "pq").quant == cfg["quant"]
+    assert pc.stage_params(cfg, "resnet20_digits", "qd").settings == cfg["stages"]["d"]
+    cfg = resolved("paper")
+    assert [pc.stage_params(cfg, "e", c).epochs for c in ("p", "pq", "pqd", "d", "dq", "dqp")] == \
         [20, 40, 40, 40, 40, 20]

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from pqd.distill import kd_loss
+from pqd.losses import kd_loss
 
 
 def test_kd_loss_matches_a_hand_computation():

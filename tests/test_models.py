@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pqd.models import build_model
-from pqd.pipeline import BACKBONES
+from pqd.catalog import BACKBONES
 
 
 @pytest.mark.parametrize("name", BACKBONES.names())

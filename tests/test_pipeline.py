@@ -1,7 +1,8 @@
 import pytest
 
 from pqd.errors import PqdError
-from pqd.pipeline import (BACKBONES, STAGES, all_pipelines, artifact_name, model_path, parse_experiment,
+from pqd.catalog import BACKBONES
+from pqd.pipeline import (STAGES, all_pipelines, artifact_name, model_path, parse_experiment,
                           parse_pipeline)
 
 

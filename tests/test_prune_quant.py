@@ -3,7 +3,10 @@
 import torch
 import torch.nn as nn
 
-from pqd import measure, prune, quant
+from pqd import masks as prune
+from pqd import measure
+from pqd import qat as quant
+from pqd.stages.prune import cubic_schedule
 from pqd.models import build_model
 from pqd.train import fit
 
@@ -32,8 +35,8 @@ def test_global_magnitude_pruning_reaches_the_target_and_spares_first_conv_and_c
 
 
 def test_cubic_schedule_ramps_to_target_and_one_shot_jumps():
-    assert prune.cubic_schedule(0.8, 0, 5, gradual=False) == 0.8
-    ramp = [prune.cubic_schedule(0.8, e, 5, gradual=True) for e in range(5)]
+    assert cubic_schedule(0.8, 0, 5, gradual=False) == 0.8
+    ramp = [cubic_schedule(0.8, e, 5, gradual=True) for e in range(5)]
     assert ramp == sorted(ramp) and ramp[0] < 0.8 and abs(ramp[3] - 0.8) < 1e-9 and ramp[4] == ramp[3]
 
 

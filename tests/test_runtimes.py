@@ -8,12 +8,13 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from pqd import prune, quant
+from pqd import masks as prune
+from pqd import qat as quant
 from pqd.checkpoint import save_checkpoint
 from pqd.errors import PqdError
 from pqd.measure import interleaved_latency
 from pqd.models import build_model
-from pqd.runtimes import RUNTIMES, export_onnx
+from pqd.runtimes import export_onnx, make_runner
 from pqd.train import evaluate, fit
 
 
@@ -61,7 +62,7 @@ def test_exported_graph_is_qdq_with_the_learned_int8_weights_and_their_zeros(int
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_onnx_runtimes_match_the_pytorch_int8_model(int8_artifacts, digits, runtime):
     int8, _, deployed, onnx_path = int8_artifacts
-    ort = RUNTIMES.get(runtime)(deployed, onnx_path, 1)
+    ort = make_runner(runtime, deployed, onnx_path, 1)
     x = digits.normalize(digits.test_x)
     agree = (ort(x).argmax(1) == int8(x).argmax(1)).float().mean().item()
     # a barely trained width-0.25 model has small logit margins, so requantization rounding
@@ -75,9 +76,9 @@ def test_onnx_runtimes_match_the_pytorch_int8_model(int8_artifacts, digits, runt
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_onnx_runtime_without_an_exported_file_is_one_clear_error(int8_artifacts, runtime):
     with pytest.raises(PqdError, match="needs the exported deployed.onnx"):
-        RUNTIMES.get(runtime)(int8_artifacts[2], None, 1)
+        make_runner(runtime, int8_artifacts[2], None, 1)
     with pytest.raises(PqdError, match="unknown runtime 'tensorrt'"):
-        RUNTIMES.get("tensorrt")
+        make_runner("tensorrt", "x.pt", None, 1)
 
 
 def test_preactivation_networks_export_their_standalone_int8_batchnorm(tmp_path):
@@ -97,20 +98,22 @@ def test_preactivation_networks_export_their_standalone_int8_batchnorm(tmp_path)
     assert "BatchNormalization" in ops
     x = torch.randn(32, 3, 32, 32)
     for runtime in ("onnxruntime", "openvino"):
-        run = RUNTIMES.get(runtime)(str(tmp_path / "w.pt"), str(tmp_path / "w.onnx"), 1)
+        run = make_runner(runtime, str(tmp_path / "w.pt"), str(tmp_path / "w.onnx"), 1)
         assert (run(x) - int8(x)).abs().max().item() < 0.25 * int8(x).abs().max().item(), runtime
 
 
-def test_the_workflow_and_the_schema_know_every_runtime():
-    """rules/ read pipeline.RUNTIME_NAMES (torch-free); the schema's enum must match both."""
-    import yaml
+def test_every_catalogued_runtime_is_in_the_schema_and_runs():
+    """One catalogue entry per runtime (pqd.catalog.RUNTIMES) is the single source: the schema's
+    choices are generated from it, and each entry's runner and package resolve."""
+    from pqd import config as pc
+    from pqd.catalog import RUNTIMES, resolve
+    from pqd.runtimes import runtime_versions
 
-    from pqd.pipeline import ONNX_RUNTIMES, RUNTIME_NAMES
-
-    schema = yaml.safe_load(open("config/schema/config.schema.yaml"))
-    assert tuple(RUNTIMES.names()) == RUNTIME_NAMES
-    assert schema["properties"]["measure"]["properties"]["runtime"]["enum"] == list(RUNTIME_NAMES)
-    assert set(ONNX_RUNTIMES) == set(RUNTIME_NAMES) - {"torch"}
+    schema = pc.build_schema("config/schema/config.schema.yaml")
+    assert schema["properties"]["measure"]["properties"]["runtime"]["enum"] == RUNTIMES.names()
+    for name in RUNTIMES:
+        assert callable(resolve(RUNTIMES.get(name).runner)) and runtime_versions(name)["runtime"] == name
+    assert [n for n in RUNTIMES if RUNTIMES.get(n).onnx] == ["onnxruntime", "openvino"]
 
 
 def test_int8_vit_export_is_one_clear_error_and_writes_nothing(tmp_path):

@@ -5,33 +5,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from helpers import stage_params as params
 
-from pqd import config as pc
-from pqd.measure import deploy, deployed_macs, macs
+from pqd.macs import macs
+from pqd.measure import deploy, deployed_macs
 from pqd.model_io import load_model
-from pqd.stages import run_stage
-
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = str(ROOT / "config/schema/config.schema.yaml")
-
-
-def params(chain: str, backbone: str = "resnet20", width: float = 0.5, **stage):
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    cfg["width"] = width
-    cfg["train"]["batch_size"] = 64
-    if stage:
-        cfg["stages"][chain[-1]].update(stage)
-    exp = f"{backbone}_digits"
-    return pc.rule_params(pc.experiment(cfg, exp, SCHEMA), exp, chain)
+from pqd.runner import run_stage
 
 
 def dense(tmp: Path, digits_cache: str, backbone: str = "resnet20", width: float = 0.5, epochs: int = 2) -> str:
-    from pqd.stages import run_dense
-
-    p = {**params("", backbone, width), "epochs": epochs}
     out = str(tmp / f"{backbone}_dense.pt")
-    run_dense(p, digits_cache, out)
+    run_stage(params("", backbone, width, epochs=epochs), digits_cache, out)
     return out
 
 
@@ -49,7 +33,7 @@ def test_structured_pruning_removes_the_configured_macs_and_reloads_without_the_
         vgg_dense, digits_cache, tmp_path):
     before, _ = load_model(vgg_dense)
     out = str(tmp_path / "slim.pt")
-    rec = run_stage("s", params("s", "vgg16", 0.25, macs_keep=0.5, steps=2), vgg_dense, digits_cache, out)
+    rec = run_stage(params("s", "vgg16", 0.25, macs_keep=0.5, steps=2), digits_cache, out, vgg_dense)
     s = rec["structured"]
     assert abs(s["macs_kept"] - 0.5) < 0.05 and s["macs_after"] < s["macs_before"]
     assert s["params_after"] < 0.6 * s["params_before"] and s["rounds"] == 2
@@ -62,7 +46,7 @@ def test_structured_pruning_removes_the_configured_macs_and_reloads_without_the_
     assert rec["accuracy"] >= load_model(vgg_dense)[1]["accuracy"] - 5
     # ... and it combines with q: sq trains fake-quantized, deploys to INT8 with the thin layers
     sq = str(tmp_path / "sq.pt")
-    run_stage("q", params("sq", "vgg16", 0.25), out, digits_cache, sq)
+    run_stage(params("sq", "vgg16", 0.25), digits_cache, sq, out)
     deploy(sq, str(tmp_path / "deployed.pt"))
     int8, dmeta = load_model(str(tmp_path / "deployed.pt"))
     assert dmeta["form"] == "int8" and deployed_macs(str(tmp_path / "deployed.pt")) == s["macs_after"]
@@ -71,8 +55,8 @@ def test_structured_pruning_removes_the_configured_macs_and_reloads_without_the_
 
 def test_structured_pruning_with_taylor_importance_differs_from_magnitude(vgg_dense, digits_cache, tmp_path):
     for name, imp in (("m", "magnitude"), ("t", "taylor")):
-        run_stage("s", params("s", "vgg16", 0.25, importance=imp, steps=1, distill=False), vgg_dense, digits_cache,
-                  str(tmp_path / f"{name}.pt"))
+        run_stage(params("s", "vgg16", 0.25, importance=imp, steps=1, distill=False), digits_cache,
+                  str(tmp_path / f"{name}.pt"), vgg_dense)
     m, _ = load_model(str(tmp_path / "m.pt"))
     t, _ = load_model(str(tmp_path / "t.pt"))
     assert macs(m) == macs(t)  # same ratio ...
@@ -80,17 +64,22 @@ def test_structured_pruning_with_taylor_importance_differs_from_magnitude(vgg_de
     assert any(diffs)  # ... different channels kept
 
 
-def test_structured_pruning_of_zero_padding_shortcuts_is_one_clear_error(resnet_dense, digits_cache, tmp_path):
+def test_structured_pruning_of_zero_padding_shortcuts_is_one_clear_error_before_training():
+    """The backbone's catalogue entry says it is not traceable, so the job's params (built at
+    DAG time) refuse it; the pruning mechanics themselves also refuse it with one line."""
+    from pqd.channels import prune_once
     from pqd.errors import PqdError
+    from pqd.models import build_model
 
+    with pytest.raises(PqdError, match=r"stage 's' \(structured\) cannot run on backbone 'resnet20'.*use resnet18"):
+        params("s")
     with pytest.raises(PqdError, match=r"resnet20/32/44/56\) are not supported.*use resnet18, vgg16, wrn28_10 or vit"):
-        run_stage("s", params("s"), resnet_dense, digits_cache, str(tmp_path / "s.pt"))
-    assert not (tmp_path / "s.pt").exists()
+        prune_once(build_model("resnet20", 10, 0.5), 0.5)
 
 
 def test_vit_heads_and_mlp_width_are_pruned_and_the_model_reloads_and_quantizes(digits_cache, tmp_path):
     from pqd.models import build_model
-    from pqd.structured import prune_once
+    from pqd.channels import prune_once
 
     vit = build_model("vit", 10, 0.5)
     slim = prune_once(vit, 0.5)
@@ -100,18 +89,18 @@ def test_vit_heads_and_mlp_width_are_pruned_and_the_model_reloads_and_quantizes(
     assert macs(slim) < 0.7 * macs(vit)
     vd = dense(tmp_path, digits_cache, "vit", 0.5, epochs=1)
     out = str(tmp_path / "vs.pt")
-    rec = run_stage("s", {**params("s", "vit", 0.5, macs_keep=0.6, steps=1), "epochs": 1}, vd, digits_cache, out)
+    rec = run_stage(params("s", "vit", 0.5, epochs=1, macs_keep=0.6, steps=1), digits_cache, out, vd)
     assert rec["structured"]["macs_kept"] < 0.7 and set(rec["structured"]["heads"].values()) < {1, 2, 3, 4}
     model, meta = load_model(out)
     assert [m.num_heads for m in model.modules() if hasattr(m, "qkv")] == list(rec["structured"]["heads"].values())
-    run_stage("q", {**params("sq", "vit", 0.5), "epochs": 1}, out, digits_cache, str(tmp_path / "vsq.pt"))
+    run_stage(params("sq", "vit", 0.5, epochs=1), digits_cache, str(tmp_path / "vsq.pt"), out)
     deploy(str(tmp_path / "vsq.pt"), str(tmp_path / "vd.pt"))
     int8, dmeta = load_model(str(tmp_path / "vd.pt"))
     assert dmeta["form"] == "int8" and int8(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_lowrank_replaces_layers_by_factor_pairs_within_the_kept_energy(resnet_dense):
-    from pqd.lowrank import LowRank, factorize_model
+    from pqd.factorize import LowRank, factorize_model
 
     model, _ = load_model(resnet_dense)
     originals = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
@@ -131,21 +120,21 @@ def test_lowrank_replaces_layers_by_factor_pairs_within_the_kept_energy(resnet_d
 def test_lowrank_stage_shrinks_the_model_and_reloads_and_quantizes(resnet_dense, digits_cache, tmp_path):
     dense_model, _ = load_model(resnet_dense)
     out = str(tmp_path / "l.pt")
-    rec = run_stage("l", params("l", energy=0.8), resnet_dense, digits_cache, out)
+    rec = run_stage(params("l", energy=0.8), digits_cache, out, resnet_dense)
     model, meta = load_model(out)
     assert meta["arch"]["lowrank"] == sorted(rec["factorized"], key=meta["arch"]["lowrank"].index)
     assert macs(model) < macs(dense_model)
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in dense_model.parameters())
-    run_stage("q", params("lq"), out, digits_cache, str(tmp_path / "lq.pt"))
+    run_stage(params("lq"), digits_cache, str(tmp_path / "lq.pt"), out)
     deploy(str(tmp_path / "lq.pt"), str(tmp_path / "d.pt"))
     assert load_model(str(tmp_path / "d.pt"))[1]["form"] == "int8"
 
 
 def test_pqk_teacher_shares_kept_weights_and_restores_pruned_ones(resnet_dense, digits_cache, tmp_path):
-    from pqd.pqk import SharedTeacher, layer_weights
+    from pqd.stages.pqk import SharedTeacher, layer_weights
 
     pruned = str(tmp_path / "p.pt")
-    run_stage("p", params("p"), resnet_dense, digits_cache, pruned)
+    run_stage(params("p"), digits_cache, pruned, resnet_dense)
     student, _ = load_model(pruned)
     source, _ = load_model(resnet_dense)
     teacher = SharedTeacher(student, source, follow=True)
@@ -171,9 +160,9 @@ def test_pqk_teacher_shares_kept_weights_and_restores_pruned_ones(resnet_dense, 
     assert torch.equal(f_w[kept], before[kept]) and not torch.equal(f_w[kept], s_w[name][kept])  # a frozen one does not
     # the stage itself: keeps the student's sparsity (and fake quantization after q)
     pq = str(tmp_path / "pq.pt")
-    run_stage("q", params("pq"), pruned, digits_cache, pq)
+    run_stage(params("pq"), digits_cache, pq, pruned)
     out = str(tmp_path / "pqk.pt")
-    rec = run_stage("k", params("pqk"), pq, digits_cache, out, teacher=resnet_dense)
+    rec = run_stage(params("pqk"), digits_cache, out, pq, teacher=resnet_dense)
     assert rec["teacher"]["restored_weights"] == restored
     final, meta = load_model(out)
     assert meta["form"] == "qat"
@@ -183,11 +172,11 @@ def test_pqk_teacher_shares_kept_weights_and_restores_pruned_ones(resnet_dense, 
 
 
 def test_epsd_prunes_at_init_keeps_sparsity_and_scores_differ_from_snip(digits_cache, digits, tmp_path):
-    from pqd.epsd import masks_for
     from pqd.models import build_model
-    from pqd.stages import StageContext
+    from pqd.runner import StageContext
+    from pqd.stages.epsd import masks_for
 
-    p = {**params("e", sparsity=0.6), "num_classes": 10}
+    p = params("e", sparsity=0.6)
     torch.manual_seed(0)
     model = build_model("resnet20", 10, 0.5)
     ctx = StageContext(p, digits, torch.device("cpu"))
@@ -200,7 +189,7 @@ def test_epsd_prunes_at_init_keeps_sparsity_and_scores_differ_from_snip(digits_c
     kept = sum(int(m.sum()) for m in m_epsd.values()) / sum(m.numel() for m in m_epsd.values())
     assert abs(kept - 0.4) < 1e-3
     out = str(tmp_path / "e.pt")
-    rec = run_stage("e", {**params("e", sparsity=0.6), "epochs": 2}, None, digits_cache, out)
+    rec = run_stage(params("e", epochs=2, sparsity=0.6), digits_cache, out)
     assert abs(rec["epsd"]["sparsity_at_init"] - 0.6) < 1e-3
     assert abs(rec["epsd"]["sparsity_at_end"] - 0.6) < 1e-3
     assert 0 < rec["epsd"]["mask_agreement_with_snip"] < 1

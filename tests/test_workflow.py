@@ -14,13 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 EXP = "resnet20_digits"
-TINY = """
-experiments: [resnet20_digits]
-pipelines: [dense, pqd, pdq]
-width: 0.25
-protocols: {quick: {dense: 2, p: 1, q: 1, d: 1}}
-measure: {runs: 200, warmup: 2, rounds: 4, threads: 1}
-"""
+TINY = (ROOT / ".test/config/workflow.yaml").read_text()
 
 
 def smk(wd: Path, *args: str, check: bool = True, edit: str = "") -> subprocess.CompletedProcess:
@@ -50,7 +44,7 @@ def planned(wd: Path, *args: str, edit: str = "") -> dict[str, int]:
 @pytest.fixture(scope="module")
 def wd(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("wf")
-    for item in ("Snakefile", "rules", "config", "profiles", "report", "pqd"):
+    for item in ("Snakefile", "rules", "config", "profiles", "report", "pqd", "envs"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, d / item)
     (d / "tiny.yaml").write_text(TINY)
@@ -72,7 +66,7 @@ def test_pqd_report_measures_a_sparse_int8_model(built: Path):
     assert rep["size_gzip_bytes"] < rep["size_bytes"]
     assert rep["latency_runs"] >= 200 and rep["latency_ms"] > 0 and rep["speedup"] > 0
     assert rep["accuracy"] > 20.0  # 10 classes: far above chance after two dense epochs
-    assert rep["code_version"]["source_sha256"] and rep["config"]["stage"]["temperature"] == 4.0
+    assert rep["code_version"]["source_sha256"] and rep["config"]["settings"]["temperature"] == 4.0
     lat = json.loads((built / f"results/{EXP}/pqd/latency.json").read_text())
     assert lat["threads"] == 1 and lat["system"]["quantized_engine"] == "x86"
     deployed = torch.load(built / f"results/{EXP}/pqd/deployed.pt", weights_only=True)
@@ -134,7 +128,7 @@ def test_editing_one_stage_setting_reruns_that_stage_and_descendants_only(built:
 
 def test_editing_a_stage_module_reruns_only_that_stage(built: Path):
     targets = [f"results/{EXP}/pqd/report.json", f"results/{EXP}/pdq/report.json"]
-    path = built / "pqd/distill.py"
+    path = built / "pqd/stages/distill.py"
     original = path.read_text()
     try:
         path.write_text(original + "\n# edited\n")

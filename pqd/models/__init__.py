@@ -1,23 +1,24 @@
-"""Backbones for 32x32 inputs, built by name from :data:`pqd.pipeline.BACKBONES`.
+"""Backbones for 32x32 inputs, built by name from :data:`pqd.catalog.BACKBONES`.
 
 Every backbone takes ``num_classes`` and a ``width`` multiplier (channels scale,
 depth does not) so that the same architecture can run small on a CPU. Models are
 plain ``nn.Module`` trees with no quantization stubs: FX graph-mode QAT traces them.
+This package's ``__init__`` stays torch-free: every backbone module imports it for
+:func:`scaled`, and the catalogue names backbones without building them.
 """
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
 
-import torch.nn as nn
+from pqd.catalog import BACKBONES, resolve
 
-from pqd.pipeline import BACKBONES
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 
-def build_model(backbone: str, num_classes: int, width: float = 1.0) -> nn.Module:
-    module_name, fn_name = BACKBONES.get(backbone).split(":")
-    fn = getattr(importlib.import_module(module_name), fn_name)
-    return fn(num_classes=num_classes, width=width)
+def build_model(backbone: str, num_classes: int, width: float = 1.0) -> "nn.Module":
+    return resolve(BACKBONES.get(backbone).target)(num_classes=num_classes, width=width)
 
 
 def scaled(channels: int, width: float) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pqd.constants import IMAGE_SIZE
 from pqd.models import scaled
 
 
@@ -64,7 +65,7 @@ class ViT(nn.Module):
     keep_width = ("patch_embed",)
 
     def __init__(self, num_classes: int = 10, width: float = 1.0, dim: int = 96, depth: int = 4,
-                 num_heads: int = 4, mlp_ratio: float = 2.0, patch: int = 4, image_size: int = 32) -> None:
+                 num_heads: int = 4, mlp_ratio: float = 2.0, patch: int = 4, image_size: int = IMAGE_SIZE) -> None:
         super().__init__()
         dim = max(num_heads, scaled(dim, width) // num_heads * num_heads)
         self.patch_embed = nn.Conv2d(3, dim, patch, patch)

@@ -1,4 +1,5 @@
-"""INT8 quantization-aware training and conversion (stage ``q``).
+"""INT8 quantization-aware training mechanics: prepare, freeze, convert (used by stage ``q``,
+by every stage that trains a fake-quantized model, and by deployment).
 
 Path chosen: torch.ao FX graph mode. It traces any of our backbones without
 per-architecture code (conv-bn(-relu) fusion and quantized residual adds are found
@@ -21,6 +22,8 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+
+from pqd.constants import input_shape
 
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
 warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
@@ -60,7 +63,7 @@ def prepare_qat(model: nn.Module, reduce_range: bool = True) -> nn.Module:
     set_engine()
     model = model.cpu().train()
     mapping = tq.QConfigMapping().set_global(qconfig(reduce_range))
-    return prepare_qat_fx(model, mapping, example_inputs=(torch.randn(2, 3, 32, 32),))
+    return prepare_qat_fx(model, mapping, example_inputs=(torch.randn(*input_shape(2)),))
 
 
 def convert(qat_model: nn.Module) -> nn.Module:
@@ -96,11 +99,3 @@ def int8_layers(model: nn.Module) -> dict[str, torch.Tensor]:
             if q.is_quantized:
                 out[name] = q.int_repr()
     return out
-
-
-def run(model: nn.Module, ctx) -> nn.Module:
-    """Stage ``q``: make the model fake-quantized (if not already) and train it."""
-    if not is_qat(model):
-        model = prepare_qat(model, ctx.quant["reduce_range"])
-    ctx.fit(model, lr=ctx.settings["lr"])
-    return model

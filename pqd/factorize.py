@@ -1,10 +1,11 @@
-"""Stage ``l``: low-rank factorisation (the SlimNets study's truncated-SVD step).
+"""Low-rank factorisation mechanics (the SlimNets study's truncated-SVD step), used by stage
+``l`` and by :mod:`pqd.arch` to rebuild factorised checkpoints.
 
 Each chosen conv (``out x in x k x k``) or linear layer becomes two thinner layers: a
 ``k x k`` conv (or linear) to ``rank`` channels, then a ``1 x 1`` conv (or linear) back to
 ``out``, initialised from the truncated SVD of the weight reshaped to ``out x (in k k)``,
 so their product is the best rank-``rank`` approximation of the original. A layer is only
-replaced when that reduces its parameters (and so its MACs). The model is then fine-tuned.
+replaced when that reduces its parameters (and so its MACs).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from pqd.errors import PqdError
+from pqd.masks import prunable_layers
 
 
 class LowRank(nn.Sequential):
@@ -75,8 +77,6 @@ def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 def factorize_model(model: nn.Module, *, energy: Optional[float] = 0.9, rank_ratio: Optional[float] = None,
                     exclude_first_conv: bool = True, exclude_classifier: bool = True) -> dict[str, dict]:
     """Factorise every eligible layer in place; returns per-layer rank and kept energy."""
-    from pqd.prune import prunable_layers
-
     report = {}
     for name, layer in prunable_layers(model, exclude_first_conv, exclude_classifier):
         if isinstance(layer, LowRank) or (isinstance(layer, nn.Conv2d) and layer.groups != 1):
@@ -91,15 +91,3 @@ def factorize_model(model: nn.Module, *, energy: Optional[float] = 0.9, rank_rat
         report[name] = {"rank": rank, "full_rank": len(s), "kept_energy": kept,
                         "params_before": w.numel(), "params_after": factor_params(layer, rank)}
     return report
-
-
-def run(model: nn.Module, ctx) -> nn.Module:
-    """Stage ``l``: factorise the FP32 model's layers, then fine-tune."""
-    s = ctx.settings
-    layers = factorize_model(model, energy=s.get("energy"), rank_ratio=s.get("rank_ratio"),
-                             exclude_first_conv=s["exclude_first_conv"], exclude_classifier=s["exclude_classifier"])
-    if not layers:
-        raise PqdError("stage l found no layer that a factor pair would make smaller; lower stages.l.energy")
-    ctx.record["factorized"] = layers
-    ctx.fit(model, lr=s["lr"], masks={})
-    return model

@@ -23,14 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pqd.prune import Masks, prunable_layers
-
-
-def sd_loss(logits: torch.Tensor, snapshot_logits: torch.Tensor, y: torch.Tensor, alpha: float,
-            temperature: float) -> torch.Tensor:
-    soft = F.kl_div(F.log_softmax(logits / temperature, 1), F.softmax(snapshot_logits / temperature, 1),
-                    reduction="batchmean")
-    return (1 - alpha) * F.cross_entropy(logits, y) + alpha * temperature ** 2 * soft
+from pqd.losses import kd_loss, soft_target_cross_entropy
+from pqd.masks import Masks, prunable_layers
+from pqd.masks import sparsity as zero_fraction
+from pqd.train import make_optimizer
 
 
 def saliency(model: nn.Module, ctx, criterion: str, layers: list[tuple[str, nn.Module]]) -> dict[str, torch.Tensor]:
@@ -39,14 +35,14 @@ def saliency(model: nn.Module, ctx, criterion: str, layers: list[tuple[str, nn.M
     snapshot = copy.deepcopy(model).eval()
     model.zero_grad(set_to_none=True)
     model.train()
-    for x, y in ctx.train_batches(s["score_batches"], ctx.params["seed"] + 1):
+    for x, y in ctx.train_batches(s["score_batches"], ctx.params.seed + 1):
         logits = model(x)
         if criterion == "snip":
             loss = F.cross_entropy(logits, y)
         else:
             with torch.no_grad():
                 t = snapshot(x)
-            loss = sd_loss(logits, t, y, s["sd_alpha"], s["temperature"])
+            loss = kd_loss(logits, t, y, s["temperature"], s["sd_alpha"])
         loss.backward()
     scores = {f"{n}.weight": (m.weight.detach() * m.weight.grad).abs() for n, m in layers}
     total = sum(v.sum() for v in scores.values())
@@ -64,13 +60,11 @@ def top_masks(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
 
 
 def warm_up(model: nn.Module, ctx, steps: int) -> None:
-    from pqd.train import make_optimizer
-
-    t = ctx.params["train"]
-    opt = make_optimizer(model.parameters(), t["optimizer"], lr=ctx.settings["lr"], momentum=t["momentum"],
-                         weight_decay=t["weight_decay"], nesterov=t["nesterov"])
+    t = ctx.params.train
+    opt = make_optimizer(model.parameters(), t.optimizer, lr=ctx.settings["lr"], momentum=t.momentum,
+                         weight_decay=t.weight_decay, nesterov=t.nesterov)
     model.train()
-    for x, y in ctx.train_batches(steps, ctx.params["seed"]):
+    for x, y in ctx.train_batches(steps, ctx.params.seed):
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
@@ -88,8 +82,6 @@ def masks_for(model: nn.Module, ctx, criterion: str) -> tuple[Masks, dict[str, t
 
 def run(model: nn.Module, ctx) -> nn.Module:
     """Stage ``e``: score, mask the initial weights, train from scratch with PS-KD."""
-    from pqd.prune import sparsity as zero_fraction
-
     s = ctx.settings
     model.to(ctx.device)
     masks, _ = masks_for(model, ctx, s["criterion"])
@@ -114,7 +106,7 @@ def run(model: nn.Module, ctx) -> nn.Module:
         with torch.no_grad():
             soft = F.softmax(state["prev"](x), 1)
         target = (1 - state["alpha"]) * F.one_hot(y, logits.shape[1]).float() + state["alpha"] * soft
-        return torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+        return soft_target_cross_entropy(logits, target)
 
     ctx.fit(model, lr=s["lr"], loss_fn=loss, epoch_hooks=[on_epoch], masks=masks)
     ctx.record["epsd"]["sparsity_at_end"] = zero_fraction({n: params[n] for n in masks})

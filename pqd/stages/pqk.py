@@ -27,12 +27,15 @@ import torch
 import torch.nn as nn
 
 from pqd.errors import PqdError
+from pqd.losses import kd_objective
+from pqd.masks import prunable_layers
+from pqd.model_io import load_model
+from pqd.qat import is_qat
+from pqd.train import evaluate, freeze
 
 
 def layer_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """Every conv/linear weight (QAT-fused layers included), by layer name."""
-    from pqd.prune import prunable_layers
-
     return {n: m.weight for n, m in prunable_layers(model, exclude_first=False, exclude_classifier=False)}
 
 
@@ -42,9 +45,7 @@ class SharedTeacher:
     def __init__(self, student: nn.Module, source: nn.Module, device: torch.device | str = "cpu",
                  follow: bool = False) -> None:
         self.follow = follow
-        self.model = copy.deepcopy(source).to(device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = freeze(copy.deepcopy(source).to(device))
         s_w, t_w = layer_weights(student), layer_weights(self.model)
         common = [n for n in t_w if n in s_w]
         bad = [n for n in common if s_w[n].shape != t_w[n].shape]
@@ -86,30 +87,23 @@ class SharedTeacher:
 
 def run(model: nn.Module, ctx) -> nn.Module:
     """Stage ``k``: KD from the shared/restored teacher, keeping the student's zeros."""
-    from pqd.distill import kd_loss
-    from pqd.model_io import load_model
-    from pqd.quant import is_qat
-    from pqd.train import evaluate
-
     s = ctx.settings
     source, _ = load_model(ctx.teacher_path)
     if is_qat(source):
         raise PqdError("stage k: the model that entered p is fake-quantized; put q after p (e.g. pqk)")
     model.to(ctx.device)
     teacher = SharedTeacher(model, source, ctx.device, follow=s["shared"] == "follow")
-    batch = ctx.params["train"]["batch_size"]
-    teacher.recalibrate(ctx.data, batch, s["bn_batches"], ctx.device, ctx.params["seed"])
+    batch = ctx.params.train.batch_size
+    teacher.recalibrate(ctx.data, batch, s["bn_batches"], ctx.device, ctx.params.seed)
     restored = sum(int((~mask).sum()) for _, _, mask, _ in teacher.pairs)
     ctx.record["teacher"] = {"accuracy_start": evaluate(teacher.model, ctx.data, device=ctx.device),
                              "restored_weights": restored}
 
-    def loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return kd_loss(logits, teacher(x), y, s["temperature"], s["alpha"])
-
     def recalibrate(m: nn.Module, epoch: int) -> None:  # a following teacher's weights keep changing
         if epoch > 0:
-            teacher.recalibrate(ctx.data, batch, s["bn_batches"], ctx.device, ctx.params["seed"] + epoch)
+            teacher.recalibrate(ctx.data, batch, s["bn_batches"], ctx.device, ctx.params.seed + epoch)
 
-    ctx.fit(model, lr=s["lr"], loss_fn=loss, epoch_hooks=[recalibrate] if teacher.follow else [])
+    ctx.fit(model, lr=s["lr"], loss_fn=kd_objective(teacher, s["temperature"], s["alpha"]),
+            epoch_hooks=[recalibrate] if teacher.follow else [])
     ctx.record["teacher"]["accuracy_end"] = evaluate(teacher.model, ctx.data, device=ctx.device)
     return model

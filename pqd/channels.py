@@ -1,0 +1,99 @@
+"""Structured (channel / head) pruning mechanics on Torch-Pruning's dependency graph.
+
+Torch-Pruning traces a model into a dependency graph, so layers coupled by residual adds,
+concatenations or attention reshapes lose the same channels together for any backbone without
+per-architecture code. This module builds the pruner (importance, ignored layers, attention
+heads) and solves for the uniform channel ratio that reaches a MACs target; stage ``s``
+(:mod:`pqd.stages.structured`) decides when to prune and how to fine-tune. The pruned
+architecture is recorded in the checkpoint (:mod:`pqd.arch`), so it reloads without this module.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+import torch.nn as nn
+
+from pqd.constants import input_shape
+from pqd.errors import PqdError
+from pqd.macs import macs
+
+
+UNSUPPORTED = ("zero-padding shortcuts (resnet20/32/44/56) are not supported by the dependency tracer: "
+               "use resnet18, vgg16, wrn28_10 or vit")
+
+
+def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
+    """``{qkv projection: number of heads}`` for every attention module (``qkv`` + ``num_heads``)."""
+    return {m.qkv: m.num_heads for m in model.modules() if isinstance(getattr(m, "qkv", None), nn.Linear)
+            and isinstance(getattr(m, "num_heads", None), int)}
+
+
+def ignored_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers whose outputs keep their width: the classifier (its outputs are the classes) and
+    any a backbone lists in ``keep_width`` (a ViT's patch embedding, which fixes the residual width)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    keep = [model.get_submodule(n) for n in getattr(model, "keep_width", ())]
+    return linears[-1:] + keep
+
+
+def make_pruner(model: nn.Module, ratio: float, *, importance: str = "magnitude", steps: int = 1):
+    import torch_pruning as tp
+
+    imp = {"magnitude": tp.importance.GroupMagnitudeImportance(p=2),
+           "taylor": tp.importance.GroupTaylorImportance()}.get(importance)
+    if imp is None:
+        raise PqdError(f"unknown stages.s.importance {importance!r}; choose magnitude or taylor")
+    heads = attention_heads(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tp.pruner.MetaPruner(
+            model, torch.zeros(*input_shape(1)), importance=imp, pruning_ratio=ratio, iterative_steps=steps,
+            ignored_layers=ignored_layers(model), num_heads=heads, prune_num_heads=bool(heads),
+            prune_head_dims=False,  # whole heads go; at least one stays per attention layer
+            head_pruning_ratio=min(ratio, (min(heads.values()) - 1) / min(heads.values())) if heads else 0.0,
+        )
+
+
+def sync_heads(model: nn.Module, pruner) -> None:
+    """Torch-Pruning tracks the surviving heads per qkv layer; the modules read ``num_heads``."""
+    for m in model.modules():
+        if isinstance(getattr(m, "qkv", None), nn.Linear) and m.qkv in pruner.num_heads:
+            m.num_heads = pruner.num_heads[m.qkv]
+
+
+def prune_once(model: nn.Module, ratio: float) -> nn.Module:
+    """A copy of ``model`` with ``ratio`` of each prunable group's channels removed (magnitude)."""
+    m = copy.deepcopy(model)
+    pruner = make_pruner(m, ratio)
+    try:
+        pruner.step()
+        sync_heads(m, pruner)
+        with torch.no_grad():
+            m.eval()(torch.zeros(*input_shape(1)))
+    except (RuntimeError, IndexError) as e:
+        raise PqdError(f"structured pruning cannot trace the channel couplings of this backbone "
+                       f"({type(e).__name__}: {str(e).splitlines()[0][:80]}); {UNSUPPORTED}") from None
+    return m
+
+
+def ratio_for_macs(model: nn.Module, keep: float, tol: float = 0.005) -> float:
+    """The uniform channel ratio whose pruned model keeps ``keep`` of ``model``'s MACs (bisection:
+    MACs fall monotonically as the ratio grows)."""
+    base = macs(model)
+    lo, hi = 0.0, 0.95
+    floor = macs(prune_once(model, hi)) / base
+    if floor > keep:
+        raise PqdError(f"stages.s.macs_keep={keep} cannot be reached: channel pruning of this backbone keeps at "
+                       f"least {floor:.2f} of its MACs; raise stages.s.macs_keep above {floor:.2f}")
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        if macs(prune_once(model, mid)) / base > keep:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < tol:
+            break
+    return hi

@@ -1,0 +1,44 @@
+"""The dense stage: train the FP32 backbone from scratch, or import ``dense.checkpoint``.
+
+It starts every pipeline that does not start with its own stage (``e``). An imported
+checkpoint (bring your own model) replaces training: a plain state dict, one wrapped in
+``state_dict``, or one with DataParallel's ``module.`` prefix, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from pqd.checkpoint import foreign_state_dict
+from pqd.errors import PqdError
+
+
+def import_weights(model: nn.Module, checkpoint: str, backbone: str, width: float) -> None:
+    """Load a foreign state dict into ``model``; a mismatch is a one-line error naming the fix."""
+    sd = foreign_state_dict(checkpoint)
+    own = model.state_dict()
+    # Checkpoints from older PyTorch lack BatchNorm's num_batches_tracked counters, which do
+    # not affect inference or momentum-based statistics: take them from the fresh model.
+    sd = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in sd}, **sd}
+    missing, unexpected = sorted(own.keys() - sd.keys()), sorted(sd.keys() - own.keys())
+    if missing or unexpected:
+        detail = "; ".join(f"{len(keys)} {what} keys (e.g. {', '.join(keys[:2])})"
+                           for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+        raise PqdError(f"checkpoint {checkpoint} does not fit backbone {backbone!r} "
+                       f"(width {width}): {detail}; pick the backbone it was trained with")
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise PqdError(f"checkpoint {checkpoint} has tensors of the wrong shape for {backbone!r} "
+                       f"(width {width}): {str(e).splitlines()[-1].strip()}") from None
+
+
+def run(model: nn.Module, ctx) -> nn.Module:
+    checkpoint = ctx.settings.get("checkpoint")
+    if checkpoint:
+        import_weights(model, checkpoint, ctx.params.backbone, ctx.params.width)
+        ctx.record["imported_from"] = str(checkpoint)
+        ctx.record["epochs"] = 0
+    else:
+        ctx.fit(model, lr=ctx.settings["lr"], masks={})
+    return model

@@ -1,0 +1,67 @@
+"""Stage ``s``: dependency-aware structured pruning (CPD's Comb-Prune-Distill step).
+
+Whole output channels (and, in a transformer, whole attention heads and MLP hidden units)
+are removed, so the deployed model is physically smaller: fewer parameters and MACs, and a
+lower measured latency, not masks. The setting is the fraction of MACs to keep: the uniform
+per-layer channel ratio that reaches it is solved for (:func:`pqd.channels.ratio_for_macs`),
+then channels go in ``steps`` rounds, each followed by fine-tuning, optionally distilling from
+the unpruned model while pruning, as CPD does. Importance is the L2 magnitude of each coupled
+group or a first-order Taylor estimate ``|w * dL/dw|`` accumulated over training batches.
+Structured pruning reshapes FP32 layers: it runs before ``q``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pqd.channels import attention_heads, make_pruner, ratio_for_macs, sync_heads
+from pqd.losses import kd_objective
+from pqd.macs import macs, param_count
+from pqd.train import cross_entropy, freeze
+
+
+def taylor_gradients(model: nn.Module, ctx, batches: int) -> None:
+    """Accumulate ``dL/dw`` over ``batches`` training batches for Taylor importance."""
+    model.train().zero_grad()
+    for x, y in ctx.train_batches(batches, ctx.params.seed):
+        F.cross_entropy(model(x), y).backward()
+
+
+def run(model: nn.Module, ctx) -> nn.Module:
+    """Remove channels/heads to ``macs_keep`` of the MACs in rounds, fine-tuning between."""
+    s = ctx.settings
+    model = model.cpu()
+    before = {"macs": macs(model), "params": param_count(model)}
+    ratio = ratio_for_macs(model, s["macs_keep"])
+    rounds = max(1, min(s["steps"], ctx.epochs))
+    if attention_heads(model):
+        # Torch-Pruning's iterative schedule can take the last head of a layer in a later round;
+        # heads (and MLP units) are therefore removed in one round, then fine-tuned
+        rounds = 1
+    epochs = [ctx.epochs // rounds + (1 if i < ctx.epochs % rounds else 0) for i in range(rounds)]
+    loss_fn = cross_entropy
+    if s["distill"]:  # CPD: distil from the unpruned model while pruning
+        teacher = freeze(copy.deepcopy(model).to(ctx.device))
+        loss_fn = kd_objective(teacher, s["temperature"], s["alpha"])
+    pruner = make_pruner(model, ratio, importance=s["importance"], steps=rounds)
+    for r in range(rounds):
+        if s["importance"] == "taylor":
+            taylor_gradients(model.to(ctx.device), ctx, s["taylor_batches"])
+            model.cpu()
+        pruner.step()
+        sync_heads(model, pruner)
+        model.zero_grad(set_to_none=True)
+        ctx.fit(model, lr=s["lr"], loss_fn=loss_fn, masks={}, epochs=epochs[r])
+        model.cpu()
+    after = {"macs": macs(model), "params": param_count(model)}
+    ctx.record["structured"] = {
+        "channel_ratio": ratio, "rounds": rounds, "macs_before": before["macs"], "macs_after": after["macs"],
+        "params_before": before["params"], "params_after": after["params"],
+        "macs_kept": after["macs"] / before["macs"], "params_kept": after["params"] / before["params"],
+        "heads": {n: m.num_heads for n, m in model.named_modules() if isinstance(getattr(m, "qkv", None), nn.Linear)
+                  and isinstance(getattr(m, "num_heads", None), int)},
+    }
+    return model
