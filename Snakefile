@@ -13,9 +13,13 @@ sys.path.insert(0, workflow.basedir)  # the pqd package beside this Snakefile wi
 
 from pqd.errors import PqdError
 from pqd import config as pqd_config
+from pqd import interrupts as pqd_interrupts
 
 
-configfile: "config/config.yaml"
+# The working directory's config/config.yaml (the usual layout); run from elsewhere with
+# `-s path/to/Snakefile`, the workflow's own default config instead. Results, logs and data are
+# always relative to the working directory.
+configfile: "config/config.yaml" if Path("config/config.yaml").is_file() else f"{workflow.basedir}/config/config.yaml"
 
 
 # The schema file plus the blocks generated from the stage, dataset-kind and runtime registries.
@@ -39,6 +43,9 @@ wildcard_constraints:
 # that no shell command reads a global and no machine-specific path enters the tracked params.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 os.environ["PATH"] = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")]))
+# A SIGINT or SIGTERM to Snakemake alone also stops its running jobs, and a job stops when the
+# Snakemake process that started it is gone (pqd/interrupts.py).
+pqd_interrupts.forward_to_jobs()
 
 
 # ... and passed on to jobs that run elsewhere (cluster executors).

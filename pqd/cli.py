@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Callable
 
-from pqd import codehash
+from pqd import codehash, interrupts
 from pqd.errors import PqdError
 from pqd.params import DatasetParams, EvalParams, MeasureSettings, StageParams
 
@@ -146,12 +146,18 @@ def check_tracked(track: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
+    interrupts.stop_cleanly_on_signals()
+    interrupts.watch_workflow()
     try:
         out = COMMANDS[a.command][0](a)
         check_tracked(a.track)
     except PqdError as e:
         print(f"pqd: error: {e}", file=sys.stderr)
         return 2
+    except interrupts.Interrupted as e:
+        print(f"pqd: error: {a.command} interrupted by {e.signal.name}{e.why}; its output was not written "
+              "(rerun to redo it)", file=sys.stderr)
+        return 128 + e.signal.value
     print(f"pqd {a.command}: {json.dumps(out)}", file=sys.stderr)
     return 0
 

@@ -86,18 +86,41 @@ def load_imagefolder(name: str, spec: dict, root: str) -> Arrays:
                 f"imagefolder dataset {name!r}: folder {folder} not found; put images under "
                 f"{folder}/<class>/ or set datasets.{name}.root in the config"
             )
-        ds = ImageFolder(str(folder))
+        ds = _image_folder(name, folder, ImageFolder)
+        if "classes" in out and list(ds.classes) != out["classes"]:
+            raise PqdError(f"imagefolder dataset {name!r}: {folder} has classes {ds.classes} but the training "
+                           f"split has {out['classes']}; both splits need the same class folders")
         xs = np.empty((len(ds.samples), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
         for i, (path, _) in enumerate(ds.samples):
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                    im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
-                xs[i] = np.asarray(im)
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                        im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+                    xs[i] = np.asarray(im)
+            except (OSError, ValueError, Image.DecompressionBombError) as e:  # truncated, not an image, ...
+                raise PqdError(f"imagefolder dataset {name!r}: cannot decode {path} ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:80]}); delete or replace that file") from None
         out[f"{split}_x"] = torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous()
         out[f"{split}_y"] = torch.tensor([t for _, t in ds.samples], dtype=torch.int64)
         out["classes"] = list(ds.classes)
     return out
+
+
+def _image_folder(name: str, folder: Path, image_folder_cls):
+    """torchvision's ImageFolder over ``folder``, with an empty class folder (or none at all) as
+    one line naming it rather than torchvision's traceback."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    classes = sorted(d for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise PqdError(f"imagefolder dataset {name!r}: {folder} has no class folders; put images under "
+                       f"{folder}/<class>/")
+    for d in classes:
+        if not any(f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS) for f in d.rglob("*")):
+            raise PqdError(f"imagefolder dataset {name!r}: class folder {d} holds no images "
+                           f"({', '.join(IMG_EXTENSIONS[:4])}, ...); add images or remove the folder")
+    return image_folder_cls(str(folder))
 
 
 def prepare(name: str, spec: dict, root: str, output: str) -> dict:

@@ -27,7 +27,7 @@ from pqd.macs import macs
 from pqd.masks import sparsity
 from pqd.model_io import build_from_meta, load_model
 from pqd.params import MeasureSettings
-from pqd.runtimes import make_runner, runtime_versions
+from pqd.runtimes import import_openvino, make_runner, runtime_versions
 
 
 def deploy(src: str, output: str) -> dict:
@@ -143,9 +143,7 @@ def int8_peak_kernels(threads: int, size: int = 1024) -> dict[str, tuple[Callabl
     lin.set_weight_bias(w, None)
     x = torch.quantize_per_tensor(torch.rand(size, size), 1 / 255, 0, torch.quint8)
     kernels = {"fbgemm_gemm": ((lambda _: lin(x)), size ** 3)}
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
+    if import_openvino() is None:
         return kernels
     # WRN-28-10's widest layer shape: the fastest of the conv shapes tried (256-640 channels)
     ch, hw, batch = 640, 8, 4
@@ -168,9 +166,10 @@ def timed_with_peak(models: dict[str, Callable[[torch.Tensor], object]], threads
 def _openvino_qdq_kernel(kind: str, x_shape: tuple, w_shape: tuple, threads: int) -> tuple[Callable[[], object], int]:
     """One INT8 MatMul or 3x3 Conv as an ONNX QDQ graph compiled by OpenVINO, and its MACs."""
     import numpy as np
-    import openvino as ov
-    import openvino.properties as props
     from onnx import TensorProto, helper, numpy_helper
+
+    ov = import_openvino()  # before openvino.properties: the first import decides telemetry
+    import openvino.properties as props
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.integers(-127, 128, w_shape, dtype=np.int8), "w"),

@@ -291,6 +291,9 @@ def parse_experiment(exp: str, datasets: Iterable[str]) -> Tuple[str, str]:
             dataset = exp[len(backbone) + 1:]
             if dataset in datasets:
                 return backbone, dataset
+            if not datasets:
+                raise PqdError(f"experiment {exp!r} names dataset {dataset!r} but the config defines no datasets; "
+                               "define them under 'datasets' (see config/config.yaml)")
             raise PqdError(
                 f"unknown dataset {dataset!r} in experiment {exp!r}; choose one of: "
                 f"{', '.join(sorted(datasets))} (or define it under 'datasets' in the config)"

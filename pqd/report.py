@@ -13,6 +13,7 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
     ev, lat, dense = read_json(eval_path), read_json(latency_path), read_json(dense_eval_path)
     meta = load_checkpoint(model_path)["meta"]
     stages = [{"stage": h["stage"], "name": h.get("name", h["stage"]), "epochs": h["epochs"],
+               "threads": h.get("threads"),
                "wall_s": h.get("wall_s"), "accuracy_after": h.get("accuracy"), "settings": h["settings"],
                **({"imported_from": h["imported_from"]} if "imported_from" in h else {}),
                # what each stage's spec says its record adds to the report (StageSpec.record)

@@ -94,17 +94,33 @@ def onnxruntime_runner(deployed: str, onnx_path: str | None, threads: int) -> Ru
     return run
 
 
+def import_openvino():
+    """``openvino``, imported with its telemetry off, or None when it is not installed.
+
+    Importing ``openvino`` initialises ``openvino_telemetry``, which writes a client id and
+    usage counters under ``$HOME/intel`` and sends usage events, from every job that imports
+    it. OpenVINO falls back to its own no-op stub when that optional package cannot be
+    imported, so pqd makes it unimportable in its own processes before the first import."""
+    import sys
+
+    sys.modules.setdefault("openvino_telemetry", None)
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino
+
+
 def openvino_runner(deployed: str, onnx_path: str | None, threads: int) -> Runner:
     """OpenVINO's CPU plugin on the exported QDQ graph: its low-precision transformations turn
     QuantizeLinear/DequantizeLinear pairs around convolutions into INT8 kernels. One model is
     compiled per input shape (static shapes let the plugin pick its fastest kernels), with the
     latency hint, one stream and ``threads`` inference threads."""
-    try:
-        import openvino as ov
-        import openvino.properties as props
-        import openvino.properties.hint as hints
-    except ImportError:
-        raise PqdError("measure.runtime is 'openvino' but it is not installed; pip install openvino") from None
+    ov = import_openvino()
+    if ov is None:
+        raise PqdError("measure.runtime is 'openvino' but it is not installed; pip install openvino")
+    import openvino.properties as props
+    import openvino.properties.hint as hints
     if not onnx_path:
         raise PqdError("runtime 'openvino' needs the exported deployed.onnx")
     core = ov.Core()

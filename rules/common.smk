@@ -12,6 +12,10 @@ from pqd.catalog import BACKBONES, DATASET_KINDS, RUNTIMES, target_module
 
 RESULTS = config["results"]
 CACHE = f"{config['data_root']}/pqd-cache"
+# Logs and per-job timings live inside the results directory, so runs with different `results`
+# never write over each other's logs; a dataset's decoding log lives beside its cache.
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
 MACHINE_CPUS = os.cpu_count() or 1
 # A local run never oversubscribes the physical cores: every rule books `cpus` equal to its
 # threads, and a local run offers at most this machine's cores (--resources cpus=N overrides).
@@ -56,15 +60,47 @@ def byo_checkpoint(exp):
     return path or []
 
 
-# Fail fast on every experiment the config names: Snakemake swallows an error raised inside an
-# input function when the target file already exists (it then treats that file as a source).
+def check_pipeline(exp, pipeline):
+    """Everything about ``pipeline`` of ``exp`` that can be known before a job runs: the names,
+    the stage order, each stage's fit to the backbone, the runtime's fit to the deployed form."""
+    chain = chain_of(pipeline)
+    for i in range(len(chain) + 1):
+        guarded(pqd_config.stage_params)(exp_cfg(exp), exp, chain[:i])
+    guarded(pqd_config.eval_params)(exp_cfg(exp), exp, chain)
+
+
+def requested_targets():
+    """The targets on Snakemake's command line. The DAG is not known while the Snakefile loads,
+    and an error raised later, inside an input function, reaches the user wrapped in a traceback."""
+    from snakemake.cli import get_argument_parser
+
+    try:
+        args, _ = get_argument_parser().parse_known_args(sys.argv[1:])
+    except (SystemExit, Exception):
+        return []
+    return list(getattr(args, "targets", None) or [])
+
+
+def check_target(path):
+    """One-line error now for a target under the results directory that names a bad experiment
+    or pipeline."""
+    rel = Path(os.path.relpath(path, RESULTS)).parts
+    if not rel or rel[0] in ("..", "logs", "benchmarks"):
+        return
+    exp_cfg(rel[0])
+    if len(rel) >= 3:
+        check_pipeline(rel[0], rel[1])
+
+
+# Fail fast on every experiment the config names and every target asked for: Snakemake swallows
+# an error raised inside an input function when the target file already exists (it then treats
+# that file as a source).
 for _exp in dict.fromkeys([*config["experiments"], *config["overrides"]]):
     byo_checkpoint(_exp)
     for _p in exp_cfg(_exp)["pipelines"]:
-        _chain = chain_of(_p)
-        for _i in range(len(_chain) + 1):
-            guarded(pqd_config.stage_params)(exp_cfg(_exp), _exp, _chain[:_i])
-        guarded(pqd_config.eval_params)(exp_cfg(_exp), _exp, _chain)
+        check_pipeline(_exp, _p)
+for _target in requested_targets():
+    check_target(_target)
 
 
 def model_file(exp, chain):

@@ -7,9 +7,9 @@ rule prepare_data:
         track=dataset_track,
         code=lambda wc: code_hash(dataset_track(wc)),
     log:
-        "logs/data/{dataset}.log",
+        f"{CACHE}/logs/{{dataset}}.log",
     benchmark:
-        "benchmarks/data/{dataset}.tsv"
+        f"{CACHE}/logs/{{dataset}}.benchmark.tsv"
     conda:
         "../envs/pqd.yaml"
     threads: 1

@@ -8,7 +8,7 @@ rule deploy:
         track=model_track,
         code=lambda wc: code_hash(model_track(wc)),
     log:
-        "logs/{exp}/{pipeline}/deploy.log",
+        f"{LOGS}/{{exp}}/{{pipeline}}/deploy.log",
     conda:
         "../envs/pqd.yaml"
     threads: 1
@@ -29,7 +29,7 @@ rule export_onnx:
         track=export_track,
         code=lambda wc: code_hash(export_track(wc)),
     log:
-        "logs/{exp}/{pipeline}/export_onnx.log",
+        f"{LOGS}/{{exp}}/{{pipeline}}/export_onnx.log",
     conda:
         "../envs/pqd.yaml"
     threads: 1
@@ -54,7 +54,7 @@ rule evaluate:
         track=runtime_track,
         code=lambda wc: code_hash(runtime_track(wc)),
     log:
-        "logs/{exp}/{pipeline}/evaluate.log",
+        f"{LOGS}/{{exp}}/{{pipeline}}/evaluate.log",
     conda:
         "../envs/pqd.yaml"
     threads: lambda wc: exp_cfg(wc.exp)["threads"]["eval"]
@@ -84,7 +84,7 @@ rule latency:
         track=runtime_track,
         code=lambda wc: code_hash(runtime_track(wc)),
     log:
-        "logs/{exp}/{pipeline}/latency.log",
+        f"{LOGS}/{{exp}}/{{pipeline}}/latency.log",
     conda:
         "../envs/pqd.yaml"
     threads: lambda wc: exp_cfg(wc.exp)["measure"]["threads"]

@@ -14,7 +14,7 @@ rule report:
         track=REPORT_TRACK,
         code=code_hash(REPORT_TRACK),
     log:
-        "logs/{exp}/{pipeline}/report.log",
+        f"{LOGS}/{{exp}}/{{pipeline}}/report.log",
     conda:
         "../envs/pqd.yaml"
     threads: 1
@@ -39,7 +39,7 @@ rule summary:
         track=REPORT_TRACK,
         code=code_hash(REPORT_TRACK),
     log:
-        "logs/{exp}/summary.log",
+        f"{LOGS}/{{exp}}/summary.log",
     conda:
         "../envs/pqd.yaml"
     threads: 1

@@ -23,9 +23,9 @@ for _spec in pqd_pipeline.all_stage_specs():
             track=stage_track(_spec),
             code=stage_code(_spec),
         log:
-            f"logs/{{exp}}/{_dir}/{_spec.name}{_suffix}.log",
+            f"{LOGS}/{{exp}}/{_dir}/{_spec.name}{_suffix}.log",
         benchmark:
-            f"benchmarks/{{exp}}/{_dir}/{_spec.name}{_suffix}.tsv"
+            f"{BENCHMARKS}/{{exp}}/{_dir}/{_spec.name}{_suffix}.tsv"
         conda:
             "../envs/pqd.yaml"
         threads: lambda wc: exp_cfg(wc.exp)["threads"]["train"]
