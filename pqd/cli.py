@@ -54,9 +54,13 @@ def cmd_data(a: argparse.Namespace) -> object:
 def cmd_stage(a: argparse.Namespace) -> object:
     from pqd.runner import run_stage
 
+    from pqd.resume import job_key
+
     p = StageParams.from_json(a.params)
     _threads(p.threads)
-    return {"accuracy": run_stage(p, a.data, a.output, a.input, a.teacher)["accuracy"]}
+    code = codehash.code_hash(a.track.split(",") if a.track else ["pqd.runner"])
+    key = job_key(a.params, code, [a.data, a.input, a.teacher, p.settings.get("checkpoint")])
+    return {"accuracy": run_stage(p, a.data, a.output, a.input, a.teacher, resume_key=key)["accuracy"]}
 
 
 @command("convert a pipeline's final model to its deployable form", ("--input", REQ), ("--output", REQ))

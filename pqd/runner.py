@@ -30,6 +30,7 @@ from pqd.model_io import load_model
 from pqd.models import build_model
 from pqd.params import StageParams
 from pqd.pipeline import DENSE, DENSE_STAGE, STAGES, StageSpec
+from pqd.resume import ResumeFile
 
 
 def pick_device(name: str) -> torch.device:
@@ -49,6 +50,7 @@ class StageContext:
     device: torch.device
     teacher_path: Optional[str] = None
     record: dict = field(default_factory=dict)
+    resume: Optional[ResumeFile] = None
 
     @property
     def settings(self) -> dict:
@@ -95,7 +97,7 @@ class StageContext:
             model, self.data, epochs=epochs, lr=lr, batch_size=t.batch_size, momentum=t.momentum,
             weight_decay=t.weight_decay, nesterov=t.nesterov, optimizer=t.optimizer, seed=self.params.seed,
             device=self.device, loss_fn=loss_fn, epoch_hooks=hooks, step_hooks=[masks_mod.mask_hook(masks)],
-            desc=self.params.label,
+            desc=self.params.label, resume=self.resume,
         )
 
 
@@ -115,11 +117,13 @@ def spec_for(key: str) -> StageSpec:
 
 
 def run_stage(params: StageParams, data_path: str, output: str, input_path: Optional[str] = None,
-              teacher: Optional[str] = None) -> dict:
+              teacher: Optional[str] = None, resume_key: Optional[str] = None) -> dict:
     """Apply stage ``params.stage`` to the model at ``input_path`` and save it to ``output``.
 
     A starting stage (``StageSpec.starts``: dense training, EPSD) gets no input: it is handed a
-    freshly initialised backbone, seeded by ``params.seed``."""
+    freshly initialised backbone, seeded by ``params.seed``. With ``resume_key`` (the job's
+    identity, :func:`pqd.resume.job_key`), training state is saved every epoch and a rerun of
+    the same job continues from it."""
     spec = spec_for(params.stage)
     data = data_for(params.data, data_path)
     if spec.starts:
@@ -134,7 +138,8 @@ def run_stage(params: StageParams, data_path: str, output: str, input_path: Opti
     torch.manual_seed(params.seed)
     record: dict = {"stage": spec.key, "name": spec.name, "settings": params.settings, "epochs": params.epochs,
                     "threads": params.threads, "config": params.to_dict(), "reported": list(spec.record)}
-    ctx = StageContext(params, data, device, teacher_path=teacher, record=record)
+    resume = ResumeFile(output, resume_key) if resume_key else None
+    ctx = StageContext(params, data, device, teacher_path=teacher, record=record, resume=resume)
     t0 = time.perf_counter()
     model = importlib.import_module(spec.module).run(model, ctx)
     acc = trainer.evaluate(model, data, device=device)
@@ -146,4 +151,6 @@ def run_stage(params: StageParams, data_path: str, output: str, input_path: Opti
         arch = arch_mod.describe(model.cpu(), build_model(params.backbone, meta["num_classes"], params.width))
     save_checkpoint(output, model.cpu().state_dict(),
                     _meta(params, meta["num_classes"], form, meta["history"] + [record], acc, arch))
+    if resume is not None:
+        resume.done()
     return record

@@ -10,14 +10,20 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Callable, Iterable, Optional
+import os
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pqd.data import Data
+
+if TYPE_CHECKING:
+    from pqd.resume import ResumeFile
+
+# Seconds between progress lines within an epoch (job logs are files, not terminals).
+PROGRESS_S = float(os.environ.get("PQD_PROGRESS_S", "30"))
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 EpochHook = Callable[[nn.Module, int], None]
@@ -57,6 +63,28 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+class Progress:
+    """A line every ``interval_s`` seconds: step, percentage, images/s, elapsed and ETA of the
+    epoch, so that a slow job can be told from a hung one while it runs."""
+
+    def __init__(self, prefix: str, steps: int, batch_size: int, interval_s: float, log) -> None:
+        self.prefix, self.steps, self.batch_size, self.interval_s, self.log = prefix, steps, batch_size, interval_s, log
+        self.done = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last < self.interval_s or self.done >= self.steps:
+            return
+        self.last = now
+        elapsed = now - self.t0
+        eta = elapsed / self.done * (self.steps - self.done)
+        print(f"{self.prefix} step {self.done}/{self.steps} ({100 * self.done / self.steps:.0f}%) "
+              f"{self.done * self.batch_size / elapsed:.0f} img/s elapsed {elapsed:.0f}s eta {eta:.0f}s",
+              file=self.log, flush=True)
+
+
 def fit(
     model: nn.Module,
     data: Data,
@@ -75,8 +103,14 @@ def fit(
     step_hooks: Iterable[StepHook] = (),
     desc: str = "train",
     log=sys.stderr,
+    resume: Optional["ResumeFile"] = None,
+    progress_s: float = PROGRESS_S,
 ) -> list[dict]:
-    """Train ``model`` in place; returns one record per epoch (loss, accuracy, seconds)."""
+    """Train ``model`` in place; returns one record per epoch (loss, accuracy, seconds).
+
+    With ``resume``, the whole state is saved at the end of every epoch and, when the file holds
+    this call's state, training continues from it. A progress line goes to ``log`` every
+    ``progress_s`` seconds within an epoch, and one line per epoch."""
     epoch_hooks, step_hooks = list(epoch_hooks), list(step_hooks)
     model.to(device)
     history: list[dict] = []
@@ -90,17 +124,24 @@ def fit(
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     gen = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    for epoch in range(epochs):
+    start = 0
+    state = resume.next_call() if resume is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        history, start = list(state["history"]), int(state["epoch"])
+    t0 = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+    for epoch in range(start, epochs):
         for hook in epoch_hooks:
             hook(model, epoch)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(data.batches("train", batch_size, shuffle=True, augment=True, generator=gen, device=device,
-                                limit=steps_per_epoch * batch_size),
-                   total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}", file=log, mininterval=30,
-                   leave=False, disable=None)
-        for x, y in bar:
+        progress = Progress(f"[{desc}] epoch {epoch + 1}/{epochs}", steps_per_epoch, batch_size, progress_s, log)
+        for x, y in data.batches("train", batch_size, shuffle=True, augment=True, generator=gen, device=device,
+                                 limit=steps_per_epoch * batch_size):
             logits = model(x)
             loss = loss_fn(logits, x, y)
             opt.zero_grad(set_to_none=True)
@@ -112,10 +153,15 @@ def fit(
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
+            progress.step()
         elapsed = time.perf_counter() - t0
         rec = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
                "lr": opt.param_groups[0]["lr"], "elapsed_s": elapsed}
         history.append(rec)
+        if resume is not None:  # before the epoch line: once a user sees it, the epoch is safe
+            resume.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+                         "epoch": epoch + 1})
         eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
         print(f"[{desc}] epoch {epoch + 1}/{epochs} loss {rec['loss']:.4f} train-acc {rec['train_acc']:.2f}% "
               f"lr {rec['lr']:.4g} elapsed {elapsed:.0f}s eta {eta:.0f}s", file=log, flush=True)
