@@ -17,9 +17,31 @@ CACHE = f"{config['data_root']}/pqd-cache"
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 MACHINE_CPUS = os.cpu_count() or 1
+
+
+def command_line():
+    """Snakemake's command line as Snakemake reads it (profiles applied), or None when the
+    workflow is not run from the command line. While the Snakefile loads, Snakemake has not yet
+    chosen its executor (workflow.local_exec is still true under --executor slurm)."""
+    import contextlib
+    import io
+
+    from snakemake.cli import parse_args
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return parse_args(sys.argv[1:])[1]
+    except (SystemExit, Exception):
+        return None
+
+
+CLI = command_line()
+LOCAL_RUN = CLI is None or getattr(CLI, "executor", None) in (None, "local", "dryrun", "touch")
+
 # A local run never oversubscribes the physical cores: every rule books `cpus` equal to its
 # threads, and a local run offers at most this machine's cores (--resources cpus=N overrides).
-if workflow.local_exec and "cpus" not in workflow.global_resources:
+# A cluster run is limited by the cluster, never by the submitting machine's cores.
+if LOCAL_RUN and "cpus" not in workflow.global_resources:
     workflow.register_resource("cpus", MACHINE_CPUS)
 
 
@@ -72,13 +94,7 @@ def check_pipeline(exp, pipeline):
 def requested_targets():
     """The targets on Snakemake's command line. The DAG is not known while the Snakefile loads,
     and an error raised later, inside an input function, reaches the user wrapped in a traceback."""
-    from snakemake.cli import get_argument_parser
-
-    try:
-        args, _ = get_argument_parser().parse_known_args(sys.argv[1:])
-    except (SystemExit, Exception):
-        return []
-    return list(getattr(args, "targets", None) or [])
+    return list(getattr(CLI, "targets", None) or [])
 
 
 def check_target(path):

@@ -48,3 +48,31 @@ def test_a_stage_job_is_bit_identical_when_rerun(tmp_path, digits_cache):
             if isinstance(a[k], torch.Tensor):
                 ta, tb = (t.int_repr() if t.is_quantized else t for t in (a[k], b[k]))
                 assert torch.equal(ta, tb), (name, k)
+
+
+def test_the_shipped_slurm_profile_dry_runs_and_gives_every_training_job_a_gpu(tmp_path):
+    """No cluster needed for a dry run. Every stage rule (from its spec) is a training job with a
+    GPU, evaluation and latency are not; latency asks for its own node. The profile names no rule.
+    (A dry run counts threads against one core, so thread counts are not checked here.)"""
+    import re
+
+    import yaml
+
+    from pqd.pipeline import all_stage_specs
+    from test_codehash import TARGETS
+
+    wd = copy_workflow(tmp_path)
+    (wd / "eight.yaml").write_text("threads: {train: 8, eval: 4}\nmeasure: {runtime: openvino}\n")
+    profile = yaml.safe_load((wd / "profiles/slurm/config.yaml").read_text())
+    assert "set-resources" not in profile and "set-threads" not in profile and "config" not in profile
+    targets = [*TARGETS, "results/resnet18_digits/pqd/report.json"]
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n", *targets,
+                          "--configfile", "tiny.yaml", "eight.yaml"], cwd=wd, capture_output=True, text=True,
+                         timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    blocks = {m.group(1): m.group(0) for m in re.finditer(r"\nrule (\w+):.*?(?=\n\n|\Z)", out, re.S)}
+    for spec in all_stage_specs():
+        assert "gpu=1" in blocks[spec.rule] and "mem_mb=8000" in blocks[spec.rule], spec.rule
+    assert "--exclusive" in blocks["latency"] and "gpu=" not in blocks["latency"]
+    assert "gpu=" not in blocks["evaluate"] and "slurm_account=your_account" in blocks["evaluate"]
