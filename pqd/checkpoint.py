@@ -98,11 +98,23 @@ def load_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated/garbage/unsafe files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PqdError(
-            f"corrupt or unsafe checkpoint {path} ({type(e).__name__}: {first[:160]}); "
-            "re-create it, or point to a state_dict saved with torch.save"
-        ) from None
+        raise PqdError(f"corrupt or unsafe checkpoint {path} ({_load_failure(e)}); "
+                       "re-create it, or point to a state_dict saved with torch.save") from None
+
+
+def _load_failure(e: Exception) -> str:
+    """The informative part of a ``torch.load`` failure. With ``weights_only=True`` torch explains
+    at length how to turn the protection off; the line that matters names the refused object."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line:  # a pickled reference to code: e.g. posix.system
+            name = line.split("GLOBAL", 1)[1].split()[0]
+            return f"it holds pickled code ({name}), which pqd never runs"
+    for i, line in enumerate(lines):
+        if line.startswith("Unsupported") or line.endswith("WeightsUnpickler error:"):
+            detail = line if line.startswith("Unsupported") else (lines[i + 1] if i + 1 < len(lines) else line)
+            return f"not a torch checkpoint: {detail[:100]}"
+    return f"{type(e).__name__}: {(lines[0] if lines else '')[:160]}"
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -148,9 +148,10 @@ def _image_folder(root: Path, *, empty_class: bool = False, corrupt: bool = Fals
 JOB_CASES = {
     "corrupt checkpoint": (lambda d: (d / "corrupt.pt").write_bytes(b"not a checkpoint at all"),
                            "dense: {checkpoint: corrupt.pt}", "dense",
-                           "corrupt or unsafe checkpoint corrupt.pt"),
+                           "corrupt or unsafe checkpoint corrupt.pt (not a torch checkpoint: Unsupported operand"),
     "malicious pickle": (lambda d: _malicious_pickle(d / "evil.pt", d / "PWNED"), "dense: {checkpoint: evil.pt}",
-                         "dense", "corrupt or unsafe checkpoint evil.pt (UnpicklingError"),
+                         "dense",
+                         "corrupt or unsafe checkpoint evil.pt (it holds pickled code (posix.system), which pqd never runs)"),
     "checkpoint of another backbone": (
         lambda d: torch.save({"fc.weight": torch.zeros(10, 64)}, d / "other.pt"), "dense: {checkpoint: other.pt}",
         "dense", "checkpoint other.pt does not fit backbone 'resnet20' (width 0.25)"),
