@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster for the tests: munge + slurmctld + slurmd, partition `main`, no
 # accounting database. Usage: cluster.sh start DIR | cluster.sh stop DIR. Needs root and Debian's
-# slurm-wlm and munge (.ci/run installs them). Every file it writes is under DIR; clients find the
-# cluster through SLURM_CONF=DIR/slurm.conf.
+# slurm-wlm and munge (.ci/run installs them). Every file it writes is under DIR, except that
+# /etc/slurm/slurm.conf points to DIR/slurm.conf while the cluster runs (srun inside a job reads
+# that path, not the submitter's SLURM_CONF); stop removes the link and restores any previous file.
+# Clients outside jobs also find the cluster through SLURM_CONF=DIR/slurm.conf.
 set -euo pipefail
 cmd=$1
 dir=$2
@@ -41,6 +43,9 @@ SlurmdLogFile=$dir/slurmd.log
 NodeName=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
+  mkdir -p /etc/slurm
+  if [ -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; then mv /etc/slurm/slurm.conf "$dir/slurm.conf.orig"; fi
+  ln -s "$conf" /etc/slurm/slurm.conf
   export SLURM_CONF="$conf"
   /usr/sbin/slurmctld -f "$conf"
   /usr/sbin/slurmd -f "$conf"
@@ -57,5 +62,9 @@ stop)
   for pid in "$dir/slurmd.pid" "$dir/slurmctld.pid"; do
     [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
   done
+  if [ -L /etc/slurm/slurm.conf ] && [ "$(readlink /etc/slurm/slurm.conf)" = "$conf" ]; then
+    rm /etc/slurm/slurm.conf
+    if [ -e "$dir/slurm.conf.orig" ]; then mv "$dir/slurm.conf.orig" /etc/slurm/slurm.conf; fi
+  fi
   ;;
 esac
