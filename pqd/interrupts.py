@@ -55,7 +55,8 @@ def _drop(signum: int, frame: object) -> None:
     """A second signal while a job is already stopping: nothing more to do."""
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (someone else's live process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,7 +73,7 @@ def watch_workflow(interval_s: float = 1.0) -> Optional[threading.Thread]:
         return None
 
     def loop() -> None:
-        while _alive(pid):
+        while pid_alive(pid):
             time.sleep(interval_s)
         _reason["why"] = " (the Snakemake process that started it is gone)"
         signal.raise_signal(signal.SIGTERM)

@@ -29,7 +29,7 @@ from pqd.errors import PqdError
 from pqd.model_io import load_model
 from pqd.models import build_model
 from pqd.params import StageParams
-from pqd.pipeline import DENSE, DENSE_STAGE, STAGES, StageSpec
+from pqd.pipeline import DENSE, stage_spec
 from pqd.resume import ResumeFile
 
 
@@ -112,10 +112,6 @@ def _meta(params: StageParams, num_classes: int, form: str, history: list, accur
     }
 
 
-def spec_for(key: str) -> StageSpec:
-    return DENSE_STAGE if key == DENSE else STAGES.get(key)
-
-
 def run_stage(params: StageParams, data_path: str, output: str, input_path: Optional[str] = None,
               teacher: Optional[str] = None, resume_key: Optional[str] = None) -> dict:
     """Apply stage ``params.stage`` to the model at ``input_path`` and save it to ``output``.
@@ -124,7 +120,7 @@ def run_stage(params: StageParams, data_path: str, output: str, input_path: Opti
     freshly initialised backbone, seeded by ``params.seed``. With ``resume_key`` (the job's
     identity, :func:`pqd.resume.job_key`), training state is saved every epoch and a rerun of
     the same job continues from it."""
-    spec = spec_for(params.stage)
+    spec = stage_spec("" if params.stage == DENSE else params.stage)
     data = data_for(params.data, data_path)
     if spec.starts:
         torch.manual_seed(params.seed)
