@@ -14,7 +14,9 @@ each job) stops the job when the Snakemake process that started it is gone. Torc
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -133,3 +135,35 @@ def forward_to_jobs() -> None:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
+
+
+DEADLINE = "PQD_DEADLINE"
+
+
+def job_deadline() -> Optional[float]:
+    """When the scheduler will end this job (seconds since the epoch), or None if it will not.
+
+    A training job stops at an epoch boundary before this (:class:`pqd.train.TimeLimitNear`),
+    with that epoch saved, and the retried or requeued job resumes from it: no epoch is lost to a
+    time limit. pqd reads the limit rather than asking SLURM for a warning signal
+    (``sbatch --signal``): the signal goes to every process of the job step, the Snakemake
+    process that runs the job included, whose default for SIGUSR1 is to die, and a signal in
+    mid-epoch could only save the last finished epoch anyway. Sources, first found wins:
+    ``PQD_DEADLINE`` (any scheduler; epoch seconds), ``SLURM_JOB_END_TIME`` (SLURM >= 23.02),
+    ``squeue -j $SLURM_JOB_ID -o %e`` (older SLURM)."""
+    for name in (DEADLINE, "SLURM_JOB_END_TIME"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    job = os.environ.get("SLURM_JOB_ID", "").strip()
+    if not job or shutil.which("squeue") is None:
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True,
+                             timeout=20).stdout.strip()
+        return time.mktime(time.strptime(out, "%Y-%m-%dT%H:%M:%S"))  # squeue prints local time
+    except (OSError, subprocess.SubprocessError, ValueError):  # no controller, "Unknown", no limit
+        return None

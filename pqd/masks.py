@@ -60,11 +60,17 @@ def masks_from_zeros(model: nn.Module) -> Masks:
 def mask_hook(masks: Masks):
     """Step hook: multiply weights by their masks after each optimiser step."""
 
+    on_device: Masks = {}  # moved once, not copied to the GPU on every step
+
     def hook(model: nn.Module) -> None:
         params = dict(model.named_parameters())
         with torch.no_grad():
             for name, mask in masks.items():
-                params[name].mul_(mask.to(params[name].device))
+                p = params[name]
+                m = on_device.get(name)
+                if m is None or m.device != p.device:
+                    m = on_device[name] = mask.to(p.device)
+                p.mul_(m)
 
     return hook
 

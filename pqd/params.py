@@ -62,6 +62,8 @@ class TrainSettings(_Json):
     weight_decay: float
     nesterov: bool
     optimizer: str
+    precision: str = "fp32"
+    memory_format: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from pqd import arch as arch_mod
+from pqd import interrupts
 from pqd import masks as masks_mod
 from pqd import qat
 from pqd import train as trainer
@@ -51,6 +52,7 @@ class StageContext:
     teacher_path: Optional[str] = None
     record: dict = field(default_factory=dict)
     resume: Optional[ResumeFile] = None
+    deadline: Optional[float] = None
 
     @property
     def settings(self) -> dict:
@@ -95,9 +97,10 @@ class StageContext:
         self.record.setdefault("train", [])
         self.record["train"] += trainer.fit(
             model, self.data, epochs=epochs, lr=lr, batch_size=t.batch_size, momentum=t.momentum,
-            weight_decay=t.weight_decay, nesterov=t.nesterov, optimizer=t.optimizer, seed=self.params.seed,
-            device=self.device, loss_fn=loss_fn, epoch_hooks=hooks, step_hooks=[masks_mod.mask_hook(masks)],
-            desc=self.params.label, resume=self.resume,
+            weight_decay=t.weight_decay, nesterov=t.nesterov, optimizer=t.optimizer, precision=t.precision,
+            memory_format_name=t.memory_format, seed=self.params.seed, device=self.device, loss_fn=loss_fn,
+            epoch_hooks=hooks, step_hooks=[masks_mod.mask_hook(masks)], desc=self.params.label, resume=self.resume,
+            deadline=self.deadline,
         )
 
 
@@ -121,7 +124,8 @@ def run_stage(params: StageParams, data_path: str, output: str, input_path: Opti
     identity, :func:`pqd.resume.job_key`), training state is saved every epoch and a rerun of
     the same job continues from it."""
     spec = stage_spec("" if params.stage == DENSE else params.stage)
-    data = data_for(params.data, data_path)
+    device = pick_device(params.device)
+    data = data_for(params.data, data_path).to(device)  # resident where the model trains
     if spec.starts:
         torch.manual_seed(params.seed)
         model, meta = build_model(params.backbone, data.num_classes, params.width), {
@@ -130,12 +134,12 @@ def run_stage(params: StageParams, data_path: str, output: str, input_path: Opti
         raise PqdError(f"stage {spec.key!r} ({spec.name}) needs an input model (--input)")
     else:
         model, meta = load_model(input_path)
-    device = pick_device(params.device)
     torch.manual_seed(params.seed)
     record: dict = {"stage": spec.key, "name": spec.name, "settings": params.settings, "epochs": params.epochs,
                     "threads": params.threads, "config": params.to_dict(), "reported": list(spec.record)}
     resume = ResumeFile(output, resume_key) if resume_key else None
-    ctx = StageContext(params, data, device, teacher_path=teacher, record=record, resume=resume)
+    ctx = StageContext(params, data, device, teacher_path=teacher, record=record, resume=resume,
+                       deadline=interrupts.job_deadline())
     t0 = time.perf_counter()
     model = importlib.import_module(spec.module).run(model, ctx)
     acc = trainer.evaluate(model, data, device=device)

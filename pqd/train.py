@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pqd.data import Data
+from pqd.errors import PqdError
 
 if TYPE_CHECKING:
     from pqd.resume import ResumeFile
@@ -85,6 +86,40 @@ class Progress:
               file=self.log, flush=True)
 
 
+# Numeric formats of the forward/backward pass (config ``train.precision``). bf16 autocast
+# halves activation traffic on tensor-core GPUs and needs no loss scaling (bf16 has fp32's
+# exponent range); weights, optimiser state and BN statistics stay fp32, so checkpoints do not
+# depend on it beyond rounding.
+PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def memory_format(name: str, device: torch.device) -> torch.memory_format:
+    """``train.memory_format``: ``auto`` is channels-last on CUDA (cuDNN's tensor-core convolutions
+    are NHWC; NCHW costs a transpose per layer) and contiguous NCHW elsewhere, where pqd's CPU
+    results were produced and stay bit-identical."""
+    if name == "auto":
+        name = "channels_last" if device.type == "cuda" else "contiguous"
+    return torch.channels_last if name == "channels_last" else torch.contiguous_format
+
+
+class TimeLimitNear(PqdError):
+    """The job's scheduler time limit would end the next epoch: stop after saving this one
+    (a failed job to Snakemake, whose retry resumes from the saved epoch)."""
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":  # dropout on CUDA draws from the device's own generator
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
 def fit(
     model: nn.Module,
     data: Data,
@@ -96,6 +131,8 @@ def fit(
     weight_decay: float = 5e-4,
     nesterov: bool = True,
     optimizer: str = "sgd",
+    precision: str = "fp32",
+    memory_format_name: str = "auto",
     seed: int = 0,
     device: torch.device | str = "cpu",
     loss_fn: LossFn = cross_entropy,
@@ -105,25 +142,34 @@ def fit(
     log=sys.stderr,
     resume: Optional["ResumeFile"] = None,
     progress_s: float = PROGRESS_S,
+    deadline: Optional[float] = None,
 ) -> list[dict]:
     """Train ``model`` in place; returns one record per epoch (loss, accuracy, seconds).
 
     With ``resume``, the whole state is saved at the end of every epoch and, when the file holds
     this call's state, training continues from it. A progress line goes to ``log`` every
-    ``progress_s`` seconds within an epoch, and one line per epoch."""
+    ``progress_s`` seconds within an epoch, and one line per epoch. The loop never waits for the
+    device within an epoch: loss and accuracy are summed on the device and read once per epoch.
+    With ``deadline`` (a wall-clock time, e.g. the SLURM job's end), training stops with
+    :class:`TimeLimitNear` after saving an epoch when the next one would not end before it."""
     epoch_hooks, step_hooks = list(epoch_hooks), list(step_hooks)
-    model.to(device)
+    device = torch.device(device)
+    fmt = memory_format(memory_format_name, device)
+    model.to(device=device, memory_format=fmt)
     history: list[dict] = []
     if epochs <= 0:
         for hook in step_hooks:
             hook(model)
         return history
+    if data.device != device:
+        data = data.to(device)
     opt = make_optimizer(model.parameters(), optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                          nesterov=nesterov)
     steps_per_epoch = max(1, len(data.train_y) // batch_size)
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     gen = torch.Generator().manual_seed(seed)
+    autocast_dtype = PRECISIONS[precision]
     start = 0
     state = resume.next_call() if resume is not None else None
     if state is not None:
@@ -131,41 +177,63 @@ def fit(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        _set_rng_state(state, device)
         history, start = list(state["history"]), int(state["epoch"])
     t0 = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
     for epoch in range(start, epochs):
+        t_epoch = time.perf_counter()
         for hook in epoch_hooks:
             hook(model, epoch)
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         progress = Progress(f"[{desc}] epoch {epoch + 1}/{epochs}", steps_per_epoch, batch_size, progress_s, log)
         for x, y in data.batches("train", batch_size, shuffle=True, augment=True, generator=gen, device=device,
                                  limit=steps_per_epoch * batch_size):
-            logits = model(x)
-            loss = loss_fn(logits, x, y)
+            x = x.contiguous(memory_format=fmt)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                logits = model(x)
+                loss = loss_fn(logits, x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             for hook in step_hooks:
                 hook(model)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             progress.step()
         elapsed = time.perf_counter() - t0
-        rec = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
+        rec = {"epoch": epoch + 1, "loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
                "lr": opt.param_groups[0]["lr"], "elapsed_s": elapsed}
         history.append(rec)
         if resume is not None:  # before the epoch line: once a user sees it, the epoch is safe
             resume.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+                         "data_rng": gen.get_state(), **_rng_state(device), "history": history,
                          "epoch": epoch + 1})
         eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
         print(f"[{desc}] epoch {epoch + 1}/{epochs} loss {rec['loss']:.4f} train-acc {rec['train_acc']:.2f}% "
               f"lr {rec['lr']:.4g} elapsed {elapsed:.0f}s eta {eta:.0f}s", file=log, flush=True)
+        epoch_s = time.perf_counter() - t_epoch
+        if deadline is not None and epoch + 1 < epochs and time.time() + 1.5 * epoch_s + 30 > deadline:
+            where = f"; state saved in {resume.path}, a rerun resumes at epoch {epoch + 2}" if resume else ""
+            raise TimeLimitNear(f"stopped after epoch {epoch + 1}/{epochs}: the next epoch (~{epoch_s:.0f}s) would "
+                                f"run past the job's time limit in {deadline - time.time():.0f}s{where}")
+    model.to(memory_format=torch.contiguous_format)  # checkpoints are NCHW whatever the training layout
     return history
+
+
+@torch.inference_mode()
+def predict(model: Callable[[torch.Tensor], torch.Tensor], data: Data, *, batch_size: int = 256,
+            device: torch.device | str = "cpu") -> torch.Tensor:
+    """The predicted class of every test image, in test-split order (on the CPU): what paired
+    comparisons of two pipelines score image by image (pqd.stats)."""
+    if isinstance(model, nn.Module):
+        model.to(device).eval()
+    preds = [model(x).argmax(1) for x, _ in data.batches("test", batch_size, device=device)]
+    return torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.int64)
 
 
 @torch.inference_mode()
@@ -176,6 +244,6 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], data: Data, *, batch
         model.to(device).eval()
     correct, seen = 0, 0
     for x, y in data.batches("test", batch_size, device=device, limit=limit):
-        correct += (model(x).argmax(1) == y).sum().item()
+        correct += (model(x).argmax(1) == y).sum()  # summed where it was computed: one sync at the end
         seen += len(y)
-    return 100.0 * correct / max(1, seen)
+    return 100.0 * int(correct) / max(1, seen)

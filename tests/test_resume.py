@@ -94,3 +94,24 @@ def test_a_resume_file_of_other_params_is_ignored_with_a_log_line(reference, dig
     run(stage_cmd(other, digits_cache, out), log)
     text = log.read_text()
     assert "it was made by other params, code or inputs" in text and "resuming" not in text
+
+
+def test_a_job_near_its_time_limit_stops_at_an_epoch_boundary_and_the_retry_resumes(reference, digits_cache,
+                                                                                     tmp_path):
+    """A scheduler's time limit (PQD_DEADLINE here; SLURM's end time on a cluster, see
+    pqd.interrupts.job_deadline): the job saves the epoch, stops with one line before the limit
+    instead of being killed in the middle of the next epoch, and its retry resumes from it."""
+    ref, dense, _ = reference
+    out, log = tmp_path / "dense.pt", tmp_path / "dense.log"
+    with open(log, "w") as f:
+        proc = subprocess.run(stage_cmd(dense, digits_cache, out), stderr=f, timeout=600,
+                              env={**ENV, "PQD_DEADLINE": str(time.time() + 20)})
+    text = log.read_text()
+    assert proc.returncode == 2, text[-2000:]  # a failed job to Snakemake, which retries it
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("pqd: error: stopped after epoch 1/5: the next epoch"), last
+    assert "a rerun resumes at epoch 2" in last and "Traceback" not in text
+    assert not out.exists() and (tmp_path / ".dense.pt.resume").exists()
+    run(stage_cmd(dense, digits_cache, out), log)
+    assert "resuming at epoch 1 from" in log.read_text()
+    assert_identical(out, ref / "dense.pt")

@@ -96,3 +96,17 @@ def test_a_pipeline_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
     assert ev[0]["accuracy"] == ev[1]["accuracy"] and ev[0]["form"] == "int8"
     print(f"\nSLURM: 7 jobs in {slurm_s:.0f} s; local: {local_s:.0f} s; "
           f"overhead {(slurm_s - local_s) / 7:.1f} s per job")
+
+
+def test_a_job_reads_its_slurm_time_limit(cluster):
+    """Training jobs stop at an epoch boundary before the job's time limit (pqd.interrupts.job_deadline,
+    tested locally in test_resume): on SLURM 22.05, without SLURM_JOB_END_TIME, the limit comes from squeue."""
+    import time
+
+    code = "from pqd.interrupts import job_deadline; print(job_deadline())"
+    t0 = time.time()
+    res = subprocess.run(["srun", "-p", "main", "-t", "5", "-n1", sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=120, env={**cluster, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    deadline = float(res.stdout.strip().splitlines()[-1])
+    assert t0 + 240 < deadline < time.time() + 301, (deadline - t0)
