@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from pqd import qat
 from pqd.catalog import RUNTIMES
-from pqd.checkpoint import code_version, load_checkpoint, save_checkpoint
+from pqd.checkpoint import atomic_path, code_version, load_checkpoint, save_checkpoint
 from pqd.constants import input_shape
 from pqd.errors import PqdError
 from pqd.macs import macs
@@ -67,16 +68,24 @@ def sparsity_report(model: nn.Module) -> dict:
             "conv_linear_params": sum(t.numel() for t in w.values())}
 
 
+# The instruction sets that decide INT8/BF16 kernel speed: a figure is only comparable with figures
+# from a CPU with the same ones (a VNNI CPU runs INT8 convolutions at about twice an AVX2 one's rate).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
 def cpu_info() -> dict:
-    model_name = platform.processor() or ""
+    model_name, flags, named = platform.processor() or "", set(), False
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
+            if line.startswith("model name") and not named:
+                model_name, named = line.split(":", 1)[1].strip(), True
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
-    return {"cpu": model_name, "machine": platform.machine(), "logical_cpus": os.cpu_count(),
+    return {"cpu": model_name, "isa": [f for f in ISA_FLAGS if f in flags], "machine": platform.machine(),
+            "logical_cpus": os.cpu_count(),
             "torch": str(torch.__version__), "quantized_engine": torch.backends.quantized.engine,
             "python": platform.python_version()}
 
@@ -114,8 +123,11 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]
     out = {}
     for name, ts in times.items():
         ts_sorted = sorted(ts)
+        # per-round medians: the models of one round ran back to back, so round r of the model and
+        # round r of dense form a pair (pqd.stats resamples them for the latency and speedup CIs)
+        round_ms = [statistics.median(ts[r * per_round:(r + 1) * per_round]) for r in range(rounds)]
         out[name] = {"median_ms": statistics.median(ts), "p90_ms": ts_sorted[int(0.9 * (len(ts) - 1))],
-                     "mean_ms": statistics.fmean(ts), "runs": len(ts)}
+                     "mean_ms": statistics.fmean(ts), "runs": len(ts), "round_ms": round_ms}
     return out
 
 
@@ -165,7 +177,6 @@ def timed_with_peak(models: dict[str, Callable[[torch.Tensor], object]], threads
 
 def _openvino_qdq_kernel(kind: str, x_shape: tuple, w_shape: tuple, threads: int) -> tuple[Callable[[], object], int]:
     """One INT8 MatMul or 3x3 Conv as an ONNX QDQ graph compiled by OpenVINO, and its MACs."""
-    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     ov = import_openvino()  # before openvino.properties: the first import decides telemetry
@@ -222,13 +233,24 @@ def latency(deployed: str, dense: str, settings: MeasureSettings, onnx_path: Opt
             "system": cpu_info(), "code_version": code_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def evaluate(deployed: str, data, runtime: str = "torch", onnx_path: Optional[str] = None, threads: int = 1) -> dict:
-    """Accuracy of the deployed artifact in ``runtime`` and, for comparison, in PyTorch."""
-    from pqd.train import evaluate as top1
+def evaluate(deployed: str, data, runtime: str = "torch", onnx_path: Optional[str] = None, threads: int = 1,
+             predictions: Optional[str] = None) -> dict:
+    """Accuracy of the deployed artifact in ``runtime`` and, for comparison, in PyTorch. With
+    ``predictions``, the runtime's predicted class of every test image and the labels go there
+    (``.npz``, int16: 20 KB per 10,000 images), for paired per-image comparisons."""
+    from pqd.train import predict
 
     model, meta = load_model(deployed)
-    acc_torch = top1(model, data)
-    acc = acc_torch if runtime == "torch" else top1(make_runner(runtime, deployed, onnx_path, threads), data)
-    return {"form": meta["form"], "runtime": runtime, "accuracy": acc, "accuracy_torch": acc_torch,
-            "test_images": len(data.test_y), **sparsity_report(model), **sizes(deployed),
+    labels = data.test_y.cpu()
+    preds_torch = predict(model, data)
+    preds = preds_torch if runtime == "torch" else predict(make_runner(runtime, deployed, onnx_path, threads), data)
+
+    def top1(p):
+        return 100.0 * float((p == labels).double().mean()) if len(labels) else 0.0
+
+    if predictions:
+        with atomic_path(predictions) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, predictions=preds.numpy().astype(np.int16), labels=labels.numpy().astype(np.int16))
+    return {"form": meta["form"], "runtime": runtime, "accuracy": top1(preds), "accuracy_torch": top1(preds_torch),
+            "test_images": len(labels), **sparsity_report(model), **sizes(deployed),
             **({"onnx_bytes": sizes(onnx_path)["bytes"]} if onnx_path else {}), "code_version": code_version()}
