@@ -131,6 +131,9 @@ DENSE_STAGE = StageSpec(
     epochs={"quick": 8, "paper": 200},
     doc="train the dense FP32 model from scratch, or import dense.checkpoint")
 
+# StageSpec.teacher value: the teacher is the stage's `teacher` setting (pqd.config.teacher_pipeline)
+TEACHER_SETTING = "setting"
+
 STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
     StageSpec("p", "prune", "pruned", "pqd.stages.prune",
               settings={"lr": _lr(0.01), "sparsity": _sparsity(),
@@ -141,11 +144,21 @@ STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
     StageSpec("q", "qat", "qat", "pqd.stages.qat", quantizes=True,
               settings={"lr": _lr(0.01)}, epochs={"quick": 1, "paper": 40},
               doc="INT8 quantization-aware training (FX graph mode, x86 backend)"),
-    StageSpec("d", "distill", "distilled", "pqd.stages.distill", teacher="dense",
+    StageSpec("d", "distill", "distilled", "pqd.stages.distill", teacher=TEACHER_SETTING,
               settings={"lr": _lr(0.01), "temperature": _temperature(), "alpha": _alpha(),
-                        "teacher": {"enum": ["dense"], "default": "dense", "description": "the teacher model"}},
-              epochs={"quick": 1, "paper": 40},
-              doc="Hinton knowledge distillation from the dense FP32 teacher"),
+                        "teacher": {"anyOf": [{"enum": ["dense", "control", "input"]},
+                                              {"type": "string", "pattern": "^after:[a-z]+$"}],
+                                    "default": "dense",
+                                    "description": "dense (the dense model), control (the equal-budget control of "
+                                                   "the pipeline up to this stage, ctl-<pipeline>), input (the model "
+                                                   "entering this stage) or after:<letters> (the model after that "
+                                                   "prefix of the pipeline)"}},
+              epochs={"quick": 1, "paper": 40}, record=("teacher",),
+              doc="Hinton knowledge distillation from a chosen teacher (the dense FP32 model by default)"),
+    StageSpec("f", "finetune", "finetuned", "pqd.stages.finetune", settings={"lr": _lr(0.01)},
+              epochs={"quick": 1, "paper": 40}, record=("segments",),
+              doc="plain cross-entropy fine-tuning; ctl-<pipeline> runs it with that pipeline's epochs and "
+                  "learning rates (the equal-budget control)"),
     StageSpec("s", "structured", "slim", "pqd.stages.structured", structural=True, backbone_needs=("traceable",),
               settings={"lr": _lr(0.01),
                         "macs_keep": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.5,
@@ -249,8 +262,41 @@ def parse_pipeline(pipeline: str) -> str:
     return pipeline
 
 
+CONTROL_PREFIX = "ctl-"
+
+
+def control_of(pipeline: str) -> Optional[str]:
+    """``ctl-pqd`` -> ``pqd``: the pipeline whose equal-budget control ``pipeline`` is (None when it
+    is not a control). The control is the dense model fine-tuned with plain cross-entropy (stage
+    ``f``) for the same epochs and learning rates, stage by stage, as that pipeline's stages:
+    what the pipeline gains over it is compression's doing, not more training's."""
+    if not pipeline.startswith(CONTROL_PREFIX):
+        return None
+    of = parse_pipeline(pipeline[len(CONTROL_PREFIX):])
+    if not of:
+        raise PqdError(f"{pipeline!r}: the equal-budget control needs stage letters, e.g. ctl-pqd")
+    first = STAGES.get(of[0])
+    if first.starts:
+        raise PqdError(f"{pipeline!r}: {of!r} trains from scratch (stage {first.key!r}), so it has no equal-budget "
+                       "control made from the dense model; compare it with dense instead")
+    return of
+
+
+def final_chain(pipeline: str) -> str:
+    """The chain whose model a pipeline deploys: its letters, or ``f`` (FP32) for a control."""
+    return "f" if control_of(pipeline) is not None else parse_pipeline(pipeline)
+
+
+def pipeline_model_path(results: str, exp: str, pipeline: str) -> str:
+    """Path of the final model of ``pipeline`` (a chain, ``dense`` or a ``ctl-`` control)."""
+    if control_of(pipeline) is not None:
+        return f"{results}/{exp}/{pipeline}/{STAGES.get('f').artifact}.pt"
+    return model_path(results, exp, parse_pipeline(pipeline))
+
+
 def teacher_chain(chain: str) -> Optional[str]:
-    """Chain of the second input model of the last stage of ``chain`` (None if it has none)."""
+    """Chain of the second input model of the last stage of ``chain`` (None if it has none), for
+    stages whose teacher is fixed by their spec (``TEACHER_SETTING``: see pqd.config.teacher_pipeline)."""
     teacher = STAGES.get(chain[-1]).teacher
     if teacher is None:
         return None
@@ -281,6 +327,23 @@ def chain_dir(chain: str) -> str:
 def model_path(results: str, exp: str, chain: str) -> str:
     """Path of the model file after ``chain`` in experiment ``exp``."""
     return f"{results}/{exp}/{chain_dir(chain)}/{artifact_name(chain)}.pt"
+
+
+REPLICATE_SUFFIX = "-s"
+
+
+def replicate_name(exp: str, seed: int, seeds: list[int]) -> str:
+    """Directory name of experiment ``exp``'s replicate for ``seed``: the first seed keeps the bare
+    name (a single-seed experiment is laid out as before), the others get ``-s<seed>``."""
+    return exp if seed == seeds[0] else f"{exp}{REPLICATE_SUFFIX}{seed}"
+
+
+def split_replicate(name: str) -> Tuple[str, Optional[int]]:
+    """``resnet20_digits-s2`` -> (``resnet20_digits``, 2); a bare name -> (name, None)."""
+    head, sep, tail = name.rpartition(REPLICATE_SUFFIX)
+    if sep and head and tail.isdigit():
+        return head, int(tail)
+    return name, None
 
 
 def parse_experiment(exp: str, datasets: Iterable[str]) -> Tuple[str, str]:

@@ -35,3 +35,32 @@ for _spec in pqd_pipeline.all_stage_specs():
         shell:
             "python3 -m pqd --track {params.track} stage --params {params.p:q} --data {input.data:q} {params.model} "
             "{params.teacher} --output {output:q} > {log:q} 2>&1"
+
+
+rule equal_budget_control:
+    """ctl-<pipeline>: the dense model fine-tuned with plain cross-entropy for that pipeline's
+    epochs and learning rates, stage by stage (pqd/stages/finetune.py)."""
+    input:
+        data=data_file,
+        model=lambda wc: model_file(wc.exp, ""),
+    output:
+        f"{RESULTS}/{{exp}}/ctl-{{of}}/finetuned.pt",
+    wildcard_constraints:
+        of="[a-z]+",
+    params:
+        p=lambda wc: control_json(wc.exp, wc.of),
+        track=stage_track(pqd_pipeline.STAGES.get("f")),
+        code=stage_code(pqd_pipeline.STAGES.get("f")),
+    log:
+        f"{LOGS}/{{exp}}/ctl-{{of}}/finetune.log",
+    benchmark:
+        f"{BENCHMARKS}/{{exp}}/ctl-{{of}}/finetune.tsv"
+    conda:
+        "../envs/pqd.yaml"
+    threads: lambda wc: exp_cfg(wc.exp)["threads"]["train"]
+    resources:
+        cpus=lambda wc, threads: threads,
+        **resources(pqd_pipeline.job_kind(pqd_pipeline.STAGES.get("f"))),
+    shell:
+        "python3 -m pqd --track {params.track} stage --params {params.p:q} --data {input.data:q} "
+        "--input {input.model:q} --output {output:q} > {log:q} 2>&1"

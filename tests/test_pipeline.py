@@ -62,10 +62,22 @@ def test_stage_order_rules_are_one_clear_error(pipeline, message):
         parse_pipeline(pipeline)
 
 
-def test_second_inputs_come_from_the_registry():
-    from pqd.pipeline import teacher_chain
+def test_second_inputs_come_from_the_registry_or_the_teacher_setting():
+    from pqd.config import teacher_pipeline
+    from pqd.errors import PqdError
 
-    assert teacher_chain("pqd") == "" and teacher_chain("qd") == ""  # d: the dense model
-    assert teacher_chain("pqk") == "" and teacher_chain("qpk") == "q"  # k: the model that entered p
-    assert teacher_chain("pq") is None
+    def cfg(teacher, p_epochs=1):
+        return {"protocol": "quick", "protocols": {"quick": {"p": p_epochs, "q": 1, "d": 1}},
+                "stages": {"p": {"lr": 0.01}, "q": {"lr": 0.01}, "d": {"lr": 0.01, "teacher": teacher}}}
+
+    assert teacher_pipeline(cfg("dense"), "pqd") == "dense" and teacher_pipeline(cfg("dense"), "d") == "dense"
+    assert teacher_pipeline(cfg("input"), "pqd") == "pq" and teacher_pipeline(cfg("input"), "d") == "dense"
+    assert teacher_pipeline(cfg("after:p"), "pqd") == "p"
+    with pytest.raises(PqdError, match="'p' is not a prefix of 'q'"):
+        teacher_pipeline(cfg("after:p"), "qd")
+    # the control of the pipeline up to d: one shared by all orders with the same epochs and lrs
+    assert teacher_pipeline(cfg("control"), "pqd") == "ctl-dpq"
+    assert teacher_pipeline(cfg("control", p_epochs=2), "pqd") == "ctl-pdq"  # p (2 epochs) stays first
+    assert teacher_pipeline(cfg("dense"), "pqk") == "dense" and teacher_pipeline(cfg("dense"), "qpk") == "q"
+    assert teacher_pipeline(cfg("dense"), "pq") is None
     assert model_path("r", "x", "e") == "r/x/e/epsd.pt" and model_path("r", "x", "sq") == "r/x/sq/qat_int8.pt"
