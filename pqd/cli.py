@@ -71,7 +71,8 @@ def cmd_deploy(a: argparse.Namespace) -> object:
 
 
 @command("top-1 accuracy, size and sparsity of the deployed model", ("--input", REQ), ("--data", REQ),
-         ("--params", REQ), ("--output", REQ), ("--onnx", {}), ("--threads", {"type": int, "default": 1}))
+         ("--params", REQ), ("--output", REQ), ("--onnx", {}), ("--threads", {"type": int, "default": 1}),
+         ("--predictions", {"help": "also write every test image's predicted class here (.npz)"}))
 def cmd_evaluate(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
     from pqd.measure import evaluate
@@ -79,7 +80,7 @@ def cmd_evaluate(a: argparse.Namespace) -> object:
 
     p = EvalParams.from_json(a.params)
     _threads(a.threads)
-    res = evaluate(a.input, data_for(p.data, a.data), p.runtime, a.onnx, a.threads)
+    res = evaluate(a.input, data_for(p.data, a.data), p.runtime, a.onnx, a.threads, a.predictions)
     write_json(a.output, res)
     return {"accuracy": res["accuracy"]}
 
@@ -114,11 +115,11 @@ def cmd_report(a: argparse.Namespace) -> object:
 
 
 @command("summary table and frontier plots of an experiment", ("--reports", {"nargs": "+", "required": True}),
-         ("--csv", REQ), ("--md", REQ), ("--plot", REQ))
+         ("--csv", REQ), ("--md", REQ), ("--plot", REQ), ("--pairwise", {}), ("--pairwise-md", {}))
 def cmd_summary(a: argparse.Namespace) -> object:
     from pqd.report import summary
 
-    summary(a.reports, a.csv, a.md, a.plot)
+    summary(a.reports, a.csv, a.md, a.plot, a.pairwise, a.pairwise_md)
     return {"pipelines": len(a.reports)}
 
 

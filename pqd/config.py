@@ -14,16 +14,18 @@ that stage and its descendants and nothing else.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import tempfile
 from functools import lru_cache
-from typing import Any
+from typing import Any, Optional
 
 from pqd.catalog import BACKBONES, DATASET_KINDS, DEFAULT_RUNTIME, RUNTIMES
 from pqd.errors import PqdError
 from pqd.params import DataSettings, DatasetParams, EvalParams, MeasureSettings, StageParams, TrainSettings
 from pqd.pipeline import (DENSE, STAGES, StageSpec, all_stage_specs, is_quantized, parse_experiment, parse_pipeline,
+                          replicate_name, split_replicate, CONTROL_PREFIX, TEACHER_SETTING, control_of, teacher_chain,
                           stage_spec)
 
 
@@ -77,6 +79,9 @@ def validate(config: dict, schema: str) -> dict:
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate as sm_validate
 
+    if "seed" in config:  # renamed when seeds became replicates: say so rather than "unexpected property"
+        raise PqdError(f"invalid config: 'seed' is now 'seeds', a list of replicate seeds; write seeds: "
+                       f"[{config['seed']}]")
     try:
         sm_validate(config, _schema_file(os.path.abspath(schema)))
     except WorkflowError as e:
@@ -97,15 +102,27 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def experiment(config: dict, exp: str, schema: str) -> dict:
-    """The config of experiment ``exp`` (overrides applied, validated), plus its
-    backbone and dataset names; ``protocols[protocol]`` completed from the stage defaults."""
+def experiment(config: dict, name: str, schema: str) -> dict:
+    """The config of experiment ``name`` (overrides applied, validated), plus its backbone and
+    dataset names; ``protocols[protocol]`` completed from the stage defaults.
+
+    ``name`` is an experiment or one of its seed replicates (``<exp>-s<seed>``); ``seed`` is then
+    that replicate's seed, ``experiment`` the experiment and ``replicates`` the names of all of
+    its replicates, first seed first."""
+    exp, seed = split_replicate(name)  # dataset names are letters and digits: '-s<N>' is never part of one
     cfg = deep_merge({k: v for k, v in config.items() if k != "overrides"}, config.get("overrides", {}).get(exp, {}))
     try:
         validate(cfg, schema)
     except PqdError as e:
         raise PqdError(f"in overrides.{exp}: {e}") from None
     cfg["backbone"], cfg["dataset"] = parse_experiment(exp, cfg.get("datasets", {}))
+    seeds = cfg["seeds"]
+    if seed is not None and (seed not in seeds or seed == seeds[0]):
+        others = ", ".join(replicate_name(exp, s, seeds) for s in seeds[1:]) or "none"
+        raise PqdError(f"{name!r} is not a replicate of experiment {exp!r}: its seeds are {seeds} (results/{exp}/ "
+                       f"is seed {seeds[0]}; other replicates: {others}); add {seed} to seeds")
+    cfg["seed"] = seeds[0] if seed is None else seed
+    cfg["experiment"], cfg["replicates"] = exp, [replicate_name(exp, s, seeds) for s in seeds]
     name = cfg["protocol"]
     if name not in protocol_names() and name not in cfg["protocols"]:
         raise PqdError(f"unknown protocol {name!r}; define it under 'protocols' "
@@ -156,13 +173,67 @@ def stage_params(cfg: dict, exp: str, chain: str) -> StageParams:
     spec = stage_spec(parse_pipeline(chain) if chain else "")
     spec.check_backbone(BACKBONES.get(cfg["backbone"]))
     return StageParams(
-        stage=spec.key, label=f"{chain}:{spec.name}" if chain else DENSE, experiment=exp, backbone=cfg["backbone"],
+        stage=spec.key, label=f"{chain}:{spec.name}" if chain else DENSE, experiment=cfg.get("experiment", exp),
+        backbone=cfg["backbone"],
         dataset=cfg["dataset"], width=cfg["width"], seed=cfg["seed"], device=cfg["device"],
         threads=cfg["threads"]["train"], epochs=epochs(cfg, spec.key), settings=settings(cfg, spec),
         train=TrainSettings(**cfg["train"]), data=data_settings(cfg),
         # only fake-quantized models depend on the QAT settings
         quant=cfg["quant"] if is_quantized(chain) else None,
     )
+
+
+def control_params(cfg: dict, exp: str, of: str) -> StageParams:
+    """The job of ``ctl-<of>``, the equal-budget control of pipeline ``of``: stage ``f`` from the
+    dense model, one cosine segment per letter of ``of`` with that stage's epochs and learning
+    rate (the schedule the pipeline's own stages run), plain cross-entropy throughout."""
+    base = stage_params(cfg, exp, "f")
+    segments = [{"letter": c, "epochs": epochs(cfg, c), "lr": settings(cfg, STAGES.get(c))["lr"]} for c in of]
+    return dataclasses.replace(base, label=f"{CONTROL_PREFIX}{of}:finetune", epochs=sum(s["epochs"] for s in segments),
+                               settings={**base.settings, "segments": segments})
+
+
+def control_name(cfg: dict, of: str) -> str:
+    """The control serving pipeline ``of``: ``ctl-<P>`` for the alphabetically first ordering P of
+    ``of``'s letters whose stages have the same epochs and learning rates in the same order. The
+    six orders of p, q, d at one epoch each share one control instead of training six identical ones."""
+    from itertools import permutations
+
+    def budget(letters: str) -> list:
+        return [(epochs(cfg, c), settings(cfg, STAGES.get(c))["lr"]) for c in letters]
+
+    target = budget(of)
+    for cand in sorted("".join(p) for p in permutations(of)):
+        try:
+            parse_pipeline(cand)
+        except PqdError:
+            continue
+        if budget(cand) == target:
+            return CONTROL_PREFIX + cand
+    return CONTROL_PREFIX + of
+
+
+def teacher_pipeline(cfg: dict, chain: str) -> Optional[str]:
+    """The pipeline whose final model teaches the last stage of ``chain`` (``dense``, a prefix of
+    ``chain``, or a ``ctl-`` control), None for a stage without a teacher; fails at DAG-build time
+    on a choice that does not fit the pipeline."""
+    spec = STAGES.get(chain[-1])
+    if spec.teacher != TEACHER_SETTING:
+        fixed = teacher_chain(chain)
+        return None if fixed is None else (fixed or DENSE)
+    choice = settings(cfg, spec)["teacher"]
+    if choice == "dense":
+        return DENSE
+    if choice == "control":
+        control_of(CONTROL_PREFIX + chain)  # validates: no control for a pipeline that starts from scratch
+        return control_name(cfg, chain)
+    if choice == "input":
+        return chain[:-1] or DENSE
+    prefix = choice.split(":", 1)[1]
+    if not chain[:-1].startswith(prefix):
+        raise PqdError(f"stages.{spec.letter}.teacher {choice!r}: {prefix!r} is not a prefix of {chain[:-1]!r}, the "
+                       f"pipeline before {spec.letter!r} in {chain!r}; use dense, control, input or after:<a prefix>")
+    return prefix
 
 
 def eval_params(cfg: dict, exp: str, chain: str = "") -> EvalParams:

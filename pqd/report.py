@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from pqd.checkpoint import atomic_path, code_version, load_checkpoint, read_json, write_json
 
@@ -19,8 +20,10 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
                # what each stage's spec says its record adds to the report (StageSpec.record)
                **{k: h[k] for k in h.get("reported", ()) if k in h}}
               for h in meta["history"]]
+    config = meta["history"][-1].get("config") or {}
     rep = {
-        "experiment": experiment, "backbone": meta["backbone"], "dataset": meta["dataset"], "pipeline": pipeline,
+        "experiment": config.get("experiment", experiment), "replicate": experiment, "seed": config.get("seed"),
+        "backbone": meta["backbone"], "dataset": meta["dataset"], "pipeline": pipeline,
         "deployed_form": ev["form"], "runtime": ev["runtime"], "accuracy_torch": ev["accuracy_torch"],
         "accuracy": ev["accuracy"], "dense_accuracy": dense["accuracy"], "accuracy_delta": ev["accuracy"] - dense["accuracy"],
         "size_bytes": ev["bytes"], "size_gzip_bytes": ev["gzip_bytes"], "dense_size_bytes": dense["bytes"],
@@ -30,20 +33,26 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
         "dense_latency_ms": lat["dense_fp32"]["median_ms"], "speedup": lat["speedup_vs_dense_fp32"],
         "speedup_same_runtime": lat["speedup_vs_dense_same_runtime"],
         "latency_threads": lat["threads"], "latency_runs": lat["model"]["runs"],
+        # per-round medians, paired by round across the three models (pqd.stats CIs)
+        "latency_rounds_ms": {k: lat[k].get("round_ms") for k in ("model", "dense_fp32", "dense_runtime")},
         "macs": lat["macs"], "int8_peak_fraction": lat["int8_peak_fraction"] if ev["form"] == "int8" else None,
         "int8_peak_macs_per_s": lat["int8_peak_macs_per_s"],
         "train_wall_s": sum(s["wall_s"] or 0 for s in stages),
         "stages": stages,
         "system": lat["system"],
-        "config": meta["history"][-1].get("config"),
+        "config": config,
         "code_version": code_version(),
     }
     write_json(output, rep)
     return rep
 
 
-COLUMNS = ["pipeline", "deployed_form", "runtime", "accuracy", "accuracy_delta", "size_bytes", "size_gzip_bytes", "size_ratio",
-           "weight_sparsity", "macs", "latency_ms", "latency_p90_ms", "speedup", "speedup_same_runtime", "int8_peak_fraction", "train_wall_s"]
+COLUMNS = ["pipeline", "deployed_form", "runtime", "seeds", "rank", "accuracy_mean", "accuracy_ci95_low",
+           "accuracy_ci95_high", "accuracy_delta", "size_bytes", "size_gzip_bytes", "size_ratio", "weight_sparsity",
+           "macs", "latency_ms_mean", "latency_ms_ci95_low", "latency_ms_ci95_high", "speedup_mean", "speedup_ci95_low",
+           "speedup_ci95_high", "speedup_same_runtime_mean", "speedup_same_runtime_ci95_low",
+           "speedup_same_runtime_ci95_high", "int8_peak_fraction", "train_wall_s"]
+PAIR_COLUMNS = ["a", "b", "why", "diff", "diff_ci95_low", "diff_ci95_high", "p_value", "p_holm", "significant"]
 
 
 def pareto(costs: list[float], accs: list[float]) -> list[int]:
@@ -55,53 +64,250 @@ def pareto(costs: list[float], accs: list[float]) -> list[int]:
     return sorted(idx, key=lambda i: costs[i])
 
 
-def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str) -> None:
-    """Table (CSV + Markdown) of every pipeline of an experiment and the frontier plots."""
-    import matplotlib
+def load_correct(report_path: str):
+    """Per-image correctness of a replicate's deployed model (predictions.npz beside its report)."""
+    import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    path = Path(report_path).with_name("predictions.npz")
+    with np.load(path) as z:
+        return z["predictions"] == z["labels"]
+
+
+def budget(rep: dict) -> list:
+    """(epochs, lr) of each training segment after dense: a pipeline's stages, a control's segments."""
+    last = rep["stages"][-1]
+    if "segments" in last:
+        return [(g["epochs"], g["lr"]) for g in last["segments"]]
+    return [(st["epochs"], st["settings"].get("lr")) for st in rep["stages"][1:]]
+
+
+def asked_pairs(pipelines: list[str], budgets: Optional[dict] = None) -> list[tuple[str, str, str]]:
+    """The comparisons a user asks about: each pipeline against dense and against its equal-budget
+    control (the control in the summary with the same epochs and learning rates, stage by stage),
+    and every pair among orders of the same letters."""
+    from pqd.pipeline import control_of
+
+    budgets = budgets or {}
+    pairs, have = [], set(pipelines)
+    for p in pipelines:
+        if p != "dense" and "dense" in have:
+            pairs.append((p, "dense", "vs dense"))
+    controls = [c for c in pipelines if control_of(c) is not None]
+    for p in pipelines:
+        if p == "dense" or control_of(p) is not None:
+            continue
+        match = [c for c in controls if budgets.get(c) is not None and budgets.get(c) == budgets.get(p)]
+        if match:
+            pairs.append((p, match[0], "vs equal-budget control"))
+    plain = [p for p in pipelines if p != "dense" and control_of(p) is None]
+    for i, p in enumerate(plain):
+        for q in plain[i + 1:]:
+            if len(p) > 1 and sorted(p) == sorted(q):
+                pairs.append((p, q, "order"))
+    return pairs
+
+
+def _replicates(rows: list[dict]) -> dict[str, dict]:
+    """{pipeline: {seed: row}}, pipelines in config order, and a check that every pipeline has
+    every seed (the paired statistics need complete seed x pipeline tables)."""
+    table: dict[str, dict] = {}
+    for r in rows:
+        table.setdefault(r["pipeline"], {})[r["seed"]] = r
+    seeds = sorted({r["seed"] for r in rows}, key=lambda x: (x is None, x))
+    for p, by_seed in table.items():
+        if sorted(by_seed, key=lambda x: (x is None, x)) != seeds:
+            raise ValueError(f"pipeline {p} has seeds {sorted(by_seed)}, others {seeds}")
+    return table
+
+
+def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwise_csv: Optional[str] = None,
+            pairwise_md: Optional[str] = None) -> None:
+    """Per pipeline, over seeds: mean top-1 with a 95% CI (seeds and test images resampled),
+    latency and speedups with CIs (seeds and timing rounds), size; a rank that ties pipelines that
+    cannot be told apart; paired comparisons (pairwise.csv/.md, Holm-corrected); the minimum
+    detectable effect; warnings; frontier plots with error bars."""
+    import numpy as np
     import pandas as pd
 
+    from pqd import stats
+
     rows = [read_json(p) for p in reports]
-    df = pd.DataFrame(rows)[COLUMNS + ["experiment"]]
-    exp = df["experiment"].iloc[0]
-    df = df[COLUMNS]
+    correct_of = {id(r): load_correct(p) for r, p in zip(rows, reports)}
+    table = _replicates(rows)
+    pipelines = list(table)
+    seeds = sorted(next(iter(table.values())), key=lambda x: (x is None, x))
+    exp = rows[0]["experiment"]
+    correct = {p: np.stack([correct_of[id(table[p][s])] for s in seeds]) for p in pipelines}
+    n_images = next(iter(correct.values())).shape[1]
+    res = stats.Resampler(len(seeds), n_images)
+
+    # every pair among pipelines (one Holm family): the rank and the frontier's ties
+    everything = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b], res)
+                                  for i, a in enumerate(pipelines) for b in pipelines[i + 1:]])
+    better = {p: 0 for p in pipelines}
+    for c in everything:
+        if c.significant:
+            better[c.b if c.diff > 0 else c.a] += 1
+    out = []
+    for p in pipelines:
+        reps = [table[p][s] for s in seeds]
+        acc = stats.accuracy_interval(correct[p], res)
+        rounds = [r["latency_rounds_ms"] for r in reps]
+        lat = stats.ratio_interval([r["model"] for r in rounds], None)
+        sp = stats.ratio_interval([r["dense_fp32"] for r in rounds], [r["model"] for r in rounds])
+        sp_rt = stats.ratio_interval([r["dense_runtime"] for r in rounds], [r["model"] for r in rounds])
+        first = reps[0]
+        out.append({
+            "pipeline": p, "deployed_form": first["deployed_form"], "runtime": first["runtime"], "seeds": len(seeds),
+            "rank": 1 + better[p], "accuracy_mean": acc.mean, "accuracy_ci95_low": acc.low,
+            "accuracy_ci95_high": acc.high, "accuracy_delta": np.nan, "size_bytes": first["size_bytes"],
+            "size_gzip_bytes": float(np.mean([r["size_gzip_bytes"] for r in reps])),
+            "size_ratio": first["size_ratio"], "weight_sparsity": float(np.mean([r["weight_sparsity"] for r in reps])),
+            "macs": first["macs"], "latency_ms_mean": lat.mean, "latency_ms_ci95_low": lat.low,
+            "latency_ms_ci95_high": lat.high, "speedup_mean": sp.mean, "speedup_ci95_low": sp.low,
+            "speedup_ci95_high": sp.high, "speedup_same_runtime_mean": sp_rt.mean,
+            "speedup_same_runtime_ci95_low": sp_rt.low, "speedup_same_runtime_ci95_high": sp_rt.high,
+            "int8_peak_fraction": (float(np.mean([r["int8_peak_fraction"] for r in reps]))
+                                   if first["int8_peak_fraction"] is not None else np.nan),
+            "train_wall_s": float(np.mean([r["train_wall_s"] for r in reps])),
+        })
+    df = pd.DataFrame(out)[COLUMNS]
+    if "dense" in table:
+        df["accuracy_delta"] = df["accuracy_mean"] - float(df.loc[df["pipeline"] == "dense", "accuracy_mean"].iloc[0])
     with atomic_path(csv_out) as tmp:
         df.to_csv(tmp, index=False, float_format="%.4g")
+
+    asked = asked_pairs(pipelines, {p: budget(table[p][seeds[0]]) for p in pipelines if p != "dense"})
+    comparisons = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b], res) for a, b, _ in asked])
+    pw = pd.DataFrame([{"a": c.a, "b": c.b, "why": why, "diff": c.diff, "diff_ci95_low": c.low,
+                        "diff_ci95_high": c.high, "p_value": c.p_value, "p_holm": c.p_holm,
+                        "significant": c.significant} for c, (_, _, why) in zip(comparisons, asked)],
+                      columns=PAIR_COLUMNS)
+    disagree = [stats.discordance(correct[a], correct[b]) for a, b, _ in asked] or [
+        stats.discordance(correct[a], correct[b]) for i, a in enumerate(pipelines) for b in pipelines[i + 1:]]
+    d_med = float(np.median(disagree)) if disagree else 0.0
+    mde = stats.minimum_detectable_effect(d_med, n_images, len(seeds))
+    if pairwise_csv:
+        with atomic_path(pairwise_csv) as tmp:
+            pw.to_csv(tmp, index=False, float_format="%.4g")
+    if pairwise_md:
+        lines = [f"# {exp}: paired comparisons of top-1", "",
+                 f"Difference a - b in points, averaged over {len(seeds)} seed(s) x {n_images} test images; 95% CI and "
+                 f"two-sided p-value from a paired bootstrap over seeds and test images ({res.draws} resamples), "
+                 f"Holm-corrected over the {len(pw)} comparisons listed.", "",
+                 "| a | b | comparison | a - b (points) | 95% CI | p | p (Holm) | verdict |", "|---|---|---|---|---|---|---|---|"]
+        for r in pw.itertuples(index=False):
+            verdict = ("a better" if r.diff > 0 else "b better") if r.significant else "no detectable difference"
+            lines.append(f"| {r.a} | {r.b} | {r.why} | {r.diff:+.2f} | [{r.diff_ci95_low:+.2f}, {r.diff_ci95_high:+.2f}] "
+                         f"| {r.p_value:.3g} | {r.p_holm:.3g} | {verdict} |")
+        with atomic_path(pairwise_md) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
 
     def fmt(v):
         if isinstance(v, float):
             return "-" if v != v else f"{v:.4g}"  # NaN: not applicable (e.g. INT8 peak of an FP32 model)
         return str(v)
 
-    lines = [f"# {exp}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [f"# {exp}", "",
+             f"{len(seeds)} seed(s) ({', '.join(str(s) for s in seeds)}) x {n_images} test images. Means over seeds; "
+             "95% CIs resample seeds and test images (accuracy) or seeds and timing rounds (latency, speedup). "
+             "`rank`: 1 + the number of pipelines with significantly higher top-1 (paired bootstrap, Holm over all "
+             "pairs); equal ranks cannot be told apart.", "",
+             f"**Minimum detectable effect**: {mde:.2f} points of top-1 (power 0.8, two-sided alpha 0.05, paired), given "
+             f"{len(seeds)} seed(s) x {n_images} test images and a median disagreement of {100 * d_med:.1f}% of images "
+             "between the compared pipelines. Smaller differences need more seeds or test images "
+             "(it shrinks as 1/sqrt(seeds x images)).", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    served: dict[str, list[str]] = {}
+    for a, b, why in asked:
+        if why == "vs equal-budget control":
+            served.setdefault(b, []).append(a)
+    lines += [""] + [f"{c} is the equal-budget control of {', '.join(ps)} (dense fine-tuned with plain cross-entropy "
+                     "for the same epochs and learning rates, stage by stage)." for c, ps in served.items()]
+    warnings = student_warnings(table, seeds)
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     with atomic_path(md_out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    frontier_plot(df, everything, exp, plot_out)
+
+
+def student_warnings(table: dict, seeds: list) -> list[str]:
+    """A distilling stage that ends below the model it started from (mean over seeds): its teacher
+    did not help, typically because the teacher is now worse than its student."""
+    import numpy as np
+
+    out = []
+    for p, by_seed in table.items():
+        stages = [by_seed[s]["stages"] for s in seeds]
+        for i in range(1, len(stages[0])):
+            if "teacher" not in stages[0][i]:
+                continue
+            before = float(np.mean([st[i - 1]["accuracy_after"] for st in stages]))
+            after = float(np.mean([st[i]["accuracy_after"] for st in stages]))
+            if after < before:
+                t = stages[0][i]["teacher"]
+                t_acc = np.mean([st[i]["teacher"].get("accuracy", st[i]["teacher"].get("accuracy_start", np.nan))
+                                 for st in stages])
+                out.append(f"{p}: stage {stages[0][i]['stage']} ({stages[0][i]['name']}) lowered top-1 from "
+                           f"{before:.2f}% to {after:.2f}% (mean over seeds); its teacher ({t.get('model', '?')}) "
+                           f"scores {t_acc:.2f}%. Choose another teacher (stages.d.teacher) or drop the stage.")
+    return out
+
+
+def frontier_plot(df, comparisons, exp: str, plot_out: str) -> None:
+    """Accuracy against relative latency and against size, means with 95% CI error bars; the
+    Pareto front on the means; hollow markers for points that no front point significantly beats
+    (their difference from the front is within the noise)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sig = {(c.a, c.b): c for c in comparisons}
+
+    def acc_better(a: str, b: str) -> bool:  # a significantly more accurate than b
+        c = sig.get((a, b)) or sig.get((b, a))
+        return c is not None and c.significant and ((c.diff > 0) == (c.a == a))
 
     # Latency as the ratio to dense FP32 timed in the same job and the same runtime (absolute ms
-    # from separate jobs drift with a shared CPU, and the PyTorch-eager baseline drifts more than
-    # the runtime's own); size gzip-compressed, which is what pruned zeros reduce.
-    df = df.assign(relative_latency=1.0 / df["speedup_same_runtime"], size_gzip_mb=df["size_gzip_bytes"] / 1e6)
+    # from separate jobs drift with a shared CPU); size gzip-compressed, what pruned zeros reduce.
+    rel = 1.0 / df["speedup_same_runtime_mean"]
+    rel_lo, rel_hi = 1.0 / df["speedup_same_runtime_ci95_high"], 1.0 / df["speedup_same_runtime_ci95_low"]
     runtime = "/".join(sorted(set(df["runtime"])))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for ax, col, label in ((axes[0], "relative_latency",
-                            f"batch-1 CPU latency / dense FP32 latency ({runtime}, same job)"),
-                           (axes[1], "size_gzip_mb", "deployed size, gzip-compressed (MB)")):
-        costs, accs = df[col].tolist(), df["accuracy"].tolist()
-        colors = ["tab:blue" if f == "int8" else "tab:gray" for f in df["deployed_form"]]
-        ax.scatter(costs, accs, c=colors, zorder=3)
-        for c, a, name in zip(costs, accs, df["pipeline"]):
-            ax.annotate(name, (c, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    names, accs = df["pipeline"].tolist(), df["accuracy_mean"].tolist()
+    yerr = [(df["accuracy_mean"] - df["accuracy_ci95_low"]).tolist(), (df["accuracy_ci95_high"] - df["accuracy_mean"]).tolist()]
+    for ax, costs, lo, hi, label in (
+            (axes[0], rel.tolist(), rel_lo.tolist(), rel_hi.tolist(),
+             f"batch-1 CPU latency / dense FP32 latency ({runtime}, same job)"),
+            (axes[1], (df["size_gzip_bytes"] / 1e6).tolist(), None, None, "deployed size, gzip-compressed (MB)")):
         front = pareto(costs, accs)
+        tied = []
+        for i in range(len(names)):
+            if i in front:
+                continue
+            dominators = [j for j in front if costs[j] <= costs[i] and accs[j] >= accs[i]]
+            cheaper = (lambda j: hi[j] < lo[i]) if lo is not None else (lambda j: costs[j] < costs[i])
+            if not any(acc_better(names[j], names[i]) or (cheaper(j) and not acc_better(names[i], names[j]))
+                       for j in dominators):
+                tied.append(i)
+        xerr = None if lo is None else [[c - l for c, l in zip(costs, lo)], [h - c for c, h in zip(costs, hi)]]
+        for i, name in enumerate(names):
+            color = "tab:blue" if df["deployed_form"].iloc[i] == "int8" else "tab:gray"
+            ax.errorbar([costs[i]], [accs[i]], yerr=[[yerr[0][i]], [yerr[1][i]]],
+                        xerr=None if xerr is None else [[xerr[0][i]], [xerr[1][i]]], fmt="o", color=color,
+                        mfc="white" if i in tied else color, capsize=2, zorder=3)
+            ax.annotate(name + (" (~front)" if i in tied else ""), (costs[i], accs[i]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
         ax.step([costs[i] for i in front], [accs[i] for i in front], where="post", color="tab:red", zorder=2,
-                label="Pareto front")
+                label="Pareto front (means)")
         ax.set_xlabel(label)
-        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_ylabel("top-1 accuracy (%), mean and 95% CI")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
-    fig.suptitle(f"{exp}: accuracy vs cost (blue = INT8, gray = FP32)")
+    fig.suptitle(f"{exp}: accuracy vs cost (blue = INT8, gray = FP32; hollow = not significantly off the front)")
     fig.tight_layout()
     with atomic_path(plot_out) as tmp:
         fig.savefig(tmp, dpi=110, format=Path(plot_out).suffix.lstrip(".") or "png")

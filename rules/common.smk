@@ -84,10 +84,20 @@ def byo_checkpoint(exp):
 
 def check_pipeline(exp, pipeline):
     """Everything about ``pipeline`` of ``exp`` that can be known before a job runs: the names,
-    the stage order, each stage's fit to the backbone, the runtime's fit to the deployed form."""
+    the stage order, each stage's fit to the backbone, its teacher, the runtime's fit to the
+    deployed form."""
+    of = guarded(pqd_pipeline.control_of)(pipeline)
+    if of is not None:
+        check_pipeline(exp, of)
+        guarded(pqd_config.control_params)(exp_cfg(exp), exp, of)
+        return
     chain = chain_of(pipeline)
     for i in range(len(chain) + 1):
         guarded(pqd_config.stage_params)(exp_cfg(exp), exp, chain[:i])
+        if i:
+            teacher = guarded(pqd_config.teacher_pipeline)(exp_cfg(exp), chain[:i])
+            if teacher is not None and teacher.startswith(pqd_pipeline.CONTROL_PREFIX):
+                check_pipeline(exp, teacher)
     guarded(pqd_config.eval_params)(exp_cfg(exp), exp, chain)
 
 
@@ -123,6 +133,31 @@ def model_file(exp, chain):
     return pqd_pipeline.model_path(RESULTS, exp, chain)
 
 
+@guarded
+def pipeline_model(exp, pipeline):
+    """The final model of a pipeline (a chain, dense, or a ctl- control)."""
+    return pqd_pipeline.pipeline_model_path(RESULTS, exp, pipeline)
+
+
+@guarded
+def final_chain(pipeline):
+    return pqd_pipeline.final_chain(pipeline)
+
+
+@guarded
+def control_json(exp, of):
+    return pqd_config.control_params(exp_cfg(exp), exp, chain_of(of)).to_json()
+
+
+@guarded
+def replicates(exp):
+    """Every seed's replicate of experiment `exp` (its summary pools them); a replicate has none."""
+    cfg = exp_cfg(exp)
+    if cfg["experiment"] != exp:
+        fail(f"{exp!r} is one seed's replicate; the summary over all seeds is {RESULTS}/{cfg['experiment']}/summary.csv")
+    return cfg["replicates"]
+
+
 def data_file(wc):
     return f"{CACHE}/{exp_cfg(wc.exp)['dataset']}.pt"
 
@@ -134,12 +169,12 @@ def stage_params_json(exp, chain):
 
 @guarded
 def eval_json(wc):
-    return pqd_config.eval_params(exp_cfg(wc.exp), wc.exp, chain_of(wc.pipeline)).to_json()
+    return pqd_config.eval_params(exp_cfg(wc.exp), wc.exp, final_chain(wc.pipeline)).to_json()
 
 
 @guarded
 def measure_json(wc):
-    return pqd_config.measure_params(exp_cfg(wc.exp), chain_of(wc.pipeline)).to_json()
+    return pqd_config.measure_params(exp_cfg(wc.exp), final_chain(wc.pipeline)).to_json()
 
 
 # Code tracking: each job's params carry the hash of the import closure of the pqd modules it
@@ -193,7 +228,7 @@ def stage_input(spec):
         if not spec.starts:  # a starting stage builds its own model
             out["model"] = model_file(wc.exp, chain[:-1])
         if spec.needs_teacher:
-            out["teacher"] = model_file(wc.exp, pqd_pipeline.teacher_chain(chain))
+            out["teacher"] = pipeline_model(wc.exp, guarded(pqd_config.teacher_pipeline)(exp_cfg(wc.exp), chain))
         if spec.imports and byo_checkpoint(wc.exp):
             out["imported"] = byo_checkpoint(wc.exp)
         return out
@@ -243,3 +278,14 @@ def onnx_input(wc):
 def dense_onnx_input(wc):
     """The dense model's deployed.onnx, for timing dense FP32 in the same runtime."""
     return onnx_file(wc.exp, "dense")
+
+
+def summary_pipelines(exp):
+    """The config's pipelines plus, with `controls: true`, the equal-budget control of each."""
+    cfg = exp_cfg(exp)
+    pipelines = list(cfg["pipelines"])
+    if cfg["controls"]:  # one per distinct budget: orders with equal epochs and lrs share theirs
+        pipelines += [guarded(pqd_config.control_name)(cfg, p) for p in pipelines
+                      if p != "dense" and not p.startswith(pqd_pipeline.CONTROL_PREFIX)
+                      and not pqd_pipeline.STAGES.get(p[0]).starts]
+    return list(dict.fromkeys(pipelines))

@@ -1,7 +1,7 @@
 rule deploy:
     """The deployable model: converted to real INT8 kernels if it was trained fake-quantized."""
     input:
-        model=lambda wc: model_file(wc.exp, chain_of(wc.pipeline)),
+        model=lambda wc: pipeline_model(wc.exp, wc.pipeline),
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/deployed.pt",
     params:
@@ -41,13 +41,15 @@ rule export_onnx:
 
 
 rule evaluate:
-    """Top-1 accuracy, size and measured sparsity of the deployed model."""
+    """Top-1 accuracy, size and measured sparsity of the deployed model, and its prediction for
+    every test image (for paired comparisons in the summary)."""
     input:
         model=rules.deploy.output[0],
         data=data_file,
         onnx=onnx_input,
     output:
-        f"{RESULTS}/{{exp}}/{{pipeline}}/eval.json",
+        json=f"{RESULTS}/{{exp}}/{{pipeline}}/eval.json",
+        predictions=f"{RESULTS}/{{exp}}/{{pipeline}}/predictions.npz",
     params:
         p=eval_json,
         onnx=optional_arg("--onnx", "onnx"),
@@ -63,7 +65,7 @@ rule evaluate:
         **resources("eval"),
     shell:
         "python3 -m pqd --track {params.track} evaluate --input {input.model:q} --data {input.data:q} --params {params.p:q} "
-        "{params.onnx} --output {output:q} --threads {threads} > {log:q} 2>&1"
+        "{params.onnx} --output {output.json:q} --predictions {output.predictions:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule latency:

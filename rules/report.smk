@@ -4,8 +4,9 @@ REPORT_TRACK = tracked("pqd.report")
 rule report:
     """report.json of one pipeline: measurements plus the provenance of every stage."""
     input:
-        model=lambda wc: model_file(wc.exp, chain_of(wc.pipeline)),
+        model=lambda wc: pipeline_model(wc.exp, wc.pipeline),
         eval=f"{RESULTS}/{{exp}}/{{pipeline}}/eval.json",
+        predictions=f"{RESULTS}/{{exp}}/{{pipeline}}/predictions.npz",
         latency=f"{RESULTS}/{{exp}}/{{pipeline}}/latency.json",
         dense_eval=f"{RESULTS}/{{exp}}/dense/eval.json",
     output:
@@ -28,13 +29,18 @@ rule report:
 
 
 rule summary:
-    """Every pipeline of an experiment: CSV + Markdown table and accuracy-vs-cost frontiers."""
+    """Every pipeline of an experiment over all its seeds: means with 95% CIs, ranks, paired
+    comparisons (pairwise.csv/.md), the minimum detectable effect, frontiers with error bars."""
     input:
-        lambda wc: [f"{RESULTS}/{wc.exp}/{p}/report.json" for p in exp_cfg(wc.exp)["pipelines"]],
+        reports=lambda wc: [f"{RESULTS}/{r}/{p}/report.json" for r in replicates(wc.exp) for p in summary_pipelines(wc.exp)],
+        predictions=lambda wc: [f"{RESULTS}/{r}/{p}/predictions.npz" for r in replicates(wc.exp)
+                                for p in summary_pipelines(wc.exp)],
     output:
         csv=report(f"{RESULTS}/{{exp}}/summary.csv", caption="../report/summary.rst", category="Summary"),
         md=f"{RESULTS}/{{exp}}/summary.md",
         plot=report(f"{RESULTS}/{{exp}}/frontier.png", caption="../report/frontier.rst", category="Summary"),
+        pairwise=f"{RESULTS}/{{exp}}/pairwise.csv",
+        pairwise_md=f"{RESULTS}/{{exp}}/pairwise.md",
     params:
         track=REPORT_TRACK,
         code=code_hash(REPORT_TRACK),
@@ -47,5 +53,5 @@ rule summary:
         cpus=1,
         **resources("light"),
     shell:
-        "python3 -m pqd --track {params.track} summary --reports {input:q} --csv {output.csv:q} --md {output.md:q} "
-        "--plot {output.plot:q} > {log:q} 2>&1"
+        "python3 -m pqd --track {params.track} summary --reports {input.reports:q} --csv {output.csv:q} --md {output.md:q} "
+        "--plot {output.plot:q} --pairwise {output.pairwise:q} --pairwise-md {output.pairwise_md:q} > {log:q} 2>&1"

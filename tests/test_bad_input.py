@@ -103,6 +103,14 @@ DAG_CASES = [
      "dense.checkpoint 'missing.pt' not found (experiment resnet20_digits)"),
     # known before any training: refused at DAG time, not after the earlier stages have trained
     (f"results/{EXP}/sq/report.json", "", "stage 's' (structured) cannot run on backbone 'resnet20'"),
+    (f"results/{EXP}/qd/report.json", "stages: {d: {teacher: 'after:p'}}",
+     "stages.d.teacher 'after:p': 'p' is not a prefix of 'q', the pipeline before 'd' in 'qd'"),
+    (f"results/{EXP}/pqd/report.json", "stages: {d: {teacher: best}}", "invalid config at 'stages.d.teacher'"),
+    (f"results/{EXP}/ctl-ep/report.json", "", "'ctl-ep': 'ep' trains from scratch (stage 'e')"),
+    (f"results/{EXP}/ctl-pxq/report.json", "", "unknown stage letter 'x' in pipeline 'pxq'"),
+    (f"results/{EXP}/pqd/report.json", "seed: 3", "'seed' is now 'seeds', a list of replicate seeds; write seeds: [3]"),
+    (f"results/{EXP}/pqd/report.json", "seeds: [1, 1]", "invalid config at 'seeds'"),
+    (f"results/{EXP}-s2/pqd/report.json", "seeds: [0, 1]", "'resnet20_digits-s2' is not a replicate of experiment"),
     ("results/vit_digits/pqd/report.json", "measure: {runtime: openvino}",
      "the INT8 vit cannot be exported to ONNX, so measure.runtime 'openvino' cannot run pipeline 'pqd'"),
 ]

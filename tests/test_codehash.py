@@ -25,7 +25,7 @@ R = f"results/{EXP}"
 TINY = (ROOT / ".test/config/all_stages.yaml").read_text()
 # Every registered stage letter appears in these targets (checked below).
 TARGETS = [f"{R}/pqd/eval.json", f"{R}/s/slim.pt", f"{R}/l/lowrank.pt", f"{R}/pqk/pqk_int8.pt",
-           f"{R}/eq/qat_int8.pt"]
+           f"{R}/eq/qat_int8.pt", f"{R}/f/finetuned.pt"]
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -94,9 +94,10 @@ def built(tmp_path_factory) -> Path:
 
 
 TRAIN = {"dense", "stage_prune", "stage_qat", "stage_distill", "stage_structured", "stage_lowrank", "stage_pqk",
-         "stage_epsd"}
-# One job per rule in TARGETS, except stage_qat (pq and eq).
-JOBS = {"stage_qat": 2}
+         "stage_epsd", "stage_finetune"}
+# One line per output file of the rules in TARGETS: stage_qat has two jobs (pq and eq), evaluate two
+# outputs (eval.json, predictions.npz).
+JOBS = {"stage_qat": 2, "evaluate": 2}
 EXPECTED = {
     # each stage module: that stage's jobs only
     **{codehash.module_file(s.module).relative_to(ROOT).as_posix(): {s.rule} for s in all_stage_specs()},

@@ -65,14 +65,15 @@ def test_the_shipped_slurm_profile_dry_runs_and_gives_every_training_job_a_gpu(t
     (wd / "eight.yaml").write_text("threads: {train: 8, eval: 4}\nmeasure: {runtime: openvino}\n")
     profile = yaml.safe_load((wd / "profiles/slurm/config.yaml").read_text())
     assert "set-resources" not in profile and "set-threads" not in profile and "config" not in profile
-    targets = [*TARGETS, "results/resnet18_digits/pqd/report.json"]
+    targets = [*TARGETS, "results/resnet18_digits/pqd/report.json", "results/resnet20_digits/f/finetuned.pt",
+               "results/resnet20_digits/ctl-pq/finetuned.pt"]
     res = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n", *targets,
                           "--configfile", "tiny.yaml", "eight.yaml"], cwd=wd, capture_output=True, text=True,
                          timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     blocks = {m.group(1): m.group(0) for m in re.finditer(r"\nrule (\w+):.*?(?=\n\n|\Z)", out, re.S)}
-    for spec in all_stage_specs():
-        assert "gpu=1" in blocks[spec.rule] and "mem_mb=8000" in blocks[spec.rule], spec.rule
+    for rule in [spec.rule for spec in all_stage_specs()] + ["equal_budget_control"]:
+        assert "gpu=1" in blocks[rule] and "mem_mb=8000" in blocks[rule], rule
     assert "--exclusive" in blocks["latency"] and "gpu=" not in blocks["latency"]
     assert "gpu=" not in blocks["evaluate"] and "slurm_account=your_account" in blocks["evaluate"]

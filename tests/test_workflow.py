@@ -108,9 +108,28 @@ def test_summary_table_plot_and_snakemake_html_report(built: Path):
     import pandas as pd
 
     df = pd.read_csv(built / f"results/{EXP}/summary.csv")
-    assert sorted(df["pipeline"]) == ["dense", "pdq", "pqd"]
+    # each pipeline next to its equal-budget control (controls: true by default)
+    # pqd and pdq train 1 epoch per letter at one lr: one control (ctl-dpq, the first such ordering) serves both
+    assert sorted(df["pipeline"]) == ["ctl-dpq", "dense", "pdq", "pqd"]
+    assert {"accuracy_mean", "accuracy_ci95_low", "accuracy_ci95_high", "speedup_ci95_low", "rank"} <= set(df)
+    assert (df["accuracy_ci95_low"] <= df["accuracy_mean"]).all() and (df["accuracy_mean"] <= df["accuracy_ci95_high"]).all()
     assert (built / f"results/{EXP}/frontier.png").stat().st_size > 10_000
-    assert "| pqd |" in (built / f"results/{EXP}/summary.md").read_text()
+    md = (built / f"results/{EXP}/summary.md").read_text()
+    assert "| pqd |" in md and "Minimum detectable effect" in md
+    pw = pd.read_csv(built / f"results/{EXP}/pairwise.csv")
+    asked = set(zip(pw["a"], pw["b"]))
+    assert {("pqd", "dense"), ("pqd", "ctl-dpq"), ("pdq", "ctl-dpq"), ("pqd", "pdq")} <= asked
+    assert "ctl-dpq is the equal-budget control of pqd, pdq" in md
+    assert ((pw["p_holm"] >= pw["p_value"]) & (pw["p_holm"] <= 1)).all()
+    # the control trains exactly the epochs of pqd's stages, with their learning rates, stage by stage
+    ctl = json.loads((built / f"results/{EXP}/ctl-dpq/report.json").read_text())
+    assert [s["stage"] for s in ctl["stages"]] == ["dense", "f"] and ctl["deployed_form"] == "fp32"
+    segments = ctl["stages"][-1]["segments"]
+    assert [(g["letter"], g["epochs"], g["epochs_trained"]) for g in segments] == [("d", 1, 1), ("p", 1, 1), ("q", 1, 1)]
+    meta = torch.load(built / f"results/{EXP}/ctl-dpq/finetuned.pt", weights_only=True)["meta"]
+    assert len(meta["history"][-1]["train"]) == 3 and ctl["stages"][-1]["epochs"] == 3
+    d = json.loads((built / f"results/{EXP}/pqd/report.json").read_text())["stages"][-1]
+    assert d["teacher"]["model"] == "dense" and d["teacher"]["accuracy"] > 20.0
     smk(built, f"results/{EXP}/summary.csv", "--report", "report.html")
     assert (built / "report.html").stat().st_size > 10_000
 
@@ -187,3 +206,28 @@ def test_switching_runtime_reruns_only_measurement_jobs(built: Path):
     assert lat["runtime"] == "onnxruntime" and lat["onnxruntime"] and lat["model"]["runs"] >= 200
     jobs = planned(built, target, edit="measure: {runtime: torch}")
     assert jobs == {"evaluate": 2, "latency": 1, "report": 1}
+
+def test_two_seeds_are_replicates_pooled_by_the_summary(built: Path):
+    """seeds: [0, 1]: results/<exp>/ stays seed 0 (nothing reruns), results/<exp>-s1/ is seed 1,
+    and the summary pools both."""
+    import pandas as pd
+
+    edit = "seeds: [0, 1]\ncontrols: false\n"
+    jobs = planned(built, f"results/{EXP}/summary.csv", edit=edit)
+    assert jobs.get("dense") == 1 and jobs.get("stage_prune") == 1  # seed 1 only: seed 0's models are reused
+    smk(built, f"results/{EXP}/summary.csv", edit=edit)
+    r0 = json.loads((built / f"results/{EXP}/pqd/report.json").read_text())
+    r1 = json.loads((built / f"results/{EXP}-s1/pqd/report.json").read_text())
+    assert (r0["seed"], r1["seed"]) == (0, 1) and r1["experiment"] == EXP and r1["replicate"] == f"{EXP}-s1"
+    w0, w1 = (torch.load(built / f"results/{e}/dense/dense.pt", weights_only=True)["state_dict"] for e in (EXP, f"{EXP}-s1"))
+    assert not torch.equal(w0["linear.weight"], w1["linear.weight"])  # another initialisation and data order
+    df = pd.read_csv(built / f"results/{EXP}/summary.csv")
+    assert sorted(df["pipeline"]) == ["dense", "pdq", "pqd"] and (df["seeds"] == 2).all()
+    pqd = df[df["pipeline"] == "pqd"].iloc[0]
+    assert pqd["accuracy_mean"] == pytest.approx((r0["accuracy"] + r1["accuracy"]) / 2, abs=0.01)  # CSV: 4 digits
+    assert pqd["accuracy_ci95_low"] < pqd["accuracy_mean"] < pqd["accuracy_ci95_high"]
+    assert "2 seed(s)" in (built / f"results/{EXP}/summary.md").read_text()
+    res = smk(built, f"results/{EXP}-s1/summary.csv", edit=edit, check=False)
+    assert res.returncode != 0 and f"the summary over all seeds is results/{EXP}/summary.csv" in res.stderr
+    res = smk(built, f"results/{EXP}-s7/pqd/report.json", edit=edit, check=False)
+    assert res.returncode != 0 and "is not a replicate of experiment" in res.stderr
