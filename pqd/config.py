@@ -194,22 +194,27 @@ def control_params(cfg: dict, exp: str, of: str) -> StageParams:
 
 
 def control_name(cfg: dict, of: str) -> str:
-    """The control serving pipeline ``of``: ``ctl-<P>`` for the alphabetically first ordering P of
-    ``of``'s letters whose stages have the same epochs and learning rates in the same order. The
-    six orders of p, q, d at one epoch each share one control instead of training six identical ones."""
+    """The control serving pipeline ``of``: ``ctl-<P>`` for the alphabetically first pipeline P, made
+    of the stage letters the config's pipelines use, whose stages have the same epochs and learning
+    rates in the same order as ``of``'s. A control depends on that budget alone (it trains stage
+    ``f`` whatever the letters), so the six orders of p, q, d at one epoch each share one control,
+    and so do the singles p, q and d, instead of training identical models under different names."""
     from itertools import permutations
 
     def budget(letters: str) -> list:
         return [(epochs(cfg, c), settings(cfg, STAGES.get(c))["lr"]) for c in letters]
 
+    used = {c for name in cfg.get("pipelines", []) if not name.startswith(CONTROL_PREFIX) and name != DENSE
+            for c in name} | set(of)
     target = budget(of)
-    for cand in sorted("".join(p) for p in permutations(of)):
+    for cand in sorted("".join(p) for p in permutations(sorted(used), len(of))):
         try:
             parse_pipeline(cand)
+            if control_of(CONTROL_PREFIX + cand) is None or budget(cand) != target:
+                continue
         except PqdError:
             continue
-        if budget(cand) == target:
-            return CONTROL_PREFIX + cand
+        return CONTROL_PREFIX + cand
     return CONTROL_PREFIX + of
 
 

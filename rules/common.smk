@@ -88,8 +88,10 @@ def check_pipeline(exp, pipeline):
     deployed form."""
     of = guarded(pqd_pipeline.control_of)(pipeline)
     if of is not None:
-        check_pipeline(exp, of)
+        # Only what the control trains (stage f over of's epochs and rates): checking all of ``of``
+        # would recurse when of's own distillation is taught by this very control.
         guarded(pqd_config.control_params)(exp_cfg(exp), exp, of)
+        guarded(pqd_config.eval_params)(exp_cfg(exp), exp, "f")
         return
     chain = chain_of(pipeline)
     for i in range(len(chain) + 1):

@@ -63,7 +63,7 @@ def test_stage_order_rules_are_one_clear_error(pipeline, message):
 
 
 def test_second_inputs_come_from_the_registry_or_the_teacher_setting():
-    from pqd.config import teacher_pipeline
+    from pqd.config import control_name, teacher_pipeline
     from pqd.errors import PqdError
 
     def cfg(teacher, p_epochs=1):
@@ -78,6 +78,12 @@ def test_second_inputs_come_from_the_registry_or_the_teacher_setting():
     # the control of the pipeline up to d: one shared by all orders with the same epochs and lrs
     assert teacher_pipeline(cfg("control"), "pqd") == "ctl-dpq"
     assert teacher_pipeline(cfg("control", p_epochs=2), "pqd") == "ctl-pdq"  # p (2 epochs) stays first
+    # a control depends on the budget alone: the singles share one, named by the first such letter
+    assert teacher_pipeline(cfg("control"), "d") == "ctl-d"
+    with_pipelines = {**cfg("control"), "pipelines": ["dense", "p", "q", "d", "pd", "qd"]}
+    assert control_name(with_pipelines, "p") == control_name(with_pipelines, "q") == "ctl-d"
+    assert control_name(with_pipelines, "qd") == control_name(with_pipelines, "pd") == "ctl-dp"
+    assert control_name({**cfg("control", p_epochs=2), "pipelines": ["p", "q"]}, "p") == "ctl-p"  # 2 epochs: its own
     assert teacher_pipeline(cfg("dense"), "pqk") == "dense" and teacher_pipeline(cfg("dense"), "qpk") == "q"
     assert teacher_pipeline(cfg("dense"), "pq") is None
     assert model_path("r", "x", "e") == "r/x/e/epsd.pt" and model_path("r", "x", "sq") == "r/x/sq/qat_int8.pt"

@@ -231,3 +231,13 @@ def test_two_seeds_are_replicates_pooled_by_the_summary(built: Path):
     assert res.returncode != 0 and f"the summary over all seeds is results/{EXP}/summary.csv" in res.stderr
     res = smk(built, f"results/{EXP}-s7/pqd/report.json", edit=edit, check=False)
     assert res.returncode != 0 and "is not a replicate of experiment" in res.stderr
+
+
+def test_kd_taught_by_its_control_and_same_budget_controls_trained_once(built: Path):
+    """stages.d.teacher: control builds a DAG (the control of d is also d's teacher), and pipelines
+    with the same budget share one control: the singles p, q, d one (ctl-d), the six orders one."""
+    edit = "pipelines: [dense, p, q, d, pqd, pdq, dpq]\nstages: {d: {teacher: control}}\n"
+    jobs = planned(built, f"results/{EXP}/summary.csv", edit=edit)
+    # ctl-d (1 epoch) serves p, q, d and teaches d; ctl-dp (2) teaches pd; ctl-dpq (3) serves the orders
+    # and teaches pqd's d
+    assert jobs.get("equal_budget_control") == 3, jobs
