@@ -241,3 +241,17 @@ def test_kd_taught_by_its_control_and_same_budget_controls_trained_once(built: P
     # ctl-d (1 epoch) serves p, q, d and teaches d; ctl-dp (2) teaches pd; ctl-dpq (3) serves the orders
     # and teaches pqd's d
     assert jobs.get("equal_budget_control") == 3, jobs
+
+
+def test_claims_script_reads_the_summary_and_gives_a_verdict_per_claim(built: Path):
+    """bench/claims.py (BENCHMARKS.md section 2) on a two-seed summary of dense, pqd and pdq."""
+    smk(built, f"results/{EXP}/summary.csv", edit="seeds: [0, 1]\ncontrols: true\n")
+    res = subprocess.run([sys.executable, str(ROOT / "bench/claims.py"), "results", EXP], cwd=built,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "# resnet20_digits: 2 seeds x" in out
+    assert "1. INT8 QAT gives the dominant runtime benefit" in out and "pqd" in out
+    assert "2. Unstructured pruning alone: not tested (no pipeline p in this summary)" in out
+    assert "pqd - pdq:" in out  # claim 4 from pairwise.csv, the one other order here
+    assert "pqd - ctl-dpq:" in out and "significantly better" in out  # claim 5
