@@ -30,8 +30,8 @@ def target_module(target: str) -> str:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A 32x32 backbone. ``traceable``: Torch-Pruning can trace its channel couplings (the
-    option-A CIFAR ResNets' zero-padding shortcuts cannot be); ``onnx_int8``: its INT8 form
+    """A 32x32 backbone. ``traceable``: Torch-Pruning can trace its channel couplings (every
+    backbone here can; a new one with an untraceable layer says so); ``onnx_int8``: its INT8 form
     exports to ONNX (PyTorch's exporter has no mapping for the ViT's quantized reshapes)."""
 
     name: str
@@ -66,10 +66,10 @@ BACKBONES: Registry[BackboneSpec] = Registry("backbone", {s.name: s for s in (
     BackboneSpec("vgg16", "pqd.models.vgg:vgg16_bn"),
     BackboneSpec("resnet18", "pqd.models.resnet:resnet18"),
     BackboneSpec("wrn28_10", "pqd.models.wrn:wrn28_10"),
-    BackboneSpec("resnet20", "pqd.models.resnet_cifar:resnet20", traceable=False),
-    BackboneSpec("resnet32", "pqd.models.resnet_cifar:resnet32", traceable=False),
-    BackboneSpec("resnet44", "pqd.models.resnet_cifar:resnet44", traceable=False),
-    BackboneSpec("resnet56", "pqd.models.resnet_cifar:resnet56", traceable=False),
+    BackboneSpec("resnet20", "pqd.models.resnet_cifar:resnet20"),
+    BackboneSpec("resnet32", "pqd.models.resnet_cifar:resnet32"),
+    BackboneSpec("resnet44", "pqd.models.resnet_cifar:resnet44"),
+    BackboneSpec("resnet56", "pqd.models.resnet_cifar:resnet56"),
     BackboneSpec("vit", "pqd.models.vit:vit", onnx_int8=False),
 )})
 

@@ -21,8 +21,43 @@ from pqd.errors import PqdError
 from pqd.macs import macs
 
 
-UNSUPPORTED = ("zero-padding shortcuts (resnet20/32/44/56) are not supported by the dependency tracer: "
-               "use resnet18, vgg16, wrn28_10 or vit")
+UNSUPPORTED = "use a backbone whose channel couplings Torch-Pruning can trace"
+
+
+def channel_map_pruner():
+    """Torch-Pruning's pruner for parameter-free channel maps: modules that say which output
+    channel takes which input channel and thin themselves through ``keep_outputs(keep)`` and
+    ``keep_inputs(keep)`` (the option-A shortcut of the CIFAR ResNets). Registered for every such
+    module type, so the dependency graph couples their outputs to the residual add and their
+    inputs to the layer before, like a 1x1 convolution with no weights."""
+    import torch_pruning as tp
+
+    class ChannelMapPruner(tp.pruner.function.BasePruningFunc):
+        TARGET_MODULES = None
+
+        def prune_out_channels(self, layer, idxs):
+            drop = set(int(i) for i in idxs)
+            layer.keep_outputs([i for i in range(layer.out_channels) if i not in drop])
+            return layer
+
+        def prune_in_channels(self, layer, idxs):
+            drop = set(int(i) for i in idxs)
+            layer.keep_inputs([i for i in range(layer.in_channels) if i not in drop])
+            return layer
+
+        def get_out_channels(self, layer):
+            return layer.out_channels
+
+        def get_in_channels(self, layer):
+            return layer.in_channels
+
+    return ChannelMapPruner()
+
+
+def channel_maps(model: nn.Module) -> dict:
+    """``{module type: pruner}`` for the channel-map modules in ``model`` (see :func:`channel_map_pruner`)."""
+    types = {type(m) for m in model.modules() if hasattr(m, "keep_outputs") and hasattr(m, "keep_inputs")}
+    return {t: channel_map_pruner() for t in types}
 
 
 def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
@@ -54,6 +89,7 @@ def make_pruner(model: nn.Module, ratio: float, *, importance: str = "magnitude"
             ignored_layers=ignored_layers(model), num_heads=heads, prune_num_heads=bool(heads),
             prune_head_dims=False,  # whole heads go; at least one stays per attention layer
             head_pruning_ratio=min(ratio, (min(heads.values()) - 1) / min(heads.values())) if heads else 0.0,
+            customized_pruners=channel_maps(model),
         )
 
 

@@ -118,8 +118,8 @@ class StageSpec:
 
 # Why a backbone may lack a flag a stage needs (one line each, used in errors).
 BACKBONE_NEEDS = {
-    "traceable": "its zero-padding (option-A) shortcuts are not traceable as channel couplings; "
-                 "use resnet18, vgg16, wrn28_10 or vit for structured pruning",
+    "traceable": "Torch-Pruning cannot trace its channel couplings; use a backbone it can trace "
+                 "(every built-in one) for structured pruning",
 }
 
 DENSE_STAGE = StageSpec(

@@ -102,7 +102,6 @@ DAG_CASES = [
     (f"results/{EXP}/pqd/report.json", "dense: {checkpoint: missing.pt}",
      "dense.checkpoint 'missing.pt' not found (experiment resnet20_digits)"),
     # known before any training: refused at DAG time, not after the earlier stages have trained
-    (f"results/{EXP}/sq/report.json", "", "stage 's' (structured) cannot run on backbone 'resnet20'"),
     (f"results/{EXP}/qd/report.json", "stages: {d: {teacher: 'after:p'}}",
      "stages.d.teacher 'after:p': 'p' is not a prefix of 'q', the pipeline before 'd' in 'qd'"),
     (f"results/{EXP}/pqd/report.json", "stages: {d: {teacher: best}}", "invalid config at 'stages.d.teacher'"),

@@ -87,3 +87,16 @@ def test_second_inputs_come_from_the_registry_or_the_teacher_setting():
     assert teacher_pipeline(cfg("dense"), "pqk") == "dense" and teacher_pipeline(cfg("dense"), "qpk") == "q"
     assert teacher_pipeline(cfg("dense"), "pq") is None
     assert model_path("r", "x", "e") == "r/x/e/epsd.pt" and model_path("r", "x", "sq") == "r/x/sq/qat_int8.pt"
+
+
+def test_a_stage_refuses_a_backbone_without_what_it_needs_before_any_training():
+    """``StageSpec.backbone_needs``: every built-in backbone is traceable by Torch-Pruning (the
+    option-A ResNets included); one that is not gets one line naming the stage and the backbone."""
+    from pqd.catalog import BACKBONES, BackboneSpec
+    from pqd.errors import PqdError
+
+    s = STAGES.get("s")
+    for name in ("resnet20", "resnet56", "vgg16", "resnet18", "wrn28_10", "vit"):
+        s.check_backbone(BACKBONES.get(name))
+    with pytest.raises(PqdError, match=r"stage 's' \(structured\) cannot run on backbone 'mine': Torch-Pruning"):
+        s.check_backbone(BackboneSpec("mine", "my.models:net", traceable=False))

@@ -64,17 +64,57 @@ def test_structured_pruning_with_taylor_importance_differs_from_magnitude(vgg_de
     assert any(diffs)  # ... different channels kept
 
 
-def test_structured_pruning_of_zero_padding_shortcuts_is_one_clear_error_before_training():
-    """The backbone's catalogue entry says it is not traceable, so the job's params (built at
-    DAG time) refuse it; the pruning mechanics themselves also refuse it with one line."""
-    from pqd.channels import prune_once
-    from pqd.errors import PqdError
-    from pqd.models import build_model
+def test_option_a_shortcut_is_a_channel_map_that_thins_like_a_1x1_convolution():
+    """Dropping inputs and outputs of the zero-padding shortcut gives exactly the kept outputs of
+    the full shortcut, with zeros where the feeding input channel was dropped; the unthinned map
+    is the plain pad, and a checkpoint without the map (older, or foreign) loads the default."""
+    from pqd.models.resnet_cifar import PadShortcut
 
-    with pytest.raises(PqdError, match=r"stage 's' \(structured\) cannot run on backbone 'resnet20'.*use resnet18"):
-        params("s")
-    with pytest.raises(PqdError, match=r"resnet20/32/44/56\) are not supported.*use resnet18, vgg16, wrn28_10 or vit"):
-        prune_once(build_model("resnet20", 10, 0.5), 0.5)
+    full = PadShortcut(8, 16, 2)
+    x = torch.randn(2, 8, 8, 8)
+    assert full.pad == (4, 4) and torch.equal(full(x), torch.nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 4, 4)))
+    keep_in, keep_out = [0, 2, 3, 5, 6], [1, 4, 5, 7, 9, 10, 13, 15]
+    thin = PadShortcut(8, 16, 2)
+    thin.keep_inputs(keep_in)
+    thin.keep_outputs(keep_out)
+    assert (thin.in_channels, thin.out_channels, thin.pad) == (5, 8, None)
+    want = full(x)[:, keep_out].clone()
+    for j, out in enumerate(keep_out):
+        if out - 4 not in keep_in:  # a padded channel, or fed by a dropped input
+            want[:, j] = 0
+    assert torch.equal(thin(x[:, keep_in]), want)
+    old = PadShortcut(8, 16, 2)
+    old.load_state_dict({})  # no 'source' key
+    assert torch.equal(old.source, full.source) and old.pad == (4, 4)
+
+
+def test_structured_pruning_of_option_a_resnet20_combines_with_q_and_d(resnet_dense, digits_cache, tmp_path):
+    """``s`` on the He et al. CIFAR ResNet: channels go in every stage (the zero-padded shortcuts
+    follow their blocks), the result reloads with weights_only=True without Torch-Pruning, and
+    trains on through q (deployed INT8, exported to ONNX and run by OpenVINO) and d."""
+    from pqd.runtimes import export_onnx, make_runner
+
+    out = str(tmp_path / "slim.pt")
+    rec = run_stage(params("s", "resnet20", 0.5, macs_keep=0.5, steps=1), digits_cache, out, resnet_dense)
+    s = rec["structured"]
+    assert abs(s["macs_kept"] - 0.5) < 0.05 and s["params_after"] < 0.7 * s["params_before"]
+    slim, meta = load_model(out)
+    widths = [m.out_channels for m in slim.modules() if isinstance(m, torch.nn.Conv2d)]
+    dense_widths = [m.out_channels for m in load_model(resnet_dense)[0].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w <= d for w, d in zip(widths, dense_widths)) and widths[-1] < dense_widths[-1]
+    assert rec["accuracy"] > 50.0  # digits: far above the 10% of chance after the fine-tuning
+    sq, sqd = str(tmp_path / "sq.pt"), str(tmp_path / "sqd.pt")
+    run_stage(params("sq", "resnet20", 0.5), digits_cache, sq, out)
+    run_stage(params("sqd", "resnet20", 0.5), digits_cache, sqd, sq, teacher=resnet_dense)
+    deployed = str(tmp_path / "deployed.pt")
+    deploy(sqd, deployed)
+    int8, dmeta = load_model(deployed)
+    assert dmeta["form"] == "int8" and deployed_macs(deployed) == s["macs_after"]
+    x = torch.randn(4, 3, 32, 32)
+    export_onnx(deployed, str(tmp_path / "deployed.onnx"))
+    ov = make_runner("openvino", deployed, str(tmp_path / "deployed.onnx"), 1)
+    agree = (ov(x).argmax(1) == int8(x).argmax(1)).float().mean().item()
+    assert agree >= 0.75, agree
 
 
 def test_vit_heads_and_mlp_width_are_pruned_and_the_model_reloads_and_quantizes(digits_cache, tmp_path):

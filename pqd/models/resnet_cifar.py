@@ -15,16 +15,60 @@ from pqd.models.resnet import BasicBlock
 
 
 class PadShortcut(nn.Module):
-    """Option-A shortcut: subsample by the stride and zero-pad the new channels (no parameters)."""
+    """Option-A shortcut: subsample by the stride and zero-pad the new channels (no parameters).
+
+    Output channel ``j`` carries input channel ``source[j]``, or zeros where ``source[j]`` equals
+    ``in_channels``: a fixed 0/1 channel selection, which structured pruning thins like a 1x1
+    convolution (drop outputs: entries of ``source``; drop inputs: renumber them), so the zero-padded
+    shortcut couples the block's output channels to the previous stage's (:meth:`keep_outputs`,
+    :meth:`keep_inputs`). While the map is still "zeros, every input in order, zeros" the forward
+    pass is the plain pad of He et al.; a thinned map gathers channels from the padded input.
+    """
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.stride = stride
-        self.pad_lo = (cout - cin) // 2
-        self.pad_hi = cout - cin - self.pad_lo
+        self.stride, self.in_channels, self.out_channels = stride, cin, cout
+        lo = (cout - cin) // 2
+        source = torch.full((cout,), cin, dtype=torch.long)
+        source[lo:lo + cin] = torch.arange(cin)
+        self.register_buffer("source", source)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """``pad``: (low, high) when the map is a plain zero-padding, else None (gather)."""
+        cin, src = self.in_channels, self.source
+        lo = int((src == cin).cumprod(0).sum()) if len(src) else 0
+        plain = (len(src) - lo >= cin and torch.equal(src[lo:lo + cin], torch.arange(cin))
+                 and bool((src[lo + cin:] == cin).all()))
+        self.pad = (lo, len(src) - cin - lo) if plain else None
+
+    def keep_outputs(self, keep) -> None:
+        """Keep only output channels ``keep`` (sorted indices)."""
+        self.source = self.source[torch.as_tensor(keep, dtype=torch.long)].clone()
+        self.out_channels = len(self.source)
+        self._refresh()
+
+    def keep_inputs(self, keep) -> None:
+        """Keep only input channels ``keep`` (sorted indices); outputs fed by a dropped one become zeros."""
+        keep = torch.as_tensor(keep, dtype=torch.long)
+        renumber = torch.full((self.in_channels + 1,), len(keep), dtype=torch.long)
+        renumber[keep] = torch.arange(len(keep))
+        self.source = renumber[self.source]
+        self.in_channels = len(keep)
+        self._refresh()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        # checkpoints written before the map was a buffer (and foreign ones) hold the default map
+        if prefix + "source" not in state_dict:
+            state_dict = {**state_dict, prefix + "source": self.source}
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._refresh()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad_lo, self.pad_hi))
+        x = x[:, :, :: self.stride, :: self.stride]
+        if self.pad is not None:
+            return F.pad(x, (0, 0, 0, 0, self.pad[0], self.pad[1]))
+        return torch.index_select(F.pad(x, (0, 0, 0, 0, 0, 1)), 1, self.source)
 
 
 def block_a(cin: int, cout: int, stride: int) -> BasicBlock:
