@@ -7,6 +7,8 @@ within seconds: only a ratio measured side by side is trustworthy.
 
 from __future__ import annotations
 
+import functools
+
 import gzip
 import os
 import platform
@@ -101,24 +103,29 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]
     ``settle_ms`` and makes one untimed call: runtimes leave their worker threads spinning
     after a call (ONNX Runtime, OpenMP), and with 2 threads on 2 cores those spinners slowed the
     next runtime's first calls by up to 1.6x (OpenVINO after ONNX Runtime, bench/latency.py).
-    Returns median/p90/mean in ms.
+    A model that can ``bind(x)`` (an ONNX runtime's :class:`~pqd.runtimes.Runner`) is timed on
+    its own inference call with the input set once, as the runtime's own benchmark tool times it;
+    a PyTorch module is called on the same prepared tensor. Returns median/p90/mean in ms.
     """
     torch.set_num_threads(threads)
     x = torch.randn(*input_shape(batch_size))
-    for m in models.values():
+    calls = {}
+    for name, m in models.items():
         if isinstance(m, nn.Module):
             m.eval()
+        # an ONNX runtime's runner binds x once and times only its own inference call
+        calls[name] = m.bind(x) if hasattr(m, "bind") else functools.partial(m, x)
         for _ in range(warmup):
-            m(x)
+            calls[name]()
     per_round = max(1, -(-runs // rounds))
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(rounds):
-        for name, m in models.items():
+        for name, call in calls.items():
             time.sleep(settle_ms / 1e3)
-            m(x)
+            call()
             for _ in range(per_round):
                 t0 = time.perf_counter()
-                m(x)
+                call()
                 times[name].append((time.perf_counter() - t0) * 1e3)
     out = {}
     for name, ts in times.items():

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench/agreement.py", "openvino same prediction %"),
     ("bench/train_throughput.py", "ratio pqd / torchvision"),
     ("bench/snakemake_overhead.py", "jobs to rerun after that edit"),
+    ("bench/benchmark_app_check.py", "pqd / benchmark_app"),
 ])
 def test_bench_script_smoke_run(script, expect):
     res = subprocess.run([sys.executable, str(ROOT / script), "--smoke"], capture_output=True, text=True,

@@ -1,0 +1,95 @@
+"""pqd's batch-1 OpenVINO latency against OpenVINO's own ``benchmark_app`` on the same files.
+
+    python bench/benchmark_app_check.py                    # resnet20 (small) and vgg16 (large), INT8
+    python bench/benchmark_app_check.py --smoke            # tiny, for CI
+
+Each model is made as the workflow makes it (FX QAT prepare, observers fed, convert, exported by
+``export_onnx``), then timed alternately, in rounds: pqd's measurement (:func:`pqd.measure.
+interleaved_latency` on the OpenVINO runner, which times the infer request alone) and
+``benchmark_app -m deployed.onnx -d CPU -api sync -nstreams 1 -nthreads T -hint none`` (its
+median latency). Both compile with the same thread count and one stream. The script prints each
+side's median over rounds and their ratio; within 10% is the goal (issue 13). benchmark_app runs
+in its own process, so the two cannot interleave call by call; alternating rounds keep the
+machine's speed drift from favouring one side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from pqd import qat as quant
+from pqd.checkpoint import save_checkpoint
+from pqd.constants import input_shape
+from pqd.measure import cpu_info, interleaved_latency
+from pqd.models import build_model
+from pqd.runtimes import export_onnx, make_runner
+
+
+def benchmark_app() -> str:
+    exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
+    if not Path(exe).exists():
+        raise SystemExit("benchmark_app not found: it ships with the openvino package (pip install openvino)")
+    return exe
+
+
+def app_median_ms(exe: str, onnx: str, threads: int, seconds: float) -> float:
+    out = subprocess.run([exe, "-m", onnx, "-d", "CPU", "-api", "sync", "-nstreams", "1", "-nthreads", str(threads),
+                          "-hint", "none", "-t", str(seconds), "-shape", f"[{','.join(map(str, input_shape(1)))}]"],
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Median:\s*([0-9.]+)\s*ms", out)
+    if not m:
+        raise SystemExit(f"benchmark_app printed no median latency:\n{out[-1500:]}")
+    return float(m.group(1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backbones", nargs="*", default=["resnet20", "vgg16"])
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=200, help="pqd's timed runs per round")
+    ap.add_argument("--seconds", type=float, default=5.0, help="benchmark_app's duration per round")
+    ap.add_argument("--smoke", action="store_true")
+    a = ap.parse_args()
+    if a.smoke:
+        a.backbones, a.width, a.rounds, a.runs, a.seconds = ["resnet20"], 0.25, 1, 20, 1.0
+    exe = benchmark_app()
+    cpu = cpu_info()
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} {cpu['cpu']} ({' '.join(cpu['isa'])}); {a.threads} thread(s); "
+          f"{a.rounds} alternating rounds; medians over rounds")
+    print("| backbone | width | form | pqd ms | benchmark_app ms | pqd / benchmark_app |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in a.backbones:
+            torch.manual_seed(0)
+            qat = quant.prepare_qat(build_model(name, 10, a.width))
+            with torch.no_grad():
+                for _ in range(4):
+                    qat(torch.randn(*input_shape(16)))
+            path = str(Path(tmp) / f"{name}.pt")
+            save_checkpoint(path, quant.convert(qat).state_dict(),
+                            {"backbone": name, "num_classes": 10, "width": a.width, "form": "int8", "reduce_range": True})
+            export_onnx(path, path + ".onnx")
+            runner = make_runner("openvino", path, path + ".onnx", a.threads)
+            ours, theirs = [], []
+            for _ in range(a.rounds):
+                ours.append(interleaved_latency({"m": runner}, runs=a.runs, warmup=20, rounds=1,
+                                                threads=a.threads)["m"]["median_ms"])
+                theirs.append(app_median_ms(exe, path + ".onnx", a.threads, a.seconds))
+            o, t = statistics.median(ours), statistics.median(theirs)
+            print(f"| {name} | {a.width} | int8 | {o:.3f} | {t:.3f} | {o / t:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
