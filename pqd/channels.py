@@ -74,13 +74,24 @@ def ignored_layers(model: nn.Module) -> list[nn.Module]:
     return linears[-1:] + keep
 
 
-def make_pruner(model: nn.Module, ratio: float, *, importance: str = "magnitude", steps: int = 1):
+ALLOCATIONS = ("uniform", "global")
+
+
+def make_pruner(model: nn.Module, ratio: float, *, importance: str = "magnitude", steps: int = 1,
+                allocation: str = "uniform", round_to: int = 1):
+    """Torch-Pruning's pruner for ``ratio`` of the channels. ``allocation``: ``uniform`` takes the
+    same fraction from every coupled group; ``global`` ranks all groups' channels together by
+    normalised importance, so layers with less important channels lose more (Torch-Pruning's
+    global pruning; no layer loses more than 90%). ``round_to``: kept channel counts are multiples
+    of it (vector widths of the INT8 kernels; 1 = any count)."""
     import torch_pruning as tp
 
     imp = {"magnitude": tp.importance.GroupMagnitudeImportance(p=2),
            "taylor": tp.importance.GroupTaylorImportance()}.get(importance)
     if imp is None:
         raise PqdError(f"unknown stages.s.importance {importance!r}; choose magnitude or taylor")
+    if allocation not in ALLOCATIONS:
+        raise PqdError(f"unknown stages.s.allocation {allocation!r}; choose {' or '.join(ALLOCATIONS)}")
     heads = attention_heads(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -90,6 +101,8 @@ def make_pruner(model: nn.Module, ratio: float, *, importance: str = "magnitude"
             prune_head_dims=False,  # whole heads go; at least one stays per attention layer
             head_pruning_ratio=min(ratio, (min(heads.values()) - 1) / min(heads.values())) if heads else 0.0,
             customized_pruners=channel_maps(model),
+            global_pruning=allocation == "global", max_pruning_ratio=0.9 if allocation == "global" else 1.0,
+            round_to=round_to if round_to > 1 else None,
         )
 
 
@@ -100,10 +113,11 @@ def sync_heads(model: nn.Module, pruner) -> None:
             m.num_heads = pruner.num_heads[m.qkv]
 
 
-def prune_once(model: nn.Module, ratio: float) -> nn.Module:
-    """A copy of ``model`` with ``ratio`` of each prunable group's channels removed (magnitude)."""
+def prune_once(model: nn.Module, ratio: float, allocation: str = "uniform", round_to: int = 1) -> nn.Module:
+    """A copy of ``model`` with ``ratio`` of its prunable channels removed (magnitude), allocated
+    and rounded as :func:`make_pruner` says."""
     m = copy.deepcopy(model)
-    pruner = make_pruner(m, ratio)
+    pruner = make_pruner(m, ratio, allocation=allocation, round_to=round_to)
     try:
         pruner.step()
         sync_heads(m, pruner)
@@ -115,18 +129,23 @@ def prune_once(model: nn.Module, ratio: float) -> nn.Module:
     return m
 
 
-def ratio_for_macs(model: nn.Module, keep: float, tol: float = 0.005) -> float:
-    """The uniform channel ratio whose pruned model keeps ``keep`` of ``model``'s MACs (bisection:
-    MACs fall monotonically as the ratio grows)."""
+def ratio_for_macs(model: nn.Module, keep: float, tol: float = 0.005, allocation: str = "uniform",
+                   round_to: int = 1) -> float:
+    """The channel ratio whose pruned model keeps ``keep`` of ``model``'s MACs (bisection: MACs
+    fall monotonically as the ratio grows)."""
     base = macs(model)
-    lo, hi = 0.0, 0.95
-    floor = macs(prune_once(model, hi)) / base
+    lo, hi = 0.0, 0.95 if allocation == "uniform" else 0.85
+
+    def kept(ratio: float) -> float:
+        return macs(prune_once(model, ratio, allocation, round_to)) / base
+
+    floor = kept(hi)
     if floor > keep:
         raise PqdError(f"stages.s.macs_keep={keep} cannot be reached: channel pruning of this backbone keeps at "
                        f"least {floor:.2f} of its MACs; raise stages.s.macs_keep above {floor:.2f}")
     for _ in range(20):
         mid = (lo + hi) / 2
-        if macs(prune_once(model, mid)) / base > keep:
+        if kept(mid) > keep:
             lo = mid
         else:
             hi = mid

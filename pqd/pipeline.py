@@ -167,6 +167,12 @@ STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
                                        "description": "group L2 magnitude, or first-order Taylor |w dL/dw| "
                                                       "accumulated over taylor_batches"},
                         "taylor_batches": {"type": "integer", "minimum": 1, "default": 8},
+                        "allocation": {"enum": ["uniform", "global"], "default": "uniform",
+                                       "description": "uniform: the same fraction of every layer's channels; "
+                                                      "global: channels ranked across layers by importance "
+                                                      "(Torch-Pruning's global pruning)"},
+                        "round_to": {"type": "integer", "minimum": 1, "default": 1,
+                                     "description": "kept channel counts are multiples of this (1: any)"},
                         "steps": {"type": "integer", "minimum": 1, "default": 2,
                                   "description": "pruning rounds, each followed by fine-tuning (at most one per epoch)"},
                         "distill": _flag(True, "distil from the unpruned model while pruning (CPD)"),

@@ -235,3 +235,29 @@ def test_epsd_prunes_at_init_keeps_sparsity_and_scores_differ_from_snip(digits_c
     assert 0 < rec["epsd"]["mask_agreement_with_snip"] < 1
     final, meta = load_model(out)
     assert [h["stage"] for h in meta["history"]] == ["e"] and rec["accuracy"] > 20
+
+
+def test_global_allocation_thins_layers_unevenly_and_round_to_keeps_multiples():
+    """allocation: global ranks channels across layers, so kept fractions differ by layer at the
+    same MACs; round_to: 8 leaves every pruned layer a multiple of 8 channels."""
+    import statistics
+
+    from pqd.channels import prune_once, ratio_for_macs
+    from pqd.models import build_model
+
+    torch.manual_seed(0)
+    vgg = build_model("vgg16", 10, 0.5)
+    for m in vgg.modules():  # uneven importance: later layers' weights scaled down
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.data *= 1.0 / (1 + m.out_channels / 32)
+    dense_w = [m.out_channels for m in vgg.modules() if isinstance(m, torch.nn.Conv2d)]
+    fractions = {}
+    for allocation in ("uniform", "global"):
+        ratio = ratio_for_macs(vgg, 0.5, allocation=allocation)
+        slim = prune_once(vgg, ratio, allocation)
+        assert abs(macs(slim) / macs(vgg) - 0.5) < 0.05
+        widths = [m.out_channels for m in slim.modules() if isinstance(m, torch.nn.Conv2d)]
+        fractions[allocation] = [w / d for w, d in zip(widths, dense_w)]
+    assert statistics.pstdev(fractions["uniform"]) < 0.05 < statistics.pstdev(fractions["global"])
+    rounded = prune_once(vgg, 0.3, round_to=8)
+    assert all(m.out_channels % 8 == 0 for m in rounded.modules() if isinstance(m, torch.nn.Conv2d))

@@ -35,7 +35,7 @@ def run(model: nn.Module, ctx) -> nn.Module:
     s = ctx.settings
     model = model.cpu()
     before = {"macs": macs(model), "params": param_count(model)}
-    ratio = ratio_for_macs(model, s["macs_keep"])
+    ratio = ratio_for_macs(model, s["macs_keep"], allocation=s["allocation"], round_to=s["round_to"])
     rounds = max(1, min(s["steps"], ctx.epochs))
     if attention_heads(model):
         # Torch-Pruning's iterative schedule can take the last head of a layer in a later round;
@@ -46,7 +46,8 @@ def run(model: nn.Module, ctx) -> nn.Module:
     if s["distill"]:  # CPD: distil from the unpruned model while pruning
         teacher = freeze(copy.deepcopy(model).to(ctx.device))
         loss_fn = kd_objective(teacher, s["temperature"], s["alpha"])
-    pruner = make_pruner(model, ratio, importance=s["importance"], steps=rounds)
+    pruner = make_pruner(model, ratio, importance=s["importance"], steps=rounds, allocation=s["allocation"],
+                         round_to=s["round_to"])
     for r in range(rounds):
         if s["importance"] == "taylor":
             taylor_gradients(model.to(ctx.device), ctx, s["taylor_batches"])
@@ -58,7 +59,8 @@ def run(model: nn.Module, ctx) -> nn.Module:
         model.cpu()
     after = {"macs": macs(model), "params": param_count(model)}
     ctx.record["structured"] = {
-        "channel_ratio": ratio, "rounds": rounds, "macs_before": before["macs"], "macs_after": after["macs"],
+        "channel_ratio": ratio, "allocation": s["allocation"], "round_to": s["round_to"], "rounds": rounds,
+        "out_channels": {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}, "macs_before": before["macs"], "macs_after": after["macs"],
         "params_before": before["params"], "params_after": after["params"],
         "macs_kept": after["macs"] / before["macs"], "params_kept": after["params"] / before["params"],
         "heads": {n: m.num_heads for n, m in model.named_modules() if isinstance(getattr(m, "qkv", None), nn.Linear)
