@@ -42,14 +42,14 @@ def benchmark_app() -> str:
     return exe
 
 
-def app_median_ms(exe: str, onnx: str, threads: int, seconds: float) -> float:
+def app_median_ms(exe: str, onnx: str, threads: int, seconds: int) -> float:
     out = subprocess.run([exe, "-m", onnx, "-d", "CPU", "-api", "sync", "-nstreams", "1", "-nthreads", str(threads),
                           "-hint", "none", "-t", str(seconds), "-shape", f"[{','.join(map(str, input_shape(1)))}]"],
                          capture_output=True, text=True, check=True).stdout
-    m = re.search(r"Median:\s*([0-9.]+)\s*ms", out)
+    m = re.search(r"Median:\s*([0-9.]+)\s*(ms|us)", out)  # small models: microseconds
     if not m:
         raise SystemExit(f"benchmark_app printed no median latency:\n{out[-1500:]}")
-    return float(m.group(1))
+    return float(m.group(1)) / (1000.0 if m.group(2) == "us" else 1.0)
 
 
 def main() -> None:
@@ -59,11 +59,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=200, help="pqd's timed runs per round")
-    ap.add_argument("--seconds", type=float, default=5.0, help="benchmark_app's duration per round")
+    ap.add_argument("--seconds", type=int, default=5, help="benchmark_app's duration per round")
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args()
     if a.smoke:
-        a.backbones, a.width, a.rounds, a.runs, a.seconds = ["resnet20"], 0.25, 1, 20, 1.0
+        a.backbones, a.width, a.rounds, a.runs, a.seconds = ["resnet20"], 0.25, 1, 20, 1
     exe = benchmark_app()
     cpu = cpu_info()
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {cpu['cpu']} ({' '.join(cpu['isa'])}); {a.threads} thread(s); "

@@ -134,12 +134,14 @@ def ratio_for_macs(model: nn.Module, keep: float, tol: float = 0.005, allocation
     """The channel ratio whose pruned model keeps ``keep`` of ``model``'s MACs (bisection: MACs
     fall monotonically as the ratio grows)."""
     base = macs(model)
-    lo, hi = 0.0, 0.95 if allocation == "uniform" else 0.85
 
     def kept(ratio: float) -> float:
         return macs(prune_once(model, ratio, allocation, round_to)) / base
 
-    floor = kept(hi)
+    # Torch-Pruning leaves a group whole when a ratio would empty it, so on thin layers the
+    # highest ratio is not always the smallest model: start from the smallest of a few
+    lo, (floor, hi) = 0.0, min((kept(r), r) for r in ((0.95, 0.9, 0.85, 0.8) if allocation == "uniform"
+                                                     else (0.85, 0.8, 0.75)))
     if floor > keep:
         raise PqdError(f"stages.s.macs_keep={keep} cannot be reached: channel pruning of this backbone keeps at "
                        f"least {floor:.2f} of its MACs; raise stages.s.macs_keep above {floor:.2f}")

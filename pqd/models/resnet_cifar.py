@@ -21,8 +21,9 @@ class PadShortcut(nn.Module):
     ``in_channels``: a fixed 0/1 channel selection, which structured pruning thins like a 1x1
     convolution (drop outputs: entries of ``source``; drop inputs: renumber them), so the zero-padded
     shortcut couples the block's output channels to the previous stage's (:meth:`keep_outputs`,
-    :meth:`keep_inputs`). While the map is still "zeros, every input in order, zeros" the forward
-    pass is the plain pad of He et al.; a thinned map gathers channels from the padded input.
+    :meth:`keep_inputs`). The forward pass gathers the outputs from the input plus one zero channel
+    whatever the map (for the unthinned map that equals He et al.'s pad), so the traced graph never
+    depends on the map's values: a QAT model is traced before its checkpoint's map is loaded.
     """
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
@@ -32,21 +33,11 @@ class PadShortcut(nn.Module):
         source = torch.full((cout,), cin, dtype=torch.long)
         source[lo:lo + cin] = torch.arange(cin)
         self.register_buffer("source", source)
-        self._refresh()
-
-    def _refresh(self) -> None:
-        """``pad``: (low, high) when the map is a plain zero-padding, else None (gather)."""
-        cin, src = self.in_channels, self.source
-        lo = int((src == cin).cumprod(0).sum()) if len(src) else 0
-        plain = (len(src) - lo >= cin and torch.equal(src[lo:lo + cin], torch.arange(cin))
-                 and bool((src[lo + cin:] == cin).all()))
-        self.pad = (lo, len(src) - cin - lo) if plain else None
 
     def keep_outputs(self, keep) -> None:
         """Keep only output channels ``keep`` (sorted indices)."""
         self.source = self.source[torch.as_tensor(keep, dtype=torch.long)].clone()
         self.out_channels = len(self.source)
-        self._refresh()
 
     def keep_inputs(self, keep) -> None:
         """Keep only input channels ``keep`` (sorted indices); outputs fed by a dropped one become zeros."""
@@ -55,20 +46,16 @@ class PadShortcut(nn.Module):
         renumber[keep] = torch.arange(len(keep))
         self.source = renumber[self.source]
         self.in_channels = len(keep)
-        self._refresh()
 
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
         # checkpoints written before the map was a buffer (and foreign ones) hold the default map
         if prefix + "source" not in state_dict:
             state_dict = {**state_dict, prefix + "source": self.source}
         super()._load_from_state_dict(state_dict, prefix, *args)
-        self._refresh()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        if self.pad is not None:
-            return F.pad(x, (0, 0, 0, 0, self.pad[0], self.pad[1]))
-        return torch.index_select(F.pad(x, (0, 0, 0, 0, 0, 1)), 1, self.source)
+        x = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, 1))
+        return torch.index_select(x, 1, self.source)
 
 
 def block_a(cin: int, cout: int, stride: int) -> BasicBlock:
