@@ -161,7 +161,7 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
             "pipeline": p, "deployed_form": first["deployed_form"], "runtime": first["runtime"], "seeds": len(seeds),
             "rank": 1 + better[p], "accuracy_mean": acc.mean, "accuracy_ci95_low": acc.low,
             "accuracy_ci95_high": acc.high, "accuracy_delta": np.nan, "size_bytes": first["size_bytes"],
-            "size_gzip_bytes": float(np.mean([r["size_gzip_bytes"] for r in reps])),
+            "size_gzip_bytes": int(round(float(np.mean([r["size_gzip_bytes"] for r in reps])))),  # bytes: exact in the CSV
             "size_ratio": first["size_ratio"], "weight_sparsity": float(np.mean([r["weight_sparsity"] for r in reps])),
             "macs": first["macs"], "latency_ms_mean": lat.mean, "latency_ms_ci95_low": lat.low,
             "latency_ms_ci95_high": lat.high, "speedup_mean": sp.mean, "speedup_ci95_low": sp.low,
