@@ -6,8 +6,10 @@
 Each model is made as the workflow makes it (FX QAT prepare, observers fed, convert, exported by
 ``export_onnx``), then timed alternately, in rounds: pqd's measurement (:func:`pqd.measure.
 interleaved_latency` on the OpenVINO runner, which times the infer request alone) and
-``benchmark_app -m deployed.onnx -d CPU -api sync -nstreams 1 -nthreads T -hint none`` (its
-median latency). Both compile with the same thread count and one stream. The script prints each
+``benchmark_app -m deployed.onnx -d CPU -api sync -nstreams 1 -nthreads T -hint none
+-infer_precision f32`` (its median latency). Both compile with the same thread count, one stream
+and f32 inference precision for the non-INT8 parts (pqd's setting; left alone, benchmark_app
+runs them in bf16 on a CPU with AVX-512 BF16, which is another model's accuracy). The script prints each
 side's median over rounds and their ratio; within 10% is the goal (issue 13). benchmark_app runs
 in its own process, so the two cannot interleave call by call; alternating rounds keep the
 machine's speed drift from favouring one side.
@@ -44,7 +46,7 @@ def benchmark_app() -> str:
 
 def app_median_ms(exe: str, onnx: str, threads: int, seconds: int) -> float:
     out = subprocess.run([exe, "-m", onnx, "-d", "CPU", "-api", "sync", "-nstreams", "1", "-nthreads", str(threads),
-                          "-hint", "none", "-t", str(seconds), "-shape", f"[{','.join(map(str, input_shape(1)))}]"],
+                          "-hint", "none", "-infer_precision", "f32", "-t", str(seconds), "-shape", f"[{','.join(map(str, input_shape(1)))}]"],
                          capture_output=True, text=True, check=True).stdout
     m = re.search(r"Median:\s*([0-9.]+)\s*(ms|us)", out)  # small models: microseconds
     if not m:

@@ -176,8 +176,9 @@ def openvino_runner(deployed: str, onnx_path: str | None, threads: int) -> Runne
         request.set_input_tensor(ov.Tensor(array))
 
         def infer(array=array):  # holds the array: the input tensor may share its memory
-            request.start_async()  # benchmark_app's own call pattern: start, then wait
-            request.wait()
+            # the synchronous call (benchmark_app -api sync); start_async + wait from Python added
+            # 0.1 ms per call on a 0.25 ms ResNet-20 here
+            request.infer()
         return infer
 
     return Runner(run, bind)
