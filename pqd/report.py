@@ -301,8 +301,8 @@ def frontier_plot(df, comparisons, exp: str, plot_out: str) -> None:
                         mfc="white" if i in tied else color, capsize=2, zorder=3)
             ax.annotate(name + (" (~front)" if i in tied else ""), (costs[i], accs[i]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
-        ax.step([costs[i] for i in front], [accs[i] for i in front], where="post", color="tab:red", zorder=2,
-                label="Pareto front (means)")
+        ax.step([costs[i] for i in front], [accs[i] for i in front], where="post", color="tab:red", zorder=4,
+                linewidth=1.8, alpha=0.8, label="Pareto front (means)")  # above the error bars
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 accuracy (%), mean and 95% CI")
         ax.grid(alpha=0.3)
