@@ -17,7 +17,7 @@ from typing import Callable
 
 from pqd import codehash, interrupts
 from pqd.errors import PqdError
-from pqd.params import DatasetParams, EvalParams, MeasureSettings, StageParams
+from pqd.params import CurveParams, DatasetParams, EvalParams, MeasureSettings, StageParams
 
 Command = Callable[[argparse.Namespace], object]
 COMMANDS: dict[str, tuple[Command, str, tuple[tuple[str, dict], ...]]] = {}
@@ -50,7 +50,8 @@ def cmd_data(a: argparse.Namespace) -> object:
 
 
 @command("run one stage (dense training included) on the model after a chain's prefix",
-         ("--params", REQ), ("--data", REQ), ("--output", REQ), ("--input", {}), ("--teacher", {}))
+         ("--params", REQ), ("--data", REQ), ("--output", REQ), ("--input", {}), ("--teacher", {}),
+         ("--curve", {"help": "latency curve of the input model (a stage pruning to a latency target)"}))
 def cmd_stage(a: argparse.Namespace) -> object:
     from pqd.runner import run_stage
 
@@ -59,8 +60,21 @@ def cmd_stage(a: argparse.Namespace) -> object:
     p = StageParams.from_json(a.params)
     _threads(p.threads)
     code = codehash.code_hash(a.track.split(",") if a.track else ["pqd.runner"])
-    key = job_key(a.params, code, [a.data, a.input, a.teacher, p.settings.get("checkpoint")])
-    return {"accuracy": run_stage(p, a.data, a.output, a.input, a.teacher, resume_key=key)["accuracy"]}
+    key = job_key(a.params, code, [a.data, a.input, a.teacher, a.curve, p.settings.get("checkpoint")])
+    return {"accuracy": run_stage(p, a.data, a.output, a.input, a.teacher, resume_key=key, curve=a.curve)["accuracy"]}
+
+
+@command("latency of a model pruned at a grid of channel ratios, relative to the unpruned model",
+         ("--input", REQ), ("--params", REQ), ("--output", REQ))
+def cmd_curve(a: argparse.Namespace) -> object:
+    from pqd.checkpoint import write_json
+    from pqd.latency_curve import measure_curve
+
+    p = CurveParams.from_json(a.params)
+    _threads(p.measure.threads)
+    res = measure_curve(a.input, p)
+    write_json(a.output, res)
+    return {"keep": {pt["ratio"]: round(pt["keep"], 3) for pt in res["points"]}}
 
 
 @command("convert a pipeline's final model to its deployable form", ("--input", REQ), ("--output", REQ))
@@ -86,14 +100,15 @@ def cmd_evaluate(a: argparse.Namespace) -> object:
 
 
 @command("batch-1 latency of the deployed model against dense FP32", ("--input", REQ), ("--dense", REQ),
-         ("--params", REQ), ("--output", REQ), ("--onnx", {}), ("--dense-onnx", {}))
+         ("--params", REQ), ("--output", REQ), ("--onnx", {}), ("--dense-onnx", {}),
+         ("--reference", {"help": "the model that entered a latency-targeted s: timed too, in the deployed form"}))
 def cmd_latency(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
     from pqd.measure import latency
 
     p = MeasureSettings.from_json(a.params)
     _threads(p.threads)
-    res = latency(a.input, a.dense, p, a.onnx, a.dense_onnx)
+    res = latency(a.input, a.dense, p, a.onnx, a.dense_onnx, reference=a.reference)
     write_json(a.output, res)
     return {"speedup": res["speedup_vs_dense_fp32"], "median_ms": res["model"]["median_ms"]}
 

@@ -23,10 +23,11 @@ from typing import Any, Optional
 
 from pqd.catalog import BACKBONES, DATASET_KINDS, DEFAULT_RUNTIME, RUNTIMES
 from pqd.errors import PqdError
-from pqd.params import DataSettings, DatasetParams, EvalParams, MeasureSettings, StageParams, TrainSettings
+from pqd.params import (CurveParams, DataSettings, DatasetParams, EvalParams, MeasureSettings, StageParams,
+                        TrainSettings)
 from pqd.pipeline import (DENSE, STAGES, StageSpec, all_stage_specs, is_quantized, parse_experiment, parse_pipeline,
                           replicate_name, split_replicate, CONTROL_PREFIX, TEACHER_SETTING, control_of, teacher_chain,
-                          stage_spec)
+                          latency_target, stage_spec)
 
 
 def _settings_block(spec: StageSpec) -> dict:
@@ -172,6 +173,10 @@ def stage_params(cfg: dict, exp: str, chain: str) -> StageParams:
     earlier stage trains for a pipeline that cannot finish."""
     spec = stage_spec(parse_pipeline(chain) if chain else "")
     spec.check_backbone(BACKBONES.get(cfg["backbone"]))
+    if spec.check is not None:
+        spec.check(settings(cfg, spec))
+    if spec.latency_curve and latency_target(settings(cfg, spec)):
+        curve_params(cfg, chain)  # the runtime must run the form the target is for
     return StageParams(
         stage=spec.key, label=f"{chain}:{spec.name}" if chain else DENSE, experiment=cfg.get("experiment", exp),
         backbone=cfg["backbone"],
@@ -241,6 +246,38 @@ def teacher_pipeline(cfg: dict, chain: str) -> Optional[str]:
     return prefix
 
 
+# Channel ratios of a latency curve: 0 (the unpruned model, the reference of every other point)
+# to 0.8 of the channels removed; stage s interpolates between them.
+CURVE_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def needs_curve(cfg: dict, chain: str) -> bool:
+    """True when the last stage of ``chain`` prunes to a latency target (it then reads a curve)."""
+    spec = stage_spec(chain)
+    return bool(chain) and spec.latency_curve and latency_target(settings(cfg, spec)) is not None
+
+
+def latency_reference(cfg: dict, chain: str) -> Optional[str]:
+    """The chain of the model that entered ``chain``'s latency-targeted stage (the unpruned
+    reference its ``latency`` job times beside the deployed model), None when no stage of ``chain``
+    prunes to a latency target."""
+    for i in range(1, len(chain) + 1):
+        if needs_curve(cfg, chain[:i]):
+            return chain[:i - 1]
+    return None
+
+
+def curve_params(cfg: dict, chain: str) -> CurveParams:
+    """The latency curve the last stage of ``chain`` reads: its pruning settings, the configured
+    runtime and timing, and the form its latency target is for."""
+    s = settings(cfg, stage_spec(chain))
+    quantizing = next(iter(c for c in STAGES if STAGES.get(c).quantizes))
+    check_runtime(cfg, quantizing if s["latency_form"] == "int8" else "", "its INT8 latency curve",
+                  " or stages.s.latency_form: fp32")
+    return CurveParams(measure=MeasureSettings(**cfg["measure"]), form=s["latency_form"],
+                       allocation=s["allocation"], round_to=s["round_to"], ratios=list(CURVE_RATIOS))
+
+
 def eval_params(cfg: dict, exp: str, chain: str = "") -> EvalParams:
     """Evaluation settings; fails at DAG-build time when the runtime cannot run the deployed form."""
     check_runtime(cfg, chain)
@@ -252,9 +289,11 @@ def measure_params(cfg: dict, chain: str = "") -> MeasureSettings:
     return MeasureSettings(**cfg["measure"])
 
 
-def check_runtime(cfg: dict, chain: str) -> None:
+def check_runtime(cfg: dict, chain: str, what: str = "", fix: str = "") -> None:
+    """The configured runtime must run the deployed form of ``chain`` (INT8 when it quantizes)."""
     runtime = RUNTIMES.get(cfg["measure"]["runtime"])
     backbone = BACKBONES.get(cfg["backbone"])
     if runtime.onnx and is_quantized(chain) and not backbone.onnx_int8:
         raise PqdError(f"the INT8 {backbone.name} cannot be exported to ONNX, so measure.runtime "
-                       f"'{runtime.name}' cannot run pipeline {chain!r}; set measure.runtime: torch for this experiment")
+                       f"'{runtime.name}' cannot run {what or f'pipeline {chain!r}'}; set measure.runtime: torch "
+                       f"for this experiment{fix}")

@@ -7,12 +7,13 @@ within seconds: only a ratio measured side by side is trustworthy.
 
 from __future__ import annotations
 
+import copy
 import functools
-
 import gzip
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from pqd import arch as arch_mod
 from pqd import qat
 from pqd.catalog import RUNTIMES
 from pqd.checkpoint import atomic_path, code_version, load_checkpoint, save_checkpoint
@@ -29,8 +31,12 @@ from pqd.errors import PqdError
 from pqd.macs import macs
 from pqd.masks import sparsity
 from pqd.model_io import build_from_meta, load_model
+from pqd.models import build_model
 from pqd.params import MeasureSettings
-from pqd.runtimes import import_openvino, make_runner, runtime_versions
+from pqd.runtimes import export_onnx, import_openvino, make_runner, runtime_versions
+
+
+META_KEYS = ("experiment", "backbone", "dataset", "num_classes", "width", "reduce_range")  # what rebuilding a deployed model needs
 
 
 def deploy(src: str, output: str) -> dict:
@@ -40,11 +46,47 @@ def deploy(src: str, output: str) -> dict:
     form = "fp32"
     if meta["form"] == "qat":
         model, form = qat.convert(model), "int8"
-    keep = {k: meta[k] for k in ("experiment", "backbone", "dataset", "num_classes", "width", "reduce_range", "arch")
-            if k in meta}
+    keep = {k: meta[k] for k in (*META_KEYS, "arch") if k in meta}
     save_checkpoint(output, model.state_dict(), {**keep, "form": form, "source": str(src),
                                                  "code_version": code_version()})
     return {"form": form}
+
+
+def deployable(model: nn.Module, meta: dict, form: str, workdir: str, name: str, runtime: str) -> tuple[str, Optional[str]]:
+    """Write ``model`` (FP32) as a deployed artifact of ``form`` under ``workdir``: the checkpoint
+    and, for an ONNX runtime, its ONNX export. INT8 goes through the pipeline's own path (QAT
+    prepare, then :func:`deploy`'s convert), after a few random batches have given
+    the observers ranges: latency depends on shapes and kernels, not on trained weights."""
+    base = {k: meta[k] for k in META_KEYS if k in meta}
+    base["arch"] = arch_mod.describe(model, build_model(meta["backbone"], meta["num_classes"], meta["width"]))
+    out = Path(workdir) / f"{name}.pt"
+    if form == "int8":
+        fake = qat.prepare_qat(copy.deepcopy(model), meta.get("reduce_range", True))
+        with torch.no_grad():
+            for _ in range(2):
+                fake(torch.randn(*input_shape(8)))
+        save_checkpoint(str(Path(workdir) / f"{name}_qat.pt"), fake.state_dict(), {**base, "form": "qat"})
+        deploy(str(Path(workdir) / f"{name}_qat.pt"), str(out))
+    elif form == "fp32":
+        save_checkpoint(str(out), model.state_dict(), {**base, "form": "fp32"})
+    else:
+        raise PqdError(f"unknown latency form {form!r}; use int8 or fp32")
+    onnx = None
+    if RUNTIMES.get(runtime).onnx:
+        onnx = str(Path(workdir) / f"{name}.onnx")
+        export_onnx(str(out), onnx)
+    return str(out), onnx
+
+
+def reference_runner(model_path: str, form: str, runtime: str, threads: int, workdir: str) -> Callable:
+    """The unpruned model (the one that entered ``s``) deployed in ``form`` and ready to time in
+    ``runtime``: what a latency target is a fraction of."""
+    model, meta = load_model(model_path)
+    if meta.get("form", "fp32") != "fp32":
+        raise PqdError(f"{model_path} is {meta['form']}, but structured pruning and its latency reference start "
+                       "from an FP32 model; put s before q in the pipeline")
+    ckpt, onnx = deployable(model.eval(), meta, form, workdir, "reference", runtime)
+    return make_runner(runtime, ckpt, onnx, threads)
 
 
 def layer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -216,19 +258,25 @@ def _openvino_qdq_kernel(kind: str, x_shape: tuple, w_shape: tuple, threads: int
 
 
 def latency(deployed: str, dense: str, settings: MeasureSettings, onnx_path: Optional[str] = None,
-            dense_onnx: Optional[str] = None) -> dict:
+            dense_onnx: Optional[str] = None, reference: Optional[str] = None) -> dict:
     """Latency of the deployed model in the configured runtime and of the dense FP32 model in
     PyTorch eager (the common baseline), measured together. When the runtime is not PyTorch,
     the dense FP32 model is also timed in that runtime (from ``dense_onnx``), so the report can
-    separate what compression buys from what the runtime buys."""
+    separate what compression buys from what the runtime buys. With ``reference`` (the model that
+    entered a latency-targeted ``s``), that model is timed too, deployed in the same form and
+    runtime as this one: the pruned model's latency as a fraction of it is what the target set."""
     runtime, threads = settings.runtime, settings.threads
+    meta = load_checkpoint(deployed)["meta"]
     models = {"model": make_runner(runtime, deployed, onnx_path, threads), "dense_fp32": load_model(dense)[0]}
     if RUNTIMES.get(runtime).onnx:
         if not dense_onnx:
             raise PqdError(f"runtime '{runtime}' needs the dense model's deployed.onnx as well (--dense-onnx)")
         models["dense_runtime"] = make_runner(runtime, dense, dense_onnx, threads)
-    meta = load_checkpoint(deployed)["meta"]
-    res, peak = timed_with_peak(models, threads, runs=settings.runs, warmup=settings.warmup, rounds=settings.rounds)
+    with tempfile.TemporaryDirectory(prefix="pqd-reference-") as tmp:
+        if reference:
+            models["reference"] = reference_runner(reference, meta["form"], runtime, threads, tmp)
+        res, peak = timed_with_peak(models, threads, runs=settings.runs, warmup=settings.warmup,
+                                    rounds=settings.rounds)
     if "dense_runtime" not in res:
         res["dense_runtime"] = res["dense_fp32"]
     n_macs = deployed_macs(deployed, meta)

@@ -121,5 +121,17 @@ class DatasetParams(_Json):
     root: str
 
 
+@dataclass(frozen=True)
+class CurveParams(_Json):
+    """A latency curve: the model entering stage ``s``, pruned at each of ``ratios`` as ``s`` prunes
+    (``allocation``, ``round_to``), deployed in ``form`` and timed as ``measure`` says."""
+
+    measure: MeasureSettings
+    form: str
+    allocation: str
+    round_to: int
+    ratios: list
+
+
 _NESTED = {("StageParams", "train"): TrainSettings, ("StageParams", "data"): DataSettings,
-           ("EvalParams", "data"): DataSettings}
+           ("EvalParams", "data"): DataSettings, ("CurveParams", "measure"): MeasureSettings}

@@ -20,7 +20,7 @@ GPU) and the keys of its record that ``report.json`` carries.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterable, Mapping, Optional, Tuple
 
 from pqd.catalog import BACKBONES, BackboneSpec
 from pqd.errors import PqdError
@@ -72,6 +72,10 @@ class StageSpec:
     ``epochs`` are its default epochs per built-in protocol (a config's ``protocols`` lists only
     what differs). ``record`` names the keys of the stage's record that ``report.json`` carries.
     ``imports`` names a setting holding a file that replaces training when set (bring your own).
+    ``latency_curve``: when its settings set a latency target (:func:`latency_target`), the stage
+    also reads the latency curve of its input model, measured by the ``latency_curve`` rule where
+    latency is measured (not on the training node). ``check`` validates settings that depend on
+    each other (one-line error at DAG-build time), beyond what the schema block can say.
     """
 
     letter: str
@@ -89,6 +93,8 @@ class StageSpec:
     trains: bool = True
     record: Tuple[str, ...] = ()
     imports: Optional[str] = None
+    latency_curve: bool = False
+    check: Optional[Callable[[Mapping[str, Any]], None]] = None
     doc: str = ""
 
     @property
@@ -114,6 +120,24 @@ class StageSpec:
             if not getattr(backbone, need):
                 raise PqdError(f"stage {self.key!r} ({self.name}) cannot run on backbone {backbone.name!r}: "
                                f"{BACKBONE_NEEDS[need]}; drop {self.key!r} from this experiment's pipelines")
+
+
+def latency_target(settings: Mapping[str, Any]) -> Optional[dict]:
+    """``{"latency_keep": x}`` or ``{"latency_ms": x}`` when a stage's settings target latency, else None."""
+    if settings.get("target") != "latency":
+        return None
+    return {k: settings[k] for k in ("latency_keep", "latency_ms") if settings.get(k) is not None}
+
+
+def _check_budget(s: Mapping[str, Any]) -> None:
+    """Exactly one budget applies: macs_keep, or one of latency_keep / latency_ms under target: latency."""
+    set_latency = [k for k in ("latency_keep", "latency_ms") if s.get(k) is not None]
+    if s.get("target") == "latency" and len(set_latency) != 1:
+        raise PqdError("stages.s.target is latency: set exactly one of stages.s.latency_keep (a fraction of the "
+                       f"unpruned latency) and stages.s.latency_ms (got {set_latency or 'neither'})")
+    if s.get("target") != "latency" and set_latency:
+        raise PqdError(f"stages.s.{set_latency[0]} is set but stages.s.target is macs, so it would be ignored; "
+                       "set stages.s.target: latency (or remove it)")
 
 
 # Why a backbone may lack a flag a stage needs (one line each, used in errors).
@@ -161,8 +185,23 @@ STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
                   "learning rates (the equal-budget control)"),
     StageSpec("s", "structured", "slim", "pqd.stages.structured", structural=True, backbone_needs=("traceable",),
               settings={"lr": _lr(0.01),
+                        "target": {"enum": ["macs", "latency"], "default": "macs",
+                                   "description": "what the budget counts: macs (macs_keep of the MACs) or latency "
+                                                  "(latency_keep of the unpruned model's latency, or latency_ms, "
+                                                  "measured where latency is measured)"},
                         "macs_keep": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.5,
-                                      "description": "fraction of the MACs the pruned model keeps"},
+                                      "description": "fraction of the MACs the pruned model keeps (target: macs)"},
+                        "latency_keep": {"type": ["number", "null"], "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+                                         "default": None,
+                                         "description": "target: latency: fraction of the unpruned model's batch-1 "
+                                                        "latency, in latency_form, measure.runtime and measure.threads"},
+                        "latency_ms": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
+                                       "description": "target: latency: batch-1 milliseconds instead (absolute: "
+                                                      "holds only on the machine that measured the curve)"},
+                        "latency_form": {"enum": ["int8", "fp32"], "default": "int8",
+                                         "description": "the deployed form the latency target is for: int8 when a "
+                                                        "q stage follows, fp32 otherwise (a setting, not read from "
+                                                        "the pipeline: pipelines share the s prefix's model)"},
                         "importance": {"enum": ["magnitude", "taylor"], "default": "magnitude",
                                        "description": "group L2 magnitude, or first-order Taylor |w dL/dw| "
                                                       "accumulated over taylor_batches"},
@@ -177,7 +216,8 @@ STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
                                   "description": "pruning rounds, each followed by fine-tuning (at most one per epoch)"},
                         "distill": _flag(True, "distil from the unpruned model while pruning (CPD)"),
                         "temperature": _temperature(), "alpha": _alpha()},
-              epochs={"quick": 2, "paper": 40}, record=("structured",),
+              epochs={"quick": 2, "paper": 40}, record=("structured",), latency_curve=True,
+              check=_check_budget,
               doc="dependency-aware channel/head pruning (Torch-Pruning), optionally distilling while pruning (CPD)"),
     StageSpec("l", "lowrank", "lowrank", "pqd.stages.lowrank", structural=True,
               settings={"lr": _lr(0.01),

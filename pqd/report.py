@@ -38,6 +38,7 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
         "macs": lat["macs"], "int8_peak_fraction": lat["int8_peak_fraction"] if ev["form"] == "int8" else None,
         "int8_peak_macs_per_s": lat["int8_peak_macs_per_s"],
         "train_wall_s": sum(s["wall_s"] or 0 for s in stages),
+        "latency_target": latency_target_report(stages, lat, ev["form"]),
         "stages": stages,
         "system": lat["system"],
         "config": config,
@@ -45,6 +46,26 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
     }
     write_json(output, rep)
     return rep
+
+
+def latency_target_report(stages: list[dict], lat: dict, deployed_form: str) -> Optional[dict]:
+    """Target, prediction and measurement of a latency-targeted ``s`` (None without one): the
+    deployed model's latency as a fraction of the unpruned model that entered ``s``, both timed in
+    the same rounds of the pipeline's latency job, in the deployed form and runtime, with a 95% CI
+    over timing rounds."""
+    from pqd import stats
+
+    budget = next((st["structured"]["budget"] for st in stages
+                   if "predicted_keep" in (st.get("structured") or {}).get("budget", {})), None)
+    if budget is None or "reference" not in lat:
+        return None
+    keep = stats.ratio_interval([lat["model"]["round_ms"]], [lat["reference"]["round_ms"]])
+    return {"target": budget["target"], "target_keep": budget["predicted_keep"], "form": budget["form"],
+            "deployed_form": deployed_form, "runtime": budget["runtime"], "threads": budget["threads"],
+            "predicted_keep": budget["predicted_keep"], "predicted_ms": budget["predicted_ms"],
+            "measured_keep": keep.mean, "measured_keep_ci95": [keep.low, keep.high],
+            "measured_ms": lat["model"]["median_ms"], "reference_ms": lat["reference"]["median_ms"],
+            "error": keep.mean - budget["predicted_keep"]}
 
 
 COLUMNS = ["pipeline", "deployed_form", "runtime", "seeds", "rank", "accuracy_mean", "accuracy_ci95_low",
@@ -225,12 +246,58 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
             served.setdefault(b, []).append(a)
     lines += [""] + [f"{c} is the equal-budget control of {', '.join(ps)} (dense fine-tuned with plain cross-entropy "
                      "for the same epochs and learning rates, stage by stage)." for c, ps in served.items()]
-    warnings = student_warnings(table, seeds)
+    targets = latency_target_lines(table, seeds)
+    if targets:
+        lines += ["", "## Latency targets", "",
+                  "Deployed latency as a fraction of the unpruned model that entered `s`, timed in the same rounds "
+                  "(mean over seeds; 95% CI over timing rounds of the first seed).", "",
+                  "| pipeline | target | form (target / deployed) | predicted | measured [95% CI] |",
+                  "|---|---|---|---|---|"] + targets
+    warnings = student_warnings(table, seeds) + latency_target_warnings(table, seeds)
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     with atomic_path(md_out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     frontier_plot(df, everything, exp, plot_out)
+
+
+def latency_target_lines(table: dict, seeds: list) -> list[str]:
+    import numpy as np
+
+    out = []
+    for p, by_seed in table.items():
+        lt = [by_seed[s].get("latency_target") for s in seeds]
+        if not lt[0]:
+            continue
+        t = lt[0]
+        what = ", ".join(f"{k} {v:g}" for k, v in t["target"].items())
+        out.append(f"| {p} | {what} | {t['form']} / {t['deployed_form']} | {t['predicted_keep']:.3f} | "
+                   f"{np.mean([x['measured_keep'] for x in lt]):.3f} [{t['measured_keep_ci95'][0]:.3f}, "
+                   f"{t['measured_keep_ci95'][1]:.3f}] |")
+    return out
+
+
+def latency_target_warnings(table: dict, seeds: list) -> list[str]:
+    """A latency-targeted pipeline that missed its target by more than the tolerance, or whose
+    deployed form is not the one its target was for."""
+    import numpy as np
+
+    from pqd.constants import LATENCY_TOLERANCE
+
+    out = []
+    for p, by_seed in table.items():
+        lt = [by_seed[s].get("latency_target") for s in seeds]
+        if not lt[0]:
+            continue
+        if lt[0]["form"] != lt[0]["deployed_form"]:
+            out.append(f"{p}: its s stage targeted {lt[0]['form']} latency but the pipeline deploys "
+                       f"{lt[0]['deployed_form']}; set stages.s.latency_form: {lt[0]['deployed_form']} for it.")
+        measured = float(np.mean([x["measured_keep"] for x in lt]))
+        if abs(measured - lt[0]["target_keep"]) > LATENCY_TOLERANCE:
+            out.append(f"{p}: latency {measured:.2f} of the unpruned model, target {lt[0]['target_keep']:.2f} (more than "
+                       f"{LATENCY_TOLERANCE:.2f} off): the latency curve no longer describes this machine or runtime; "
+                       "rerun its latency_curve job (delete latency_curve.json) on the machine that measures latency.")
+    return out
 
 
 def student_warnings(table: dict, seeds: list) -> list[str]:

@@ -24,7 +24,7 @@ from pqd import interrupts
 from pqd import masks as masks_mod
 from pqd import qat
 from pqd import train as trainer
-from pqd.checkpoint import code_version, save_checkpoint
+from pqd.checkpoint import code_version, read_json, save_checkpoint
 from pqd.data import Data, data_for
 from pqd.errors import PqdError
 from pqd.model_io import load_model
@@ -50,6 +50,7 @@ class StageContext:
     data: Data
     device: torch.device
     teacher_path: Optional[str] = None
+    curve_path: Optional[str] = None
     record: dict = field(default_factory=dict)
     resume: Optional[ResumeFile] = None
     deadline: Optional[float] = None
@@ -81,6 +82,12 @@ class StageContext:
             raise PqdError(f"stage {self.params.stage!r} needs a teacher but none was given (--teacher)")
         teacher, _ = load_model(self.teacher_path)
         return trainer.freeze(teacher.to(self.device))
+
+    def load_curve(self) -> dict:
+        """The latency curve of the input model (``StageSpec.latency_curve``), measured where latency is."""
+        if not self.curve_path:
+            raise PqdError(f"stage {self.params.stage!r} prunes to a latency target but got no latency curve (--curve)")
+        return read_json(self.curve_path)
 
     def fit(self, model: nn.Module, *, lr: float, loss_fn: trainer.LossFn = trainer.cross_entropy, epoch_hooks=(),
             masks: Optional[dict] = None, epochs: Optional[int] = None) -> None:
@@ -116,7 +123,7 @@ def _meta(params: StageParams, num_classes: int, form: str, history: list, accur
 
 
 def run_stage(params: StageParams, data_path: str, output: str, input_path: Optional[str] = None,
-              teacher: Optional[str] = None, resume_key: Optional[str] = None) -> dict:
+              teacher: Optional[str] = None, resume_key: Optional[str] = None, curve: Optional[str] = None) -> dict:
     """Apply stage ``params.stage`` to the model at ``input_path`` and save it to ``output``.
 
     A starting stage (``StageSpec.starts``: dense training, EPSD) gets no input: it is handed a
@@ -138,7 +145,7 @@ def run_stage(params: StageParams, data_path: str, output: str, input_path: Opti
     record: dict = {"stage": spec.key, "name": spec.name, "settings": params.settings, "epochs": params.epochs,
                     "threads": params.threads, "config": params.to_dict(), "reported": list(spec.record)}
     resume = ResumeFile(output, resume_key) if resume_key else None
-    ctx = StageContext(params, data, device, teacher_path=teacher, record=record, resume=resume,
+    ctx = StageContext(params, data, device, teacher_path=teacher, curve_path=curve, record=record, resume=resume,
                        deadline=interrupts.job_deadline())
     t0 = time.perf_counter()
     model = importlib.import_module(spec.module).run(model, ctx)

@@ -233,6 +233,8 @@ def stage_input(spec):
             out["teacher"] = pipeline_model(wc.exp, guarded(pqd_config.teacher_pipeline)(exp_cfg(wc.exp), chain))
         if spec.imports and byo_checkpoint(wc.exp):
             out["imported"] = byo_checkpoint(wc.exp)
+        if spec.latency_curve and guarded(pqd_config.needs_curve)(exp_cfg(wc.exp), chain):
+            out["curve"] = curve_file(wc.exp, chain)
         return out
 
     return inputs
@@ -271,6 +273,22 @@ def onnx_file(exp, pipeline):
     if RUNTIMES.get(exp_cfg(exp)["measure"]["runtime"]).onnx:
         return rules.export_onnx.output[0].format(exp=exp, pipeline=pipeline)
     return []
+
+
+def curve_file(exp, chain):
+    """The latency curve of the model entering the last stage of ``chain`` (it lives beside that stage's output)."""
+    return f"{RESULTS}/{exp}/{pqd_pipeline.chain_dir(chain)}/latency_curve.json"
+
+
+@guarded
+def curve_json(wc):
+    return pqd_config.curve_params(exp_cfg(wc.exp), chain_of(wc.chain)).to_json()
+
+
+def reference_input(wc):
+    """For a pipeline with a latency-targeted stage: the model that entered it (timed beside the deployed one)."""
+    chain = guarded(pqd_config.latency_reference)(exp_cfg(wc.exp), final_chain(wc.pipeline))
+    return [] if chain is None else model_file(wc.exp, chain)
 
 
 def onnx_input(wc):

@@ -77,12 +77,14 @@ rule latency:
         dense=f"{RESULTS}/{{exp}}/dense/deployed.pt",
         onnx=onnx_input,
         dense_onnx=dense_onnx_input,
+        reference=reference_input,
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/latency.json",
     params:
         p=measure_json,
         onnx=optional_arg("--onnx", "onnx"),
         dense_onnx=optional_arg("--dense-onnx", "dense_onnx"),
+        reference=optional_arg("--reference", "reference"),
         track=runtime_track,
         code=lambda wc: code_hash(runtime_track(wc)),
     log:
@@ -95,4 +97,32 @@ rule latency:
         **resources("latency"),
     shell:
         "python3 -m pqd --track {params.track} latency --input {input.model:q} --dense {input.dense:q} {params.onnx} "
-        "{params.dense_onnx} --params {params.p:q} --output {output:q} > {log:q} 2>&1"
+        "{params.dense_onnx} {params.reference} --params {params.p:q} --output {output:q} > {log:q} 2>&1"
+
+
+rule latency_curve:
+    """Batch-1 latency of the model entering a latency-targeted stage s, pruned at a grid of channel
+    ratios as s prunes and deployed in the target's form, relative to the unpruned model timed in
+    the same rounds (pqd/latency_curve.py). Measured where latency is measured: like the latency
+    rule, it books the whole machine (and, on a cluster, the latency resources), not a training node."""
+    input:
+        model=lambda wc: model_file(wc.exp, chain_of(wc.chain)[:-1]),
+    output:
+        f"{RESULTS}/{{exp}}/{{chain}}/latency_curve.json",
+    wildcard_constraints:
+        chain="[a-z]*[" + "".join(l for l in pqd_pipeline.STAGES if pqd_pipeline.STAGES.get(l).latency_curve) + "]",
+    params:
+        p=curve_json,
+        track=lambda wc: tracked("pqd.latency_curve", exp=wc.exp, runtime=True),
+        code=lambda wc: code_hash(tracked("pqd.latency_curve", exp=wc.exp, runtime=True)),
+    log:
+        f"{LOGS}/{{exp}}/{{chain}}/latency_curve.log",
+    conda:
+        "../envs/pqd.yaml"
+    threads: lambda wc: exp_cfg(wc.exp)["measure"]["threads"]
+    resources:
+        cpus=MACHINE_CPUS,
+        **resources("latency"),
+    shell:
+        "python3 -m pqd --track {params.track} curve --input {input.model:q} --params {params.p:q} "
+        "--output {output:q} > {log:q} 2>&1"

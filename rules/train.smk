@@ -20,6 +20,7 @@ for _spec in pqd_pipeline.all_stage_specs():
             p=stage_json(_spec),
             model=optional_arg("--input", "model"),
             teacher=optional_arg("--teacher", "teacher"),
+            curve=optional_arg("--curve", "curve"),
             track=stage_track(_spec),
             code=stage_code(_spec),
         log:
@@ -34,7 +35,7 @@ for _spec in pqd_pipeline.all_stage_specs():
             **resources(pqd_pipeline.job_kind(_spec)),
         shell:
             "python3 -m pqd --track {params.track} stage --params {params.p:q} --data {input.data:q} {params.model} "
-            "{params.teacher} --output {output:q} > {log:q} 2>&1"
+            "{params.teacher} {params.curve} --output {output:q} > {log:q} 2>&1"
 
 
 rule equal_budget_control:

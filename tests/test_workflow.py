@@ -255,3 +255,36 @@ def test_claims_script_reads_the_summary_and_gives_a_verdict_per_claim(built: Pa
     assert "2. Unstructured pruning alone: not tested (no pipeline p in this summary)" in out
     assert "pqd - pdq:" in out  # claim 4 from pairwise.csv, the one other order here
     assert "pqd - ctl-dpq:" in out and "significantly better" in out  # claim 5
+
+
+LATENCY_S = """pipelines: [dense, s, sq]
+stages: {s: {target: latency, latency_keep: LATENCY_KEEP, latency_form: fp32, steps: 1}}
+protocols: {quick: {s: 1}}
+"""
+
+
+def test_latency_targeted_s_reads_a_curve_measured_by_its_own_job_and_reports_what_it_reached(built: Path):
+    """The curve is a job of its own (latency resources), s reads it, the pipelines' latency jobs
+    time the model that entered s beside the deployed one, and report.json holds target,
+    prediction and measurement; sq shares s's model and curve. Editing the target reruns s and not
+    the curve; editing the timing reruns the curve."""
+    edit = LATENCY_S.replace("LATENCY_KEEP", "0.9")
+    targets = [f"results/{EXP}/s/report.json", f"results/{EXP}/sq/report.json"]
+    jobs = planned(built, *targets, edit=edit)
+    assert jobs.get("latency_curve") == 1 and jobs.get("stage_structured") == 1 and "dense" not in jobs
+    smk(built, *targets, edit=edit)
+    curve = json.loads((built / f"results/{EXP}/s/latency_curve.json").read_text())
+    assert curve["points"][0]["ratio"] == 0 and curve["form"] == "fp32" and "isa" in curve["system"]
+    s = json.loads((built / f"results/{EXP}/s/report.json").read_text())
+    lt = s["latency_target"]
+    assert lt["target"] == {"latency_keep": 0.9} and lt["predicted_keep"] == 0.9 and lt["deployed_form"] == "fp32"
+    assert 0 < lt["measured_keep"] < 1.5 and lt["measured_keep_ci95"][0] <= lt["measured_keep"] <= lt["measured_keep_ci95"][1]
+    budget = s["stages"][-1]["structured"]["budget"]
+    assert 0 < s["stages"][-1]["structured"]["channel_ratio"] <= 0.8 and budget["form"] == "fp32"
+    sq = json.loads((built / f"results/{EXP}/sq/report.json").read_text())
+    assert sq["latency_target"]["deployed_form"] == "int8"  # measured against an INT8 reference
+    assert json.loads((built / f"results/{EXP}/pqd/report.json").read_text())["latency_target"] is None
+    jobs = planned(built, *targets, edit=LATENCY_S.replace("LATENCY_KEEP", "0.85"))
+    assert jobs.get("stage_structured") == 1 and "latency_curve" not in jobs
+    jobs = planned(built, *targets, edit=edit + "measure: {rounds: 5}\n")
+    assert jobs.get("latency_curve") == 1

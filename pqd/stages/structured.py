@@ -2,9 +2,12 @@
 
 Whole output channels (and, in a transformer, whole attention heads and MLP hidden units)
 are removed, so the deployed model is physically smaller: fewer parameters and MACs, and a
-lower measured latency, not masks. The setting is the fraction of MACs to keep: the uniform
-per-layer channel ratio that reaches it is solved for (:func:`pqd.channels.ratio_for_macs`),
-then channels go in ``steps`` rounds, each followed by fine-tuning, optionally distilling from
+lower measured latency, not masks. The budget is a fraction of the MACs to keep (the channel
+ratio that reaches it is solved for, :func:`pqd.channels.ratio_for_macs`) or, with ``target:
+latency``, a fraction of the unpruned model's *measured* latency in the deployed form and runtime:
+the ratio is then read off the input model's latency curve (:mod:`pqd.latency_budget`), measured
+by its own job where latency is measured, because MACs predict latency poorly on small layers
+and at channel counts the kernels' vector width does not divide. Then channels go in ``steps`` rounds, each followed by fine-tuning, optionally distilling from
 the unpruned model while pruning, as CPD does. Importance is the L2 magnitude of each coupled
 group or a first-order Taylor estimate ``|w * dL/dw|`` accumulated over training batches.
 Structured pruning reshapes FP32 layers: it runs before ``q``.
@@ -18,8 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pqd.channels import attention_heads, make_pruner, ratio_for_macs, sync_heads
+from pqd.latency_budget import ratio_for_latency, target_keep
 from pqd.losses import kd_objective
 from pqd.macs import macs, param_count
+from pqd.pipeline import latency_target
 from pqd.train import cross_entropy, freeze
 
 
@@ -31,11 +36,21 @@ def taylor_gradients(model: nn.Module, ctx, batches: int) -> None:
 
 
 def run(model: nn.Module, ctx) -> nn.Module:
-    """Remove channels/heads to ``macs_keep`` of the MACs in rounds, fine-tuning between."""
+    """Remove channels/heads to the budget (MACs or measured latency) in rounds, fine-tuning between."""
     s = ctx.settings
     model = model.cpu()
     before = {"macs": macs(model), "params": param_count(model)}
-    ratio = ratio_for_macs(model, s["macs_keep"], allocation=s["allocation"], round_to=s["round_to"])
+    target = latency_target(s)
+    if target:
+        curve = ctx.load_curve()
+        ratio, predicted = ratio_for_latency(curve, target_keep(curve, target))
+        budget = {"target": target, "form": curve["form"], "runtime": curve["runtime"], "threads": curve["threads"],
+                  "predicted_keep": predicted, "predicted_ms": predicted * curve["reference_ms"],
+                  "curve_reference_ms": curve["reference_ms"],
+                  "curve": [{"ratio": p["ratio"], "keep": p["keep"]} for p in curve["points"]]}
+    else:
+        ratio = ratio_for_macs(model, s["macs_keep"], allocation=s["allocation"], round_to=s["round_to"])
+        budget = {"target": {"macs_keep": s["macs_keep"]}}
     rounds = max(1, min(s["steps"], ctx.epochs))
     if attention_heads(model):
         # Torch-Pruning's iterative schedule can take the last head of a layer in a later round;
@@ -59,7 +74,7 @@ def run(model: nn.Module, ctx) -> nn.Module:
         model.cpu()
     after = {"macs": macs(model), "params": param_count(model)}
     ctx.record["structured"] = {
-        "channel_ratio": ratio, "allocation": s["allocation"], "round_to": s["round_to"], "rounds": rounds,
+        "budget": budget, "channel_ratio": ratio, "allocation": s["allocation"], "round_to": s["round_to"], "rounds": rounds,
         "out_channels": {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}, "macs_before": before["macs"], "macs_after": after["macs"],
         "params_before": before["params"], "params_after": after["params"],
         "macs_kept": after["macs"] / before["macs"], "params_kept": after["params"] / before["params"],
