@@ -258,12 +258,13 @@ def needs_curve(cfg: dict, chain: str) -> bool:
 
 
 def latency_reference(cfg: dict, chain: str) -> Optional[str]:
-    """The chain of the model that entered ``chain``'s latency-targeted stage (the unpruned
-    reference its ``latency`` job times beside the deployed model), None when no stage of ``chain``
-    prunes to a latency target."""
-    for i in range(1, len(chain) + 1):
-        if needs_curve(cfg, chain[:i]):
-            return chain[:i - 1]
+    """The chain of the model that entered ``chain``'s channel-pruning stage (one that can prune to
+    a latency target), None when ``chain`` has none. Its ``latency`` job times that unpruned model
+    beside the deployed one, in the same form, so every such pipeline reports the latency pruning
+    kept, whether its budget was latency or MACs (what a MACs target buys in time)."""
+    for i, c in enumerate(chain):
+        if STAGES.get(c).latency_curve:
+            return chain[:i]
     return None
 
 

@@ -49,23 +49,23 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
 
 
 def latency_target_report(stages: list[dict], lat: dict, deployed_form: str) -> Optional[dict]:
-    """Target, prediction and measurement of a latency-targeted ``s`` (None without one): the
-    deployed model's latency as a fraction of the unpruned model that entered ``s``, both timed in
-    the same rounds of the pipeline's latency job, in the deployed form and runtime, with a 95% CI
-    over timing rounds."""
+    """What structured pruning kept of the latency (None when no ``s`` ran): the deployed model's
+    latency as a fraction of the unpruned model that entered ``s``, both timed in the same rounds of
+    the pipeline's latency job in the deployed form and runtime (95% CI over timing rounds), beside
+    the budget ``s`` was given and, for a latency target, the keep its curve predicted."""
     from pqd import stats
 
-    budget = next((st["structured"]["budget"] for st in stages
-                   if "predicted_keep" in (st.get("structured") or {}).get("budget", {})), None)
+    budget = next((st["structured"]["budget"] for st in stages if "budget" in (st.get("structured") or {})), None)
     if budget is None or "reference" not in lat:
         return None
     keep = stats.ratio_interval([lat["model"]["round_ms"]], [lat["reference"]["round_ms"]])
-    return {"target": budget["target"], "target_keep": budget["predicted_keep"], "form": budget["form"],
-            "deployed_form": deployed_form, "runtime": budget["runtime"], "threads": budget["threads"],
-            "predicted_keep": budget["predicted_keep"], "predicted_ms": budget["predicted_ms"],
+    predicted = budget.get("predicted_keep")
+    return {"target": budget["target"], "target_keep": predicted, "form": budget.get("form", deployed_form),
+            "deployed_form": deployed_form, "runtime": lat["runtime"], "threads": lat["threads"],
+            "predicted_keep": predicted, "predicted_ms": budget.get("predicted_ms"),
             "measured_keep": keep.mean, "measured_keep_ci95": [keep.low, keep.high],
             "measured_ms": lat["model"]["median_ms"], "reference_ms": lat["reference"]["median_ms"],
-            "error": keep.mean - budget["predicted_keep"]}
+            "error": None if predicted is None else keep.mean - predicted}
 
 
 COLUMNS = ["pipeline", "deployed_form", "runtime", "seeds", "rank", "accuracy_mean", "accuracy_ci95_low",
@@ -248,9 +248,10 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
                      "for the same epochs and learning rates, stage by stage)." for c, ps in served.items()]
     targets = latency_target_lines(table, seeds)
     if targets:
-        lines += ["", "## Latency targets", "",
+        lines += ["", "## Latency kept by structured pruning", "",
                   "Deployed latency as a fraction of the unpruned model that entered `s`, timed in the same rounds "
-                  "(mean over seeds; 95% CI over timing rounds of the first seed).", "",
+                  "and the same form (mean over seeds; 95% CI over timing rounds of the first seed); predicted: "
+                  "read off the latency curve (latency targets only).", "",
                   "| pipeline | target | form (target / deployed) | predicted | measured [95% CI] |",
                   "|---|---|---|---|---|"] + targets
     warnings = student_warnings(table, seeds) + latency_target_warnings(table, seeds)
@@ -270,8 +271,9 @@ def latency_target_lines(table: dict, seeds: list) -> list[str]:
         if not lt[0]:
             continue
         t = lt[0]
+        predicted = "-" if t["predicted_keep"] is None else f"{t['predicted_keep']:.3f}"  # "-": a MACs budget
         what = ", ".join(f"{k} {v:g}" for k, v in t["target"].items())
-        out.append(f"| {p} | {what} | {t['form']} / {t['deployed_form']} | {t['predicted_keep']:.3f} | "
+        out.append(f"| {p} | {what} | {t['form']} / {t['deployed_form']} | {predicted} | "
                    f"{np.mean([x['measured_keep'] for x in lt]):.3f} [{t['measured_keep_ci95'][0]:.3f}, "
                    f"{t['measured_keep_ci95'][1]:.3f}] |")
     return out
@@ -287,7 +289,7 @@ def latency_target_warnings(table: dict, seeds: list) -> list[str]:
     out = []
     for p, by_seed in table.items():
         lt = [by_seed[s].get("latency_target") for s in seeds]
-        if not lt[0]:
+        if not lt[0] or lt[0]["target_keep"] is None:
             continue
         if lt[0]["form"] != lt[0]["deployed_form"]:
             out.append(f"{p}: its s stage targeted {lt[0]['form']} latency but the pipeline deploys "
