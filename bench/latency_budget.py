@@ -42,9 +42,10 @@ def variants(keep: float) -> dict[str, dict]:
 
 def run(name: str, s: dict, results: Path) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        json.dump({"results": str(results / name), "stages": {"s": s}}, f)  # JSON is YAML
-    cmd = [sys.executable, "-m", "snakemake", "-j2", "--configfile", str(CONFIG), f.name,
-           f"{results / name}/{EXP}/summary.csv"]
+        json.dump({"results": f"{results}/{name}", "stages": {"s": s}}, f)  # JSON is YAML
+    # targets first: --configfile takes every argument after it
+    cmd = [sys.executable, "-m", "snakemake", "-j2", f"{results}/{name}/{EXP}/summary.csv", "--configfile",
+           str(CONFIG), f.name]
     print("+", " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, cwd=ROOT, check=True)
 
@@ -64,11 +65,11 @@ def main() -> None:
     ap.add_argument("--results", default="results_c10jpg_latency")
     ap.add_argument("--no-run", action="store_true")
     a = ap.parse_args()
-    results = ROOT / a.results
     vs = variants(a.keep)
     if not a.no_run:
         for name, s in vs.items():
-            run(name, s, results)
+            run(name, s, a.results)
+    results = ROOT / a.results
     rows, correct = [], {}
     for name in vs:
         reps = reports(results / name)

@@ -61,15 +61,18 @@ def test_bring_your_own_module_prefixed_state_dict(tmp_path):
     assert torch.equal(fresh.linear.weight, m.linear.weight)
 
 
-def test_import_fills_batchnorm_counters_that_old_checkpoints_lack(tmp_path, digits_cache):
-    """Foreign checkpoints from older PyTorch (like the public CIFAR ResNet-20) have no
-    num_batches_tracked buffers; a missing conv weight is still an error."""
+def test_import_fills_batchnorm_counters_and_shortcut_maps_that_foreign_checkpoints_lack(tmp_path, digits_cache):
+    """Foreign checkpoints from older PyTorch and other code (like the public CIFAR ResNet-20) have
+    no num_batches_tracked buffers and no option-A shortcut channel maps; a missing conv weight is
+    still an error."""
     from helpers import stage_params
 
     from pqd.runner import run_stage
 
     m = build_model("resnet20", 10, 0.25)
-    sd = {"module." + k: v for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd = {"module." + k: v for k, v in m.state_dict().items()
+          if not k.endswith("num_batches_tracked") and not k.endswith("shortcut.source")}
+    assert len(sd) < len(m.state_dict()) - 9  # the public checkpoint's keys: no counters, no maps
     torch.save({"state_dict": sd}, tmp_path / "old.th")
     params = stage_params("", width=0.25, epochs=5, checkpoint=str(tmp_path / "old.th"))
     rec = run_stage(params, digits_cache, str(tmp_path / "dense.pt"))

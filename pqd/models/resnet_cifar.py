@@ -26,6 +26,10 @@ class PadShortcut(nn.Module):
     depends on the map's values: a QAT model is traced before its checkpoint's map is loaded.
     """
 
+    # the map is structure, not a learned value: a checkpoint from other code (He et al.'s pad has
+    # no buffer) gets it from a fresh build on import (pqd/stages/dense.py)
+    structural_buffers = ("source",)
+
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.stride, self.in_channels, self.out_channels = stride, cin, cout

@@ -13,13 +13,23 @@ from pqd.checkpoint import foreign_state_dict
 from pqd.errors import PqdError
 
 
+def structural_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of buffers that describe structure rather than learned values (modules list
+    them in ``structural_buffers``)."""
+    return {f"{name}.{b}" if name else b for name, m in model.named_modules()
+            for b in getattr(m, "structural_buffers", ())}
+
+
 def import_weights(model: nn.Module, checkpoint: str, backbone: str, width: float) -> None:
     """Load a foreign state dict into ``model``; a mismatch is a one-line error naming the fix."""
     sd = foreign_state_dict(checkpoint)
     own = model.state_dict()
-    # Checkpoints from older PyTorch lack BatchNorm's num_batches_tracked counters, which do
-    # not affect inference or momentum-based statistics: take them from the fresh model.
-    sd = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in sd}, **sd}
+    # Checkpoints from older PyTorch lack BatchNorm's num_batches_tracked counters, which do not
+    # affect inference or momentum-based statistics, and checkpoints from other code lack the
+    # buffers in which pqd's modules record their structure (``structural_buffers``: an option-A
+    # shortcut's channel map), which are right in a fresh unpruned build: take both from it.
+    fresh = {k for k in own if k.endswith("num_batches_tracked")} | structural_keys(model)
+    sd = {**{k: own[k] for k in fresh if k not in sd}, **sd}
     missing, unexpected = sorted(own.keys() - sd.keys()), sorted(sd.keys() - own.keys())
     if missing or unexpected:
         detail = "; ".join(f"{len(keys)} {what} keys (e.g. {', '.join(keys[:2])})"
