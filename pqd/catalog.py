@@ -31,13 +31,18 @@ def target_module(target: str) -> str:
 @dataclass(frozen=True)
 class BackboneSpec:
     """A 32x32 backbone. ``traceable``: Torch-Pruning can trace its channel couplings (every
-    backbone here can; a new one with an untraceable layer says so); ``onnx_int8``: its INT8 form
-    exports to ONNX (PyTorch's exporter has no mapping for the ViT's quantized reshapes)."""
+    backbone here can; a new one with an untraceable layer says so). ``onnx_int8``: how its INT8
+    form reaches ONNX: ``converted`` exports the converted model (PyTorch's exporter maps its
+    quantized kernels to QuantizeLinear/DequantizeLinear around float ops); ``fake_quant`` exports
+    the fake-quantized QAT graph instead (each FakeQuantize becomes a QuantizeLinear/
+    DequantizeLinear pair with the learned scale and zero point, which the runtime fuses into
+    integer kernels), for models whose converted ops have no ONNX mapping: the ViT's quantized
+    reshapes and matrix products. LayerNorm, softmax and GELU stay float either way."""
 
     name: str
     target: str
     traceable: bool = True
-    onnx_int8: bool = True
+    onnx_int8: str = "converted"
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ BACKBONES: Registry[BackboneSpec] = Registry("backbone", {s.name: s for s in (
     BackboneSpec("resnet32", "pqd.models.resnet_cifar:resnet32"),
     BackboneSpec("resnet44", "pqd.models.resnet_cifar:resnet44"),
     BackboneSpec("resnet56", "pqd.models.resnet_cifar:resnet56"),
-    BackboneSpec("vit", "pqd.models.vit:vit", onnx_int8=False),
+    BackboneSpec("vit", "pqd.models.vit:vit", onnx_int8="fake_quant"),
 )})
 
 DATASET_KINDS: Registry[DatasetKindSpec] = Registry("dataset kind", {s.name: s for s in (

@@ -113,11 +113,12 @@ def cmd_latency(a: argparse.Namespace) -> object:
     return {"speedup": res["speedup_vs_dense_fp32"], "median_ms": res["model"]["median_ms"]}
 
 
-@command("export the deployed model to ONNX (QDQ for INT8)", ("--input", REQ), ("--output", REQ))
+@command("export the deployed model to ONNX (QDQ for INT8)", ("--input", REQ), ("--output", REQ),
+         ("--source", {"help": "the fake-quantized model it was converted from (backbones exported from it)"}))
 def cmd_export(a: argparse.Namespace) -> object:
     from pqd.runtimes import export_onnx
 
-    return export_onnx(a.input, a.output)
+    return export_onnx(a.input, a.output, a.source)
 
 
 @command("report.json of one pipeline", ("--experiment", REQ), ("--pipeline", REQ), ("--input", REQ),

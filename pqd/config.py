@@ -175,8 +175,6 @@ def stage_params(cfg: dict, exp: str, chain: str) -> StageParams:
     spec.check_backbone(BACKBONES.get(cfg["backbone"]))
     if spec.check is not None:
         spec.check(settings(cfg, spec))
-    if spec.latency_curve and latency_target(settings(cfg, spec)):
-        curve_params(cfg, chain)  # the runtime must run the form the target is for
     return StageParams(
         stage=spec.key, label=f"{chain}:{spec.name}" if chain else DENSE, experiment=cfg.get("experiment", exp),
         backbone=cfg["backbone"],
@@ -272,29 +270,14 @@ def curve_params(cfg: dict, chain: str) -> CurveParams:
     """The latency curve the last stage of ``chain`` reads: its pruning settings, the configured
     runtime and timing, and the form its latency target is for."""
     s = settings(cfg, stage_spec(chain))
-    quantizing = next(iter(c for c in STAGES if STAGES.get(c).quantizes))
-    check_runtime(cfg, quantizing if s["latency_form"] == "int8" else "", "its INT8 latency curve",
-                  " or stages.s.latency_form: fp32")
     return CurveParams(measure=MeasureSettings(**cfg["measure"]), form=s["latency_form"],
                        allocation=s["allocation"], round_to=s["round_to"], ratios=list(CURVE_RATIOS))
 
 
 def eval_params(cfg: dict, exp: str, chain: str = "") -> EvalParams:
-    """Evaluation settings; fails at DAG-build time when the runtime cannot run the deployed form."""
-    check_runtime(cfg, chain)
+    """Evaluation settings (every backbone's deployed form runs in every runtime)."""
     return EvalParams(data=data_settings(cfg, augment=False), runtime=cfg["measure"]["runtime"])
 
 
 def measure_params(cfg: dict, chain: str = "") -> MeasureSettings:
-    check_runtime(cfg, chain)
     return MeasureSettings(**cfg["measure"])
-
-
-def check_runtime(cfg: dict, chain: str, what: str = "", fix: str = "") -> None:
-    """The configured runtime must run the deployed form of ``chain`` (INT8 when it quantizes)."""
-    runtime = RUNTIMES.get(cfg["measure"]["runtime"])
-    backbone = BACKBONES.get(cfg["backbone"])
-    if runtime.onnx and is_quantized(chain) and not backbone.onnx_int8:
-        raise PqdError(f"the INT8 {backbone.name} cannot be exported to ONNX, so measure.runtime "
-                       f"'{runtime.name}' cannot run {what or f'pipeline {chain!r}'}; set measure.runtime: torch "
-                       f"for this experiment{fix}")

@@ -59,14 +59,15 @@ def deployable(model: nn.Module, meta: dict, form: str, workdir: str, name: str,
     the observers ranges: latency depends on shapes and kernels, not on trained weights."""
     base = {k: meta[k] for k in META_KEYS if k in meta}
     base["arch"] = arch_mod.describe(model, build_model(meta["backbone"], meta["num_classes"], meta["width"]))
-    out = Path(workdir) / f"{name}.pt"
+    out, fake_path = Path(workdir) / f"{name}.pt", None
     if form == "int8":
         fake = qat.prepare_qat(copy.deepcopy(model), meta.get("reduce_range", True))
         with torch.no_grad():
             for _ in range(2):
                 fake(torch.randn(*input_shape(8)))
-        save_checkpoint(str(Path(workdir) / f"{name}_qat.pt"), fake.state_dict(), {**base, "form": "qat"})
-        deploy(str(Path(workdir) / f"{name}_qat.pt"), str(out))
+        fake_path = str(Path(workdir) / f"{name}_qat.pt")
+        save_checkpoint(fake_path, fake.state_dict(), {**base, "form": "qat"})
+        deploy(fake_path, str(out))
     elif form == "fp32":
         save_checkpoint(str(out), model.state_dict(), {**base, "form": "fp32"})
     else:
@@ -74,7 +75,7 @@ def deployable(model: nn.Module, meta: dict, form: str, workdir: str, name: str,
     onnx = None
     if RUNTIMES.get(runtime).onnx:
         onnx = str(Path(workdir) / f"{name}.onnx")
-        export_onnx(str(out), onnx)
+        export_onnx(str(out), onnx, source=fake_path)
     return str(out), onnx
 
 

@@ -17,6 +17,8 @@ learned quantization parameters stay exportable.
 
 from __future__ import annotations
 
+import operator
+
 import warnings
 from typing import Callable
 
@@ -58,11 +60,19 @@ def set_engine() -> None:
         torch.backends.quantized.engine = BACKEND
 
 
+# Ops a backbone can ask to keep float (``qat_float_ops`` on the model class), by name.
+FLOAT_OPS = {"add": (operator.add, torch.add)}
+
+
 def prepare_qat(model: nn.Module, reduce_range: bool = True) -> nn.Module:
-    """FP32 model -> fake-quantized FX GraphModule (in train mode), fusing conv-bn-relu."""
+    """FP32 model -> fake-quantized FX GraphModule (in train mode), fusing conv-bn-relu. Ops the
+    model lists in ``qat_float_ops`` stay float (the ViT's residual adds, see pqd/models/vit.py)."""
     set_engine()
     model = model.cpu().train()
     mapping = tq.QConfigMapping().set_global(qconfig(reduce_range))
+    for name in getattr(model, "qat_float_ops", ()):
+        for op in FLOAT_OPS[name]:
+            mapping = mapping.set_object_type(op, None)
     return prepare_qat_fx(model, mapping, example_inputs=(torch.randn(*input_shape(2)),))
 
 
@@ -70,6 +80,16 @@ def convert(qat_model: nn.Module) -> nn.Module:
     """Fake-quantized model -> INT8 model running quantized kernels (CPU, eval mode)."""
     set_engine()
     return convert_fx(qat_model.cpu().eval())
+
+
+def for_export(qat_model: nn.Module) -> nn.Module:
+    """The fake-quantized model frozen for ONNX export: eval mode, observers off, so each
+    FakeQuantize is a fixed quantize-dequantize with its learned scale (exported as a
+    QuantizeLinear/DequantizeLinear pair) and nothing updates a buffer (an in-place copy the
+    exporter cannot map)."""
+    model = qat_model.cpu().eval()
+    model.apply(tq.disable_observer)
+    return model
 
 
 def is_qat(model: nn.Module) -> bool:

@@ -11,12 +11,13 @@ re-calibrated, so pruned zeros are still integer zeros in the file.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from pqd.catalog import RUNTIMES, resolve
+from pqd import qat
+from pqd.catalog import BACKBONES, RUNTIMES, resolve
 from pqd.checkpoint import atomic_path
 from pqd.constants import input_shape
 from pqd.errors import PqdError
@@ -64,13 +65,26 @@ def _register_quantized_batchnorm() -> None:
     torch.onnx.register_custom_op_symbolic("quantized::batch_norm2d_relu", make(True), OPSET)
 
 
-def export_onnx(deployed: str, output: str) -> dict:
+def export_onnx(deployed: str, output: str, source: Optional[str] = None) -> dict:
     """Trace the deployed model (INT8 or FP32) into an ONNX file, batch dimension dynamic.
 
-    Uses the TorchScript-based exporter: it maps PyTorch's quantized ops to
-    QuantizeLinear/DequantizeLinear pairs around float ops (the QDQ format that ONNX
-    Runtime fuses into integer kernels)."""
+    Uses the TorchScript-based exporter. An INT8 model goes the way its backbone's catalogue entry
+    says (:attr:`pqd.catalog.BackboneSpec.onnx_int8`): its converted quantized ops are mapped to
+    QuantizeLinear/DequantizeLinear pairs around float ops (the QDQ format that ONNX Runtime and
+    OpenVINO fuse into integer kernels), or, for ``fake_quant`` backbones, the fake-quantized model
+    it was converted from (``source``, the pipeline's QAT checkpoint) is exported, each FakeQuantize
+    becoming such a pair with its learned scale: the same QDQ graph, reached where PyTorch has no
+    ONNX mapping for a converted op."""
     model, meta = load_model(deployed)
+    path = BACKBONES.get(meta["backbone"]).onnx_int8 if meta["form"] == "int8" else "converted"
+    if path == "fake_quant":
+        if not source:
+            raise PqdError(f"the INT8 {meta['backbone']} is exported from its fake-quantized model: pass its QAT "
+                           "checkpoint (--source, the pipeline's final model)")
+        model, src_meta = load_model(source)
+        if src_meta["form"] != "qat":
+            raise PqdError(f"{source} is {src_meta['form']}, not the fake-quantized model {deployed} was converted from")
+        model = qat.for_export(model)
     model.eval()
     _register_quantized_batchnorm()
     with atomic_path(output) as tmp, warnings.catch_warnings():
@@ -81,9 +95,9 @@ def export_onnx(deployed: str, output: str) -> dict:
                               dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
         except torch.onnx.errors.OnnxExporterError as e:  # SymbolicValueError and kin
             raise PqdError(f"cannot export the {meta['form']} {meta['backbone']} model to ONNX: PyTorch's exporter has "
-                           f"no mapping for one of its quantized ops ({str(e).splitlines()[0][:100]}); measure it "
-                           "with measure.runtime: torch") from None
-    return {"form": meta["form"], "opset": OPSET}
+                           f"no mapping for one of its ops ({str(e).splitlines()[0][:100]}); measure it with "
+                           "measure.runtime: torch") from None
+    return {"form": meta["form"], "opset": OPSET, "int8_path": path if meta["form"] == "int8" else None}
 
 
 def torch_runner(deployed: str, onnx_path: str | None, threads: int) -> torch.nn.Module:

@@ -268,6 +268,13 @@ def export_track(wc):
     return tracked("pqd.runtimes", exp=wc.exp)
 
 
+def export_source(wc):
+    """The pipeline's fake-quantized model, for a backbone whose INT8 ONNX is exported from it."""
+    chain = final_chain(wc.pipeline)
+    fake_quant = BACKBONES.get(exp_cfg(wc.exp)["backbone"]).onnx_int8 == "fake_quant"
+    return pipeline_model(wc.exp, wc.pipeline) if fake_quant and pqd_pipeline.is_quantized(chain) else []
+
+
 def onnx_file(exp, pipeline):
     """deployed.onnx of ``pipeline`` when the configured runtime executes ONNX, else nothing."""
     if RUNTIMES.get(exp_cfg(exp)["measure"]["runtime"]).onnx:

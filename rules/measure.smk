@@ -20,12 +20,15 @@ rule deploy:
 
 
 rule export_onnx:
-    """The deployed model as ONNX (QDQ for INT8), for the runtimes that run ONNX."""
+    """The deployed model as ONNX (QDQ for INT8), for the runtimes that run ONNX. A backbone whose
+    INT8 form is exported from its fake-quantized model (pqd.catalog: onnx_int8) also reads that."""
     input:
         model=rules.deploy.output[0],
+        source=export_source,
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/deployed.onnx",
     params:
+        source=optional_arg("--source", "source"),
         track=export_track,
         code=lambda wc: code_hash(export_track(wc)),
     log:
@@ -37,7 +40,8 @@ rule export_onnx:
         cpus=1,
         **resources("light"),
     shell:
-        "python3 -m pqd --track {params.track} export --input {input.model:q} --output {output:q} > {log:q} 2>&1"
+        "python3 -m pqd --track {params.track} export --input {input.model:q} {params.source} --output {output:q} "
+        "> {log:q} 2>&1"
 
 
 rule evaluate:

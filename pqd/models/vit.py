@@ -63,6 +63,11 @@ class Block(nn.Module):
 class ViT(nn.Module):
     # Structured pruning keeps the residual (embedding) width and prunes heads and MLP units.
     keep_width = ("patch_embed",)
+    # INT8: the residual stream stays float (the adds are not quantized; the linear layers' inputs
+    # and weights are). OpenVINO's low-precision transformations fail to compile a QDQ graph whose
+    # residual adds take two dequantized inputs, and a float residual stream is the usual choice
+    # for INT8 transformers (precision of the sum of many small updates).
+    qat_float_ops = ("add",)
 
     def __init__(self, num_classes: int = 10, width: float = 1.0, dim: int = 96, depth: int = 4,
                  num_heads: int = 4, mlp_ratio: float = 2.0, patch: int = 4, image_size: int = IMAGE_SIZE) -> None:
