@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench/train_throughput.py", "ratio pqd / torchvision"),
     ("bench/snakemake_overhead.py", "jobs to rerun after that edit"),
     ("bench/benchmark_app_check.py", "pqd / benchmark_app"),
+    ("bench/round_to.py", "latency kept / MACs kept"),
+    ("bench/vit_int8.py", "vs fake-quantized"),
 ])
 def test_bench_script_smoke_run(script, expect):
     res = subprocess.run([sys.executable, str(ROOT / script), "--smoke"], capture_output=True, text=True,

@@ -1,0 +1,93 @@
+"""INT8 against FP32 ViT in each runtime, and the INT8 ViT's top-1 in the ONNX runtimes against
+PyTorch's fake-quantized model (BENCHMARKS.md section 5).
+
+    python bench/vit_int8.py                      # widths 1, 2, 4 (embedding 96, 192, 384), 1 thread
+    python bench/vit_int8.py --smoke              # tiny, for CI
+
+Latency: for each width, the ViT is deployed as the workflow deploys it (FP32; INT8 through FX QAT
+prepare with observers fed, convert for PyTorch, and the QDQ export of the fake-quantized model for
+ONNX Runtime and OpenVINO) and all forms and runtimes are timed interleaved in one process, batch 1;
+printed: each runtime's FP32 / INT8 latency ratio (above 1: INT8 faster). Weights are untrained
+(latency depends on shapes, not values). Accuracy: a ViT (``--acc-width``) trained briefly on the
+digits data (FP32 with AdamW, then one QAT epoch), top-1 on its 360 test images of the PyTorch
+fake-quantized model, the converted PyTorch INT8 model and the two ONNX runtimes; the goal is within
+1 point of the fake-quantized model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pqd import qat as quant
+from pqd.checkpoint import save_checkpoint
+from pqd.data import load_data, prepare
+from pqd.measure import cpu_info, deploy, deployable, interleaved_latency
+from pqd.models import build_model
+from pqd.runtimes import export_onnx, make_runner
+from pqd.train import evaluate, fit
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+
+
+def latency_rows(width: float, threads: int, runs: int, rounds: int) -> list[str]:
+    torch.manual_seed(0)
+    model = build_model("vit", 10, width).eval()
+    meta = {"backbone": "vit", "dataset": "bench", "num_classes": 10, "width": width, "reduce_range": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = {f"{rt}_{form}": make_runner(rt, *deployable(model, meta, form, tmp, f"{rt}_{form}", rt), threads)
+                   for rt in RUNTIMES for form in ("fp32", "int8")}
+        res = interleaved_latency(runners, runs=runs, warmup=10, rounds=rounds, threads=threads)
+    dim = model.patch_embed.out_channels
+    return [f"| {width:g} ({dim}) | {rt} | {res[f'{rt}_fp32']['median_ms']:.3f} | {res[f'{rt}_int8']['median_ms']:.3f} | "
+            f"{res[f'{rt}_fp32']['median_ms'] / res[f'{rt}_int8']['median_ms']:.2f} |" for rt in RUNTIMES]
+
+
+def accuracy_rows(width: float, epochs: int, threads: int) -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = str(Path(tmp) / "digits.pt")
+        prepare("digits", {"kind": "digits"}, tmp, cache)
+        data = load_data(cache, augment={"crop_pad": 2})
+        torch.manual_seed(0)
+        vit = build_model("vit", 10, width)
+        fit(vit, data, epochs=epochs, lr=1e-3, batch_size=64, optimizer="adamw", log=io.StringIO())
+        q = quant.prepare_qat(vit)
+        fit(q, data, epochs=1, lr=5e-4, batch_size=64, optimizer="adamw", log=io.StringIO())
+        meta = {"backbone": "vit", "num_classes": 10, "width": width, "reduce_range": True}
+        src, dep, onnx = (str(Path(tmp) / n) for n in ("qat.pt", "deployed.pt", "deployed.onnx"))
+        save_checkpoint(src, q.state_dict(), {**meta, "form": "qat"})
+        deploy(src, dep)
+        export_onnx(dep, onnx, source=src)
+        fake = evaluate(quant.for_export(q), data)
+        acc = {rt: evaluate(make_runner(rt, dep, onnx, threads), data) for rt in RUNTIMES}
+    return [f"| {width:g} | fake-quantized (PyTorch) | {fake:.2f} | - |"] + [
+        f"| {width:g} | INT8 {rt} | {a:.2f} | {a - fake:+.2f} |" for rt, a in acc.items()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--widths", type=float, nargs="*", default=[1.0, 2.0, 4.0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--acc-width", type=float, default=1.0)
+    ap.add_argument("--acc-epochs", type=int, default=15)
+    ap.add_argument("--smoke", action="store_true")
+    a = ap.parse_args()
+    if a.smoke:
+        a.widths, a.runs, a.rounds, a.acc_width, a.acc_epochs = [0.25], 20, 4, 0.25, 1
+    info = cpu_info()
+    print(f"CPU: {info['cpu']}, ISA {' '.join(info['isa'])}, threads {a.threads}, torch {torch.__version__}")
+    print("| width (embedding) | runtime | FP32 ms | INT8 ms | FP32 / INT8 |\n|---|---|---|---|---|")
+    for w in a.widths:
+        print("\n".join(latency_rows(w, a.threads, a.runs, a.rounds)), flush=True)
+    print(f"\n| width | model | top-1 % (digits, 360 images) | vs fake-quantized |\n|---|---|---|---|")
+    print("\n".join(accuracy_rows(a.acc_width, a.acc_epochs, a.threads)))
+
+
+if __name__ == "__main__":
+    main()
