@@ -26,9 +26,8 @@ from pqd.channels import prune_once, ratio_for_macs
 from pqd.errors import PqdError
 from pqd.latency_curve import per_round_keep
 from pqd.macs import macs
-from pqd.measure import cpu_info, deployable, interleaved_latency
+from pqd.measure import cpu_info, deployed_runner, interleaved_latency
 from pqd.models import build_model
-from pqd.runtimes import make_runner
 
 
 def main() -> None:
@@ -68,10 +67,9 @@ def main() -> None:
         for runtime in a.runtimes:
             for form in a.forms:
                 with tempfile.TemporaryDirectory() as tmp:
-                    runners = {"reference": make_runner(runtime, *deployable(model, meta, form, tmp, "ref", runtime),
-                                                        a.threads)}
+                    runners = {"reference": deployed_runner(model, meta, form, tmp, "ref", runtime, a.threads)}
                     for r, (_, m, _) in pruned.items():
-                        runners[r] = make_runner(runtime, *deployable(m, meta, form, tmp, f"r{r}", runtime), a.threads)
+                        runners[r] = deployed_runner(m, meta, form, tmp, f"r{r}", runtime, a.threads)
                     res = interleaved_latency(runners, runs=a.runs, warmup=10, rounds=a.rounds, threads=a.threads)
                 for r, (ratio, _, kept) in pruned.items():
                     keep = per_round_keep(res[r]["round_ms"], res["reference"]["round_ms"])

@@ -26,7 +26,7 @@ import torch
 from pqd import qat as quant
 from pqd.checkpoint import save_checkpoint
 from pqd.data import load_data, prepare
-from pqd.measure import cpu_info, deploy, deployable, interleaved_latency
+from pqd.measure import cpu_info, deploy, deployed_runner, interleaved_latency
 from pqd.models import build_model
 from pqd.runtimes import export_onnx, make_runner
 from pqd.train import evaluate, fit
@@ -39,7 +39,7 @@ def latency_rows(width: float, threads: int, runs: int, rounds: int) -> list[str
     model = build_model("vit", 10, width).eval()
     meta = {"backbone": "vit", "dataset": "bench", "num_classes": 10, "width": width, "reduce_range": True}
     with tempfile.TemporaryDirectory() as tmp:
-        runners = {f"{rt}_{form}": make_runner(rt, *deployable(model, meta, form, tmp, f"{rt}_{form}", rt), threads)
+        runners = {f"{rt}_{form}": deployed_runner(model, meta, form, tmp, f"{rt}_{form}", rt, threads)
                    for rt in RUNTIMES for form in ("fp32", "int8")}
         res = interleaved_latency(runners, runs=runs, warmup=10, rounds=rounds, threads=threads)
     dim = model.patch_embed.out_channels

@@ -29,10 +29,10 @@ from pqd.channels import prune_once
 from pqd.checkpoint import code_version
 from pqd.errors import PqdError
 from pqd.macs import macs
-from pqd.measure import cpu_info, deployable, interleaved_latency
-from pqd.model_io import load_model
+from pqd.measure import cpu_info, deployed_runner, interleaved_latency, load_unpruned
 from pqd.params import CurveParams
-from pqd.runtimes import make_runner, runtime_versions
+from pqd.runtimes import runtime_versions
+
 
 def per_round_keep(model_rounds: list[float], reference_rounds: list[float]) -> float:
     """Median over timing rounds of the per-round latency ratio (the two were timed in the same rounds)."""
@@ -43,16 +43,13 @@ def measure_curve(model_path: str, p: CurveParams) -> dict:
     """Time the model at ``model_path`` pruned at each of ``p.ratios`` (0 first: the reference)."""
     if not p.ratios or p.ratios[0] != 0:
         raise PqdError("a latency curve starts at ratio 0 (the unpruned reference)")
-    model, meta = load_model(model_path)
-    if meta.get("form", "fp32") != "fp32":
-        raise PqdError(f"{model_path} is {meta['form']}; structured pruning starts from an FP32 model")
+    model, meta = load_unpruned(model_path)
     runtime, threads = p.measure.runtime, p.measure.threads
     points, runners = [], {}
     with tempfile.TemporaryDirectory(prefix="pqd-curve-") as tmp:
         for i, ratio in enumerate(p.ratios):
-            m = model.eval() if ratio == 0 else prune_once(model, ratio, p.allocation, p.round_to).eval()
-            ckpt, onnx = deployable(m, meta, p.form, tmp, f"r{i}", runtime)
-            runners[f"r{i}"] = make_runner(runtime, ckpt, onnx, threads)
+            m = model if ratio == 0 else prune_once(model, ratio, p.allocation, p.round_to).eval()
+            runners[f"r{i}"] = deployed_runner(m, meta, p.form, tmp, f"r{i}", runtime, threads)
             points.append({"ratio": ratio, "macs": macs(m),
                            "out_channels": sum(c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d))})
         res = interleaved_latency(runners, runs=p.measure.runs, warmup=p.measure.warmup, rounds=p.measure.rounds,

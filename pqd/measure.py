@@ -52,11 +52,12 @@ def deploy(src: str, output: str) -> dict:
     return {"form": form}
 
 
-def deployable(model: nn.Module, meta: dict, form: str, workdir: str, name: str, runtime: str) -> tuple[str, Optional[str]]:
-    """Write ``model`` (FP32) as a deployed artifact of ``form`` under ``workdir``: the checkpoint
-    and, for an ONNX runtime, its ONNX export. INT8 goes through the pipeline's own path (QAT
-    prepare, then :func:`deploy`'s convert), after a few random batches have given
-    the observers ranges: latency depends on shapes and kernels, not on trained weights."""
+def deployed_runner(model: nn.Module, meta: dict, form: str, workdir: str, name: str, runtime: str,
+                    threads: int) -> Callable:
+    """``model`` (FP32) deployed in ``form`` and ready to time in ``runtime``: written under ``workdir``
+    as a checkpoint and, for an ONNX runtime, its ONNX export. INT8 goes through the pipeline's own
+    path (QAT prepare, then :func:`deploy`'s convert), after a few random batches have given the
+    observers ranges: latency depends on shapes and kernels, not on trained weights."""
     base = {k: meta[k] for k in META_KEYS if k in meta}
     base["arch"] = arch_mod.describe(model, build_model(meta["backbone"], meta["num_classes"], meta["width"]))
     out, fake_path = Path(workdir) / f"{name}.pt", None
@@ -76,18 +77,23 @@ def deployable(model: nn.Module, meta: dict, form: str, workdir: str, name: str,
     if RUNTIMES.get(runtime).onnx:
         onnx = str(Path(workdir) / f"{name}.onnx")
         export_onnx(str(out), onnx, source=fake_path)
-    return str(out), onnx
+    return make_runner(runtime, str(out), onnx, threads)
+
+
+def load_unpruned(model_path: str) -> tuple[nn.Module, dict]:
+    """The model that enters structured pruning (FP32, as ``s`` runs before ``q``), in eval mode."""
+    model, meta = load_model(model_path)
+    if meta.get("form", "fp32") != "fp32":
+        raise PqdError(f"{model_path} is {meta['form']}, but structured pruning and its latency reference start "
+                       "from an FP32 model; put s before q in the pipeline")
+    return model.eval(), meta
 
 
 def reference_runner(model_path: str, form: str, runtime: str, threads: int, workdir: str) -> Callable:
     """The unpruned model (the one that entered ``s``) deployed in ``form`` and ready to time in
     ``runtime``: what a latency target is a fraction of."""
-    model, meta = load_model(model_path)
-    if meta.get("form", "fp32") != "fp32":
-        raise PqdError(f"{model_path} is {meta['form']}, but structured pruning and its latency reference start "
-                       "from an FP32 model; put s before q in the pipeline")
-    ckpt, onnx = deployable(model.eval(), meta, form, workdir, "reference", runtime)
-    return make_runner(runtime, ckpt, onnx, threads)
+    model, meta = load_unpruned(model_path)
+    return deployed_runner(model, meta, form, workdir, "reference", runtime, threads)
 
 
 def layer_weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -284,7 +284,7 @@ def onnx_file(exp, pipeline):
 
 def curve_file(exp, chain):
     """The latency curve of the model entering the last stage of ``chain`` (it lives beside that stage's output)."""
-    return f"{RESULTS}/{exp}/{pqd_pipeline.chain_dir(chain)}/latency_curve.json"
+    return rules.latency_curve.output[0].format(exp=exp, chain=chain)
 
 
 @guarded
@@ -293,7 +293,7 @@ def curve_json(wc):
 
 
 def reference_input(wc):
-    """For a pipeline with a latency-targeted stage: the model that entered it (timed beside the deployed one)."""
+    """For a pipeline with a channel-pruning stage (s): the model that entered it (timed beside the deployed one)."""
     chain = guarded(pqd_config.latency_reference)(exp_cfg(wc.exp), final_chain(wc.pipeline))
     return [] if chain is None else model_file(wc.exp, chain)
 
