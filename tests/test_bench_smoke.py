@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench/benchmark_app_check.py", "pqd / benchmark_app"),
     ("bench/round_to.py", "latency kept / MACs kept"),
     ("bench/vit_int8.py", "vs fake-quantized"),
+    ("bench/far_frontier.py", "fastest with mean loss under 1 point"),
 ])
 def test_bench_script_smoke_run(script, expect):
     res = subprocess.run([sys.executable, str(ROOT / script), "--smoke"], capture_output=True, text=True,

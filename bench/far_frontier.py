@@ -1,0 +1,184 @@
+"""The far frontier: the fastest pipeline within 1 point of dense top-1, per backbone (BENCHMARKS.md
+section 9).
+
+    python bench/far_frontier.py [--keep 0.6] [--results DIR] [--experiments ...] [--pipelines ...]
+                                 [--no-run] [--smoke]
+
+Phase 1 (``config/examples/c10jpg_far_dense.yaml``) trains the dense VGG-16-BN and ResNet-18 at
+width 0.5 on c10jpg; phase 2 (``config/examples/c10jpg_far.yaml``) imports each dense model for
+every seed and runs the compressed pipelines (INT8 QAT alone, and structured pruning to a measured
+INT8 latency budget, then QAT, then KD). Then, per backbone, it prints each pipeline's top-1 minus
+dense (points, 95% CI, bootstrap over seeds and test images, paired) and its speedup over dense FP32
+in the same runtime (95% CI over seeds and timing rounds), and names the fastest pipeline whose
+top-1 is within 1 point of dense in both senses: the mean loss is under 1 point, and so is the
+95% CI's lower end (the loss is under 1 point with confidence). The goal checked is Comb-Prune-
+Distill's 4.3x. ``--keep`` sets ``stages.s.latency_keep`` (a point further up or down the frontier,
+written to ``--results``; ``--experiments`` and ``--pipelines`` narrow phase 2 to what that point
+needs; dense is always among the pipelines). ``--no-run`` only reads what the runs wrote; ``--smoke`` runs both phases on the
+embedded digits data with a tiny ResNet-20 in a temporary directory (for CI: the script keeps running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pqd import stats
+from pqd.report import load_correct
+
+ROOT = Path(__file__).resolve().parent.parent
+DENSE_CONFIG = ROOT / "config/examples/c10jpg_far_dense.yaml"
+CONFIG = ROOT / "config/examples/c10jpg_far.yaml"
+MARGIN = 1.0  # points of top-1 a pipeline may lose and still count
+GOAL = 4.3    # Comb-Prune-Distill's best speedup (at a 1.8-point loss)
+
+
+def snakemake(targets: list[str], configs: list[Path]) -> None:
+    # targets first: --configfile takes every argument after it
+    cmd = [sys.executable, "-m", "snakemake", "-j2", *targets, "--configfile", *map(str, configs)]
+    print("+", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def smoke_overlays(tmp: Path) -> tuple[Path, Path]:  # (phase 1's, phase 2's)
+    """Both phases shrunk to minutes: digits, ResNet-20 at width 0.25, one epoch per stage, two seeds of sqd."""
+    common = {"experiments": ["resnet20_digits"], "width": 0.25,
+              "protocols": {"reduced": {"dense": 1, "s": 1, "q": 1, "d": 1}},
+              "measure": {"runs": 200, "warmup": 2, "rounds": 4}, "overrides": {},
+              # a MACs budget (a tiny model's latency curve is too flat and noisy to promise a latency target),
+              # free channel counts (round_to 4 cannot thin its 4-channel layers)
+              "stages": {"s": {"target": "macs", "macs_keep": 0.7, "latency_keep": None, "round_to": 1}}}
+    dense = {**common, "results": str(tmp / "dense")}
+    far = {**common, "results": str(tmp / "far"), "seeds": [0, 1], "pipelines": ["dense", "sqd"],
+           "overrides": {"resnet20_digits": {"dense": {"checkpoint": str(tmp / "dense/resnet20_digits/dense/dense.pt")}}}}
+    paths = tmp / "dense.yaml", tmp / "far.yaml"
+    for path, cfg in zip(paths, (dense, far)):
+        path.write_text(json.dumps(cfg))  # JSON is YAML
+    return paths
+
+
+def point_overlay(tmp: Path, a: argparse.Namespace) -> Path | None:
+    """Phase 2's settings for one point of the frontier, when they differ from the example config's."""
+    over = {"results": a.results} if a.results else {}
+    if a.keep is not None:
+        over["stages"] = {"s": {"latency_keep": a.keep}}
+    if a.experiments:
+        over["experiments"] = a.experiments
+    if a.pipelines:
+        over["pipelines"] = ["dense", *[p for p in a.pipelines if p != "dense"]]
+    if not over:
+        return None
+    path = tmp / "point.yaml"
+    path.write_text(json.dumps(over))  # JSON is YAML
+    return path
+
+
+def run(dense_cfg: list[Path], far_cfg: list[Path]) -> None:
+    d, f = merged(dense_cfg), merged(far_cfg)
+    snakemake([f"{d['results']}/{e}/dense/report.json" for e in d["experiments"]], dense_cfg)
+    snakemake([f"{f['results']}/{e}/summary.csv" for e in f["experiments"]], far_cfg)
+
+
+def merged(configs: list[Path]) -> dict:
+    """The settings this script reads (results, experiments, pipelines, seeds) after the overlays."""
+    out: dict = {}
+    for path in configs:
+        out.update({k: v for k, v in yaml.safe_load(path.read_text()).items()
+                    if k in ("results", "experiments", "pipelines", "seeds")})
+    return out
+
+
+def reports(results: Path, exp: str, pipeline: str) -> list[dict]:
+    """The pipeline's report in every seed's replicate (results/<exp>/ and results/<exp>-s<N>/)."""
+    out = []
+    for path in [results / exp / pipeline / "report.json", *results.glob(f"{exp}-s*/{pipeline}/report.json")]:
+        if not path.exists():
+            raise SystemExit(f"{path} is missing; run without --no-run first")
+        rep = json.loads(path.read_text())
+        rep["_path"] = str(path)
+        out.append(rep)
+    return sorted(out, key=lambda r: r["seed"])
+
+
+def frontier(results: Path, exp: str, pipelines: list[str]) -> tuple[pd.DataFrame, dict]:
+    """One row per pipeline: top-1 and its difference from dense, speedup, and whether it counts."""
+    summary = pd.read_csv(results / exp / "summary.csv").set_index("pipeline")
+    reps = {p: reports(results, exp, p) for p in pipelines}
+    correct = {p: np.stack([load_correct(r["_path"]) for r in reps[p]]) for p in pipelines}
+    n_seeds, n_images = correct["dense"].shape
+    res = stats.Resampler(n_seeds, n_images)
+    rows = []
+    for p in pipelines:
+        s = summary.loc[p]
+        row = {"pipeline": p, "deployed": s["deployed_form"], "top1": s["accuracy_mean"],
+               "top1_ci95": f"[{s['accuracy_ci95_low']:.2f}, {s['accuracy_ci95_high']:.2f}]",
+               "speedup_same_runtime": s["speedup_same_runtime_mean"],
+               "speedup_ci95": f"[{s['speedup_same_runtime_ci95_low']:.2f}, {s['speedup_same_runtime_ci95_high']:.2f}]",
+               "speedup_ci95_low": s["speedup_same_runtime_ci95_low"], "mmacs": s["macs"] / 1e6,
+               "size_kb": s["size_bytes"] / 1e3}
+        if p != "dense":
+            c = stats.paired_comparison(p, "dense", correct[p], correct["dense"], res)
+            row.update(vs_dense=c.diff, vs_dense_ci95=f"[{c.low:+.2f}, {c.high:+.2f}]",
+                       within=c.diff > -MARGIN, within_confident=c.low > -MARGIN)
+        lt = [r.get("latency_target") for r in reps[p] if r.get("latency_target")]
+        if lt:
+            target = ", ".join(f"{k} {v:g}" for k, v in lt[0]["target"].items())
+            row["latency_kept_by_s"] = f"{np.mean([x['measured_keep'] for x in lt]):.3f} ({target})"
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    first = reps["dense"][0]
+    facts = {"seeds": n_seeds, "images": n_images, "system": first["system"], "dense_top1": summary.loc["dense", "accuracy_mean"],
+             "runtime": summary.loc["dense", "runtime"], "commit": first["code_version"].get("git")}
+    return df, facts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", type=float, help="stages.s.latency_keep (default: the example config's, 0.6)")
+    ap.add_argument("--results", help="phase 2's results directory (default: the example config's)")
+    ap.add_argument("--experiments", nargs="*", help="phase 2's experiments (default: both backbones)")
+    ap.add_argument("--pipelines", nargs="*", help="phase 2's pipelines (default: dense q sq sqd)")
+    ap.add_argument("--no-run", action="store_true")
+    ap.add_argument("--smoke", action="store_true")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pqd-far-") as tmp:
+        overlays = smoke_overlays(Path(tmp)) if a.smoke else (None, None)
+        point = point_overlay(Path(tmp), a)
+        dense_cfg = [p for p in (DENSE_CONFIG, overlays[0]) if p]
+        far_cfg = [p for p in (CONFIG, overlays[1], point) if p]
+        if not a.no_run:
+            run(dense_cfg, far_cfg)
+        d, f = merged(dense_cfg), merged(far_cfg)
+        for exp in f["experiments"]:
+            df, facts = frontier(ROOT / f["results"], exp, f["pipelines"])
+            dense_rep = reports(ROOT / d["results"], exp, "dense")[0]
+            print(f"\n## {exp}: dense {facts['dense_top1']:.2f}% (trained {dense_rep['stages'][0]['wall_s'] / 60:.1f} min, "
+                  f"{dense_rep['stages'][0]['epochs']} epochs); {facts['seeds']} seeds x {facts['images']} test images, "
+                  f"{facts['runtime']}")
+            shown = df.drop(columns=["speedup_ci95_low"])
+            print(shown.to_markdown(index=False, floatfmt=".2f"))
+            for col, what in (("within", "mean loss under 1 point"), ("within_confident", "loss under 1 point with 95% confidence")):
+                ok = df[df.get(col, pd.Series(False, index=df.index)).fillna(False).astype(bool)]
+                if ok.empty:
+                    print(f"fastest with {what}: none")
+                    continue
+                best = ok.loc[ok["speedup_same_runtime"].idxmax()]
+                verdict = "reaches" if best["speedup_ci95_low"] >= GOAL else (
+                    "reaches on the mean only" if best["speedup_same_runtime"] >= GOAL else "misses")
+                print(f"fastest with {what}: {best['pipeline']} at {best['speedup_same_runtime']:.2f}x "
+                      f"{best['speedup_ci95']}, top-1 {best['vs_dense']:+.2f} {best['vs_dense_ci95']} vs dense: "
+                      f"{verdict} the {GOAL}x goal")
+        sysinfo = facts["system"]
+        print(f"\nCPU: {sysinfo['cpu']}, ISA {' '.join(sysinfo['isa'])}; torch {sysinfo['torch']}; commit {facts['commit']}")
+
+
+if __name__ == "__main__":
+    main()
