@@ -8,7 +8,7 @@ Phase 1 (``config/examples/c10jpg_far_dense.yaml``) trains the dense VGG-16-BN a
 width 0.5 on c10jpg; phase 2 (``config/examples/c10jpg_far.yaml``) imports each dense model for
 every seed and runs the compressed pipelines (INT8 QAT alone, and structured pruning to a measured
 INT8 latency budget, then QAT, then KD). Then, per backbone, it prints each pipeline's top-1 minus
-dense (points, 95% CI, bootstrap over seeds and test images, paired) and its speedup over dense FP32
+dense (points, 95% CI, bootstrap over seeds and test images, paired: the summary's pairwise.csv) and its speedup over dense FP32
 in the same runtime (95% CI over seeds and timing rounds), and names the fastest pipeline whose
 top-1 is within 1 point of dense in both senses: the mean loss is under 1 point, and so is the
 95% CI's lower end (the loss is under 1 point with confidence). The goal checked is Comb-Prune-
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pqd import stats
+from pqd.pipeline import replicate_name
 from pqd.report import load_correct
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,25 +98,26 @@ def merged(configs: list[Path]) -> dict:
     return out
 
 
-def reports(results: Path, exp: str, pipeline: str) -> list[dict]:
-    """The pipeline's report in every seed's replicate (results/<exp>/ and results/<exp>-s<N>/)."""
+def reports(results: Path, exp: str, pipeline: str, seeds: list[int]) -> list[dict]:
+    """The pipeline's report in each configured seed's replicate (not whatever else the directory holds)."""
     out = []
-    for path in [results / exp / pipeline / "report.json", *results.glob(f"{exp}-s*/{pipeline}/report.json")]:
+    for seed in seeds:
+        path = results / replicate_name(exp, seed, seeds) / pipeline / "report.json"
         if not path.exists():
             raise SystemExit(f"{path} is missing; run without --no-run first")
         rep = json.loads(path.read_text())
         rep["_path"] = str(path)
         out.append(rep)
-    return sorted(out, key=lambda r: r["seed"])
+    return out
 
 
-def frontier(results: Path, exp: str, pipelines: list[str]) -> tuple[pd.DataFrame, dict]:
-    """One row per pipeline: top-1 and its difference from dense, speedup, and whether it counts."""
+def frontier(results: Path, exp: str, pipelines: list[str], seeds: list[int]) -> tuple[pd.DataFrame, dict]:
+    """One row per pipeline: top-1 and its difference from dense, speedup, and whether it counts.
+    Everything statistical is the workflow's own summary (summary.csv, and pairwise.csv's paired
+    "vs dense" comparisons), so the figures printed here are the ones the summary shows."""
     summary = pd.read_csv(results / exp / "summary.csv").set_index("pipeline")
-    reps = {p: reports(results, exp, p) for p in pipelines}
-    correct = {p: np.stack([load_correct(r["_path"]) for r in reps[p]]) for p in pipelines}
-    n_seeds, n_images = correct["dense"].shape
-    res = stats.Resampler(n_seeds, n_images)
+    vs_dense = pd.read_csv(results / exp / "pairwise.csv").query("b == 'dense' and why == 'vs dense'").set_index("a")
+    reps = {p: reports(results, exp, p, seeds) for p in pipelines}
     rows = []
     for p in pipelines:
         s = summary.loc[p]
@@ -127,9 +128,9 @@ def frontier(results: Path, exp: str, pipelines: list[str]) -> tuple[pd.DataFram
                "speedup_ci95_low": s["speedup_same_runtime_ci95_low"], "mmacs": s["macs"] / 1e6,
                "size_kb": s["size_bytes"] / 1e3}
         if p != "dense":
-            c = stats.paired_comparison(p, "dense", correct[p], correct["dense"], res)
-            row.update(vs_dense=c.diff, vs_dense_ci95=f"[{c.low:+.2f}, {c.high:+.2f}]",
-                       within=c.diff > -MARGIN, within_confident=c.low > -MARGIN)
+            c = vs_dense.loc[p]
+            row.update(vs_dense=c["diff"], vs_dense_ci95=f"[{c['diff_ci95_low']:+.2f}, {c['diff_ci95_high']:+.2f}]",
+                       within=c["diff"] > -MARGIN, within_confident=c["diff_ci95_low"] > -MARGIN)
         lt = [r.get("latency_target") for r in reps[p] if r.get("latency_target")]
         if lt:
             target = ", ".join(f"{k} {v:g}" for k, v in lt[0]["target"].items())
@@ -137,7 +138,7 @@ def frontier(results: Path, exp: str, pipelines: list[str]) -> tuple[pd.DataFram
         rows.append(row)
     df = pd.DataFrame(rows)
     first = reps["dense"][0]
-    facts = {"seeds": n_seeds, "images": n_images, "system": first["system"], "dense_top1": summary.loc["dense", "accuracy_mean"],
+    facts = {"seeds": len(seeds), "images": len(load_correct(first["_path"])), "system": first["system"], "dense_top1": summary.loc["dense", "accuracy_mean"],
              "runtime": summary.loc["dense", "runtime"], "commit": first["code_version"].get("git")}
     return df, facts
 
@@ -160,8 +161,8 @@ def main() -> None:
             run(dense_cfg, far_cfg)
         d, f = merged(dense_cfg), merged(far_cfg)
         for exp in f["experiments"]:
-            df, facts = frontier(ROOT / f["results"], exp, f["pipelines"])
-            dense_rep = reports(ROOT / d["results"], exp, "dense")[0]
+            df, facts = frontier(ROOT / f["results"], exp, f["pipelines"], f["seeds"])
+            dense_rep = reports(ROOT / d["results"], exp, "dense", d["seeds"])[0]
             print(f"\n## {exp}: dense {facts['dense_top1']:.2f}% (trained {dense_rep['stages'][0]['wall_s'] / 60:.1f} min, "
                   f"{dense_rep['stages'][0]['epochs']} epochs); {facts['seeds']} seeds x {facts['images']} test images, "
                   f"{facts['runtime']}")
