@@ -19,7 +19,7 @@ import torch.nn as nn
 from pqd import factorize
 
 # Size attributes that modules read in forward(); ints or tuples of ints.
-SIZE_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features",
+SIZE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
               "normalized_shape", "num_heads", "head_dim", "inner_dim")
 
 

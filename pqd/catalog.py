@@ -1,4 +1,4 @@
-"""The catalogues of what a config can name: backbones, dataset kinds and runtimes.
+"""The catalogues of what a config can name: built-in backbones, dataset kinds and runtimes.
 
 Each entry is the single source of truth for what it registers: the config schema takes its
 names (and choices) from here, the workflow decides from here which jobs a runtime needs, and
@@ -12,16 +12,29 @@ job uses.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
+from pqd.errors import PqdError
 from pqd.registry import Registry
 
 
 def resolve(target: str) -> Any:
-    """The object a ``"module:callable"`` string names (imported on first use)."""
-    module_name, attr = target.split(":")
-    return getattr(importlib.import_module(module_name), attr)
+    """The object a ``"module:callable"`` string names (imported on first use); a name that does
+    not import is one line saying which part is missing."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        where = (f"install the package that provides it, or put {module_name.replace('.', '/')}.py in the "
+                 "workflow directory" if e.name and module_name.startswith(e.name) else "it imports a missing module")
+        raise PqdError(f"cannot import {module_name!r} (named by {target!r}): no module named {e.name!r}; {where}"
+                       ) from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise PqdError(f"module {module_name!r} has no {attr!r} (named by {target!r}); name a callable it defines, "
+                       "as 'module:callable'") from None
 
 
 def target_module(target: str) -> str:
@@ -30,24 +43,50 @@ def target_module(target: str) -> str:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A 32x32 backbone. ``traceable``: Torch-Pruning can trace its channel couplings (every
-    backbone here can; a new one with an untraceable layer says so). ``onnx_int8``: how its INT8
-    form reaches ONNX: ``converted`` exports the converted model (PyTorch's exporter maps its
-    quantized kernels to QuantizeLinear/DequantizeLinear around float ops); ``fake_quant`` exports
-    the fake-quantized QAT graph instead (each FakeQuantize becomes a QuantizeLinear/
-    DequantizeLinear pair with the learned scale and zero point, which the runtime fuses into
-    integer kernels), for models whose converted ops have no ONNX mapping: the ViT's quantized
-    reshapes and matrix products. LayerNorm, softmax and GELU stay float either way."""
+    """A backbone: how to build it and at which input size it runs.
+
+    ``builder`` is ``"module:callable"``, from pqd's own models, an installed package
+    (``torchvision.models:mobilenet_v3_small``) or a Python file of the workflow directory
+    (``models/mynet.py`` -> ``models.mynet:build``); it is called with ``num_classes`` plus
+    ``kwargs`` (and ``width`` when ``takes_width``: pqd's own builders scale their channels).
+    ``image_size``: the square input the model is trained, traced, exported and timed at; datasets
+    are decoded at that size for its experiments. ``onnx_int8``: how its INT8 form reaches ONNX:
+    ``converted`` exports the converted model (PyTorch's exporter maps its quantized kernels to
+    QuantizeLinear/DequantizeLinear around float ops); ``fake_quant`` exports the fake-quantized QAT
+    graph instead (each FakeQuantize becomes a QuantizeLinear/DequantizeLinear pair with the learned
+    scale and zero point, which the runtime fuses into integer kernels), for models whose converted
+    ops have no ONNX mapping: the ViT's quantized reshapes and matrix products.
+
+    The built-in backbones below and the config's ``backbones:`` entries are the same kind of
+    entry (:func:`pqd.config.backbones`); checkpoints record the entry they were built from
+    (:meth:`to_dict`), so a model is rebuilt from its own file, never from a config."""
 
     name: str
-    target: str
-    traceable: bool = True
+    builder: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    image_size: int = 32
+    takes_width: bool = False
     onnx_int8: str = "converted"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "builder": self.builder, "kwargs": dict(self.kwargs),
+                "image_size": self.image_size, "takes_width": self.takes_width, "onnx_int8": self.onnx_int8}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "BackboneSpec":
+        return cls(**{k: d[k] for k in ("name", "builder", "kwargs", "image_size", "takes_width", "onnx_int8")
+                      if k in d})
+
+    @property
+    def module(self) -> str:
+        """The module that defines the builder (part of every job's code hash that builds it)."""
+        return target_module(self.builder)
 
 
 @dataclass(frozen=True)
 class DatasetKindSpec:
-    """A kind of dataset: ``loader(name, spec, root)`` returns the decoded uint8 arrays."""
+    """A kind of dataset: ``loader(name, spec, root, size)`` returns the decoded uint8 arrays at
+    ``size`` x ``size`` pixels, and ``decoded``: how many images it resized and converted."""
 
     name: str
     loader: str
@@ -67,15 +106,21 @@ class RuntimeSpec:
     doc: str = ""
 
 
+def _builtin(name: str, builder: str, **kw: Any) -> BackboneSpec:
+    return BackboneSpec(name, builder, takes_width=True, **kw)
+
+
+# pqd's own 32x32 backbones: the defaults of the config's ``backbones:`` block (an entry there with
+# one of these names is merged over it, e.g. ``{vit: {image_size: 64, kwargs: {image_size: 64}}}``).
 BACKBONES: Registry[BackboneSpec] = Registry("backbone", {s.name: s for s in (
-    BackboneSpec("vgg16", "pqd.models.vgg:vgg16_bn"),
-    BackboneSpec("resnet18", "pqd.models.resnet:resnet18"),
-    BackboneSpec("wrn28_10", "pqd.models.wrn:wrn28_10"),
-    BackboneSpec("resnet20", "pqd.models.resnet_cifar:resnet20"),
-    BackboneSpec("resnet32", "pqd.models.resnet_cifar:resnet32"),
-    BackboneSpec("resnet44", "pqd.models.resnet_cifar:resnet44"),
-    BackboneSpec("resnet56", "pqd.models.resnet_cifar:resnet56"),
-    BackboneSpec("vit", "pqd.models.vit:vit", onnx_int8="fake_quant"),
+    _builtin("vgg16", "pqd.models.vgg:vgg16_bn"),
+    _builtin("resnet18", "pqd.models.resnet:resnet18"),
+    _builtin("wrn28_10", "pqd.models.wrn:wrn28_10"),
+    _builtin("resnet20", "pqd.models.resnet_cifar:resnet20"),
+    _builtin("resnet32", "pqd.models.resnet_cifar:resnet32"),
+    _builtin("resnet44", "pqd.models.resnet_cifar:resnet44"),
+    _builtin("resnet56", "pqd.models.resnet_cifar:resnet56"),
+    _builtin("vit", "pqd.models.vit:vit", onnx_int8="fake_quant"),
 )})
 
 DATASET_KINDS: Registry[DatasetKindSpec] = Registry("dataset kind", {s.name: s for s in (

@@ -77,7 +77,7 @@ def ignored_layers(model: nn.Module) -> list[nn.Module]:
 ALLOCATIONS = ("uniform", "global")
 
 
-def make_pruner(model: nn.Module, ratio: float, *, importance: str = "magnitude", steps: int = 1,
+def make_pruner(model: nn.Module, ratio: float, image_size: int, *, importance: str = "magnitude", steps: int = 1,
                 allocation: str = "uniform", round_to: int = 1):
     """Torch-Pruning's pruner for ``ratio`` of the channels. ``allocation``: ``uniform`` takes the
     same fraction from every coupled group; ``global`` ranks all groups' channels together by
@@ -96,7 +96,7 @@ def make_pruner(model: nn.Module, ratio: float, *, importance: str = "magnitude"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return tp.pruner.MetaPruner(
-            model, torch.zeros(*input_shape(1)), importance=imp, pruning_ratio=ratio, iterative_steps=steps,
+            model, torch.zeros(*input_shape(1, image_size)), importance=imp, pruning_ratio=ratio, iterative_steps=steps,
             ignored_layers=ignored_layers(model), num_heads=heads, prune_num_heads=bool(heads),
             prune_head_dims=False,  # whole heads go; at least one stays per attention layer
             head_pruning_ratio=min(ratio, (min(heads.values()) - 1) / min(heads.values())) if heads else 0.0,
@@ -113,30 +113,31 @@ def sync_heads(model: nn.Module, pruner) -> None:
             m.num_heads = pruner.num_heads[m.qkv]
 
 
-def prune_once(model: nn.Module, ratio: float, allocation: str = "uniform", round_to: int = 1) -> nn.Module:
+def prune_once(model: nn.Module, ratio: float, image_size: int, allocation: str = "uniform",
+               round_to: int = 1) -> nn.Module:
     """A copy of ``model`` with ``ratio`` of its prunable channels removed (magnitude), allocated
     and rounded as :func:`make_pruner` says."""
     m = copy.deepcopy(model)
-    pruner = make_pruner(m, ratio, allocation=allocation, round_to=round_to)
+    pruner = make_pruner(m, ratio, image_size, allocation=allocation, round_to=round_to)
     try:
         pruner.step()
         sync_heads(m, pruner)
         with torch.no_grad():
-            m.eval()(torch.zeros(*input_shape(1)))
+            m.eval()(torch.zeros(*input_shape(1, image_size)))
     except (RuntimeError, IndexError) as e:
         raise PqdError(f"structured pruning cannot trace the channel couplings of this backbone "
                        f"({type(e).__name__}: {str(e).splitlines()[0][:80]}); {UNSUPPORTED}") from None
     return m
 
 
-def ratio_for_macs(model: nn.Module, keep: float, tol: float = 0.005, allocation: str = "uniform",
+def ratio_for_macs(model: nn.Module, keep: float, image_size: int, tol: float = 0.005, allocation: str = "uniform",
                    round_to: int = 1) -> float:
     """The channel ratio whose pruned model keeps ``keep`` of ``model``'s MACs (bisection: MACs
     fall monotonically as the ratio grows)."""
-    base = macs(model)
+    base = macs(model, image_size)
 
     def kept(ratio: float) -> float:
-        return macs(prune_once(model, ratio, allocation, round_to)) / base
+        return macs(prune_once(model, ratio, image_size, allocation, round_to), image_size) / base
 
     # Torch-Pruning leaves a group whole when a ratio would empty it, so on thin layers the
     # highest ratio is not always the smallest model: start from the smallest of a few

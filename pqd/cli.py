@@ -46,7 +46,21 @@ def cmd_data(a: argparse.Namespace) -> object:
     from pqd.data import prepare
 
     p = DatasetParams.from_json(a.params)
-    return prepare(p.name, p.spec, p.root, a.output)
+    return prepare(p.name, p.spec, p.root, a.output, p.image_size)
+
+
+@command("check which stages a backbone can take (run by pqd.capability while the DAG is built)",
+         ("--params", REQ), ("--output", REQ))
+def cmd_probe(a: argparse.Namespace) -> object:
+    from pqd.catalog import BackboneSpec
+    from pqd.checkpoint import write_json
+    from pqd.probe import probe
+
+    p = json.loads(a.params)
+    _threads(2)
+    res = probe(BackboneSpec.from_dict(p["backbone"]), p["width"], p["runtime"])
+    write_json(a.output, res)
+    return {k: v["ok"] for k, v in res.items()}
 
 
 @command("run one stage (dense training included) on the model after a chain's prefix",

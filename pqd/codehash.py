@@ -7,7 +7,10 @@ read statically from the sources (every ``import`` and ``from ... import`` of a 
 at module level or inside a function, plus the packages that contain them). Modules that pqd
 imports by name at run time (a stage's module, a backbone, a dataset loader, a runtime; see
 :mod:`pqd.catalog` and :class:`pqd.pipeline.StageSpec`) are given as extra entry modules by the
-rule that runs them. The CLI checks at the end of every job that each ``pqd`` module it loaded
+rule that runs them. A backbone built by a module outside pqd (``BackboneSpec.builder``) counts
+too: a Python file of the workflow directory by its contents and those of the local modules it
+imports, so editing a user's model file reruns exactly the jobs that build that model; a
+module of an installed package by the package's name and version. The CLI checks at the end of every job that each ``pqd`` module it loaded
 is in the closure it was hashed with (:func:`untracked`), so a new import that escapes the
 hash fails the job instead of leaving a stale cache.
 """
@@ -83,13 +86,69 @@ def closure(roots: tuple[str, ...], root: Path = ROOT) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+def local_file(name: str, bases: Iterable[Path]) -> Optional[Path]:
+    """The source file of module ``name`` under the first of ``bases`` that has it, or None."""
+    for base in bases:
+        stem = base.joinpath(*name.split("."))
+        for candidate in (stem.with_suffix(".py"), stem / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def user_bases() -> tuple[Path, ...]:
+    """Where a user's model module is looked for, as the jobs import it: the working directory
+    (``python -m`` puts it first on sys.path), then the workflow's own folder (on PYTHONPATH)."""
+    return (Path.cwd(), ROOT.parent)
+
+
+def external_fingerprint(name: str, bases: Optional[Iterable[Path]] = None) -> list[tuple[str, bytes]]:
+    """What identifies the code of module ``name`` outside pqd: for a file of the workflow directory,
+    its contents and those of every local module it imports (transitively); for an installed
+    package, its distribution name and version."""
+    bases = tuple(bases or user_bases())
+    first = local_file(name, bases)
+    if first is None:
+        from importlib import metadata
+
+        top = name.split(".")[0]
+        dists = metadata.packages_distributions().get(top, [])
+        versions = sorted(f"{d}=={metadata.version(d)}" for d in dists)
+        return [(f"package:{top}", ",".join(versions or ["not installed"]).encode())]
+    out, seen, todo = [], set(), [name]
+    while todo:
+        mod = todo.pop()
+        path = local_file(mod, bases)
+        if mod in seen or path is None:
+            continue
+        seen.add(mod)
+        out.append((f"file:{mod}", path.read_bytes()))
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                todo.extend(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: max(0, len(package.split(".")) - node.level + 1)]
+                    base = ".".join(anchor + ([base] if base else []))
+                todo.append(base)
+                todo.extend(f"{base}.{a.name}" for a in node.names)
+    return sorted(out)
+
+
 def code_hash(roots: Iterable[str], root: Path = ROOT) -> str:
-    """Hash of the names and contents of the files in the import closure of ``roots``."""
+    """Hash of the names and contents of the files in the import closure of ``roots`` (pqd modules),
+    plus the :func:`external_fingerprint` of roots outside pqd."""
+    roots = sorted(set(roots))
     h = hashlib.sha256()
-    for mod in closure(tuple(sorted(set(roots))), root):
+    for mod in closure(tuple(r for r in roots if r.split(".")[0] == PACKAGE), root):
         path = module_file(mod, root)
         h.update(str(path.relative_to(root)).encode() + b"\0")
         h.update(path.read_bytes())
+    for ext in (r for r in roots if r.split(".")[0] != PACKAGE):
+        for label, content in external_fingerprint(ext):
+            h.update(label.encode() + b"\0" + content)
     return h.hexdigest()[:16]
 
 

@@ -21,8 +21,9 @@ import tempfile
 from functools import lru_cache
 from typing import Any, Optional
 
-from pqd.catalog import BACKBONES, DATASET_KINDS, DEFAULT_RUNTIME, RUNTIMES
+from pqd.catalog import BACKBONES, DATASET_KINDS, DEFAULT_RUNTIME, RUNTIMES, BackboneSpec
 from pqd.errors import PqdError
+from pqd.registry import Registry
 from pqd.params import (CurveParams, DataSettings, DatasetParams, EvalParams, MeasureSettings, StageParams,
                         TrainSettings)
 from pqd.pipeline import (DENSE, STAGES, StageSpec, all_stage_specs, is_quantized, parse_experiment, parse_pipeline,
@@ -96,6 +97,18 @@ def validate(config: dict, schema: str) -> dict:
     return config
 
 
+def backbones(config: dict) -> Registry[BackboneSpec]:
+    """Every backbone an experiment of ``config`` can name: pqd's built-in entries with the config's
+    ``backbones:`` block merged over them (a new name needs a ``builder``)."""
+    entries = {name: BACKBONES.get(name).to_dict() for name in BACKBONES}
+    for name, entry in (config.get("backbones") or {}).items():
+        if name not in entries and "builder" not in entry:
+            raise PqdError(f"invalid config at 'backbones.{name}': a backbone pqd does not ship needs a builder "
+                           f"('module:callable', e.g. torchvision.models:resnet18 or models.mynet:build)")
+        entries[name] = {**deep_merge(entries.get(name, {}), entry), "name": name}
+    return Registry("backbone", {name: BackboneSpec.from_dict(e) for name, e in entries.items()})
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -116,7 +129,12 @@ def experiment(config: dict, name: str, schema: str) -> dict:
         validate(cfg, schema)
     except PqdError as e:
         raise PqdError(f"in overrides.{exp}: {e}") from None
-    cfg["backbone"], cfg["dataset"] = parse_experiment(exp, cfg.get("datasets", {}))
+    table = backbones(cfg)
+    cfg["backbone"], cfg["dataset"] = parse_experiment(exp, cfg.get("datasets", {}), table.names())
+    cfg["backbone_spec"] = spec = table.get(cfg["backbone"])
+    if not spec.takes_width and cfg["width"] != 1.0:
+        raise PqdError(f"experiment {exp!r}: backbone {spec.name!r} ({spec.builder}) has no width multiplier but "
+                       f"width is {cfg['width']}; set overrides.{exp}.width: 1.0")
     seeds = cfg["seeds"]
     if seed is not None and (seed not in seeds or seed == seeds[0]):
         others = ", ".join(replicate_name(exp, s, seeds) for s in seeds[1:]) or "none"
@@ -144,13 +162,13 @@ def epochs(cfg: dict, key: str) -> int:
 LOAD_TIME_KEYS = ("augment", "normalize", "train_subset")
 
 
-def dataset_params(config: dict, name: str) -> DatasetParams:
-    """What decoding dataset ``name`` depends on: its entry minus normalisation and
-    augmentation (applied at load time), so editing those never re-decodes images."""
+def dataset_params(config: dict, name: str, image_size: int) -> DatasetParams:
+    """What decoding dataset ``name`` at ``image_size`` pixels depends on: its entry minus
+    normalisation and augmentation (applied at load time), so editing those never re-decodes images."""
     if name not in config["datasets"]:
         raise PqdError(f"unknown dataset {name!r}; define it under 'datasets' in the config")
     spec = {k: v for k, v in config["datasets"][name].items() if k not in LOAD_TIME_KEYS}
-    return DatasetParams(name=name, spec=spec, root=config["data_root"])
+    return DatasetParams(name=name, spec=spec, root=config["data_root"], image_size=image_size)
 
 
 def data_settings(cfg: dict, augment: bool = True) -> DataSettings:
@@ -172,12 +190,11 @@ def stage_params(cfg: dict, exp: str, chain: str) -> StageParams:
     Fails here, at DAG-build time, when the backbone cannot take the stage, so that no
     earlier stage trains for a pipeline that cannot finish."""
     spec = stage_spec(parse_pipeline(chain) if chain else "")
-    spec.check_backbone(BACKBONES.get(cfg["backbone"]))
     if spec.check is not None:
         spec.check(settings(cfg, spec))
     return StageParams(
         stage=spec.key, label=f"{chain}:{spec.name}" if chain else DENSE, experiment=cfg.get("experiment", exp),
-        backbone=cfg["backbone"],
+        backbone=cfg["backbone_spec"],
         dataset=cfg["dataset"], width=cfg["width"], seed=cfg["seed"], device=cfg["device"],
         threads=cfg["threads"]["train"], epochs=epochs(cfg, spec.key), settings=settings(cfg, spec),
         train=TrainSettings(**cfg["train"]), data=data_settings(cfg),

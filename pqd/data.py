@@ -1,15 +1,19 @@
 """Datasets decoded once into a uint8 tensor cache, then served from memory.
 
 Decoding JPEGs/PNGs and running PIL transforms per image costs more than the
-forward pass of a small CNN on a 2-core CPU, so each dataset is decoded once
-(by the ``prepare_data`` rule) into ``N x 3 x 32 x 32`` uint8 tensors, and
-training batches are cut from memory with augmentation done on whole tensors
-(random crop with zero padding, horizontal flip).
+forward pass of a small CNN on a 2-core CPU, so each dataset is decoded once per
+input size (by the ``prepare_data`` rule) into ``N x 3 x S x S`` uint8 tensors, S the
+backbone's ``image_size``, and training batches are cut from memory with augmentation
+done on whole tensors (random crop with zero padding, random resized crop, horizontal flip).
+Pictures of another size are resized once, at decoding, from their full resolution (shorter
+side to S, then the centre S x S, as torchvision's evaluation transforms do), so a 64 px model
+sees the detail of a 500 px photo; the decoding log counts resized and converted images.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -22,12 +26,20 @@ from pqd.checkpoint import atomic_path, load_file
 from pqd.errors import PqdError
 from pqd.params import DataSettings
 from pqd.catalog import DATASET_KINDS, resolve
-from pqd.constants import IMAGE_SIZE
 
 Arrays = dict  # {"train_x", "train_y", "test_x", "test_y", "classes"}
 
 
-def _torchvision_cifar(cls_name: str, name: str, spec: dict, root: str) -> Arrays:
+def _resize_tensor(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``N x 3 x H x W`` images resized to ``size`` (antialiased bilinear), in chunks."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    out = [F.interpolate(x[i:i + 1024].float(), size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False).round_().clamp_(0, 255).to(torch.uint8) for i in range(0, len(x), 1024)]
+    return torch.cat(out)
+
+
+def _torchvision_cifar(cls_name: str, name: str, spec: dict, root: str, size: int) -> Arrays:
     import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
@@ -40,28 +52,30 @@ def _torchvision_cifar(cls_name: str, name: str, spec: dict, root: str) -> Array
                 f"dataset {name!r} ({cls_name}) is not under {root!r} and could not be downloaded "
                 f"({type(e).__name__}); put torchvision's extracted copy there or set data_root in the config"
             ) from None
-        out[f"{split}_x"] = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+        x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+        out[f"{split}_x"] = _resize_tensor(x, size)
         out[f"{split}_y"] = torch.tensor(ds.targets, dtype=torch.int64)
         out["classes"] = list(ds.classes)
+        out.setdefault("decoded", {"resized": 0, "converted": 0})["resized"] += len(x) if size != 32 else 0
     return out
 
 
-def load_cifar10(name: str, spec: dict, root: str) -> Arrays:
-    return _torchvision_cifar("CIFAR10", name, spec, root)
+def load_cifar10(name: str, spec: dict, root: str, size: int) -> Arrays:
+    return _torchvision_cifar("CIFAR10", name, spec, root, size)
 
 
-def load_cifar100(name: str, spec: dict, root: str) -> Arrays:
-    return _torchvision_cifar("CIFAR100", name, spec, root)
+def load_cifar100(name: str, spec: dict, root: str, size: int) -> Arrays:
+    return _torchvision_cifar("CIFAR100", name, spec, root, size)
 
 
-def load_digits(name: str, spec: dict, root: str) -> Arrays:
-    """scikit-learn's bundled 8x8 digits, upsampled to 32x32 RGB: works offline, tiny."""
+def load_digits(name: str, spec: dict, root: str, size: int) -> Arrays:
+    """scikit-learn's bundled 8x8 digits, upsampled to ``size`` RGB: works offline, tiny."""
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
     d = sk_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
     y = torch.tensor(d.target, dtype=torch.int64)
     idx_tr, idx_te = train_test_split(
@@ -70,16 +84,32 @@ def load_digits(name: str, spec: dict, root: str) -> Arrays:
     )
     idx_tr, idx_te = torch.from_numpy(idx_tr), torch.from_numpy(idx_te)
     return {"train_x": x[idx_tr], "train_y": y[idx_tr], "test_x": x[idx_te], "test_y": y[idx_te],
-            "classes": [str(c) for c in d.target_names]}
+            "classes": [str(c) for c in d.target_names], "decoded": {"resized": len(y), "converted": len(y)}}
 
 
-def load_imagefolder(name: str, spec: dict, root: str) -> Arrays:
-    """``{root}/{train,test}/{class}/*.{jpg,png}``; class order = sorted folder names."""
+def fit_square(im, size: int):
+    """A PIL image as ``size`` x ``size``: shorter side resized to ``size`` (antialiased bilinear,
+    from full resolution), then the centre square (no stretching of non-square pictures)."""
+    from PIL import Image
+
+    w, h = im.size
+    if (w, h) == (size, size):
+        return im
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def load_imagefolder(name: str, spec: dict, root: str, size: int) -> Arrays:
+    """``{root}/{train,test}/{class}/*.{jpg,png}``; class order = sorted folder names. Pictures not
+    RGB are converted, pictures of another size resized once (:func:`fit_square`), both counted."""
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
     base = Path(spec.get("root") or "")
-    out: Arrays = {}
+    out: Arrays = {"decoded": {"resized": 0, "converted": 0}}
     for split in ("train", "test"):
         folder = base / spec.get(split, split)
         if not folder.is_dir():
@@ -91,13 +121,17 @@ def load_imagefolder(name: str, spec: dict, root: str) -> Arrays:
         if "classes" in out and list(ds.classes) != out["classes"]:
             raise PqdError(f"imagefolder dataset {name!r}: {folder} has classes {ds.classes} but the training "
                            f"split has {out['classes']}; both splits need the same class folders")
-        xs = np.empty((len(ds.samples), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        xs = np.empty((len(ds.samples), size, size, 3), dtype=np.uint8)
+        counts = out["decoded"]
         for i, (path, _) in enumerate(ds.samples):
             try:
                 with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                        im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+                    if im.mode != "RGB":
+                        counts["converted"] += 1
+                        im = im.convert("RGB")
+                    if im.size != (size, size):
+                        counts["resized"] += 1
+                        im = fit_square(im, size)
                     xs[i] = np.asarray(im)
             except (OSError, ValueError, Image.DecompressionBombError) as e:  # truncated, not an image, ...
                 raise PqdError(f"imagefolder dataset {name!r}: cannot decode {path} ({type(e).__name__}: "
@@ -124,16 +158,19 @@ def _image_folder(name: str, folder: Path, image_folder_cls):
     return image_folder_cls(str(folder))
 
 
-def prepare(name: str, spec: dict, root: str, output: str) -> dict:
-    """Decode dataset ``name`` (config entry ``spec``) into the uint8 cache file ``output``."""
-    arrays = resolve(DATASET_KINDS.get(spec["kind"]).loader)(name, spec, root)
+def prepare(name: str, spec: dict, root: str, output: str, image_size: int = 32) -> dict:
+    """Decode dataset ``name`` (config entry ``spec``) at ``image_size`` pixels into the uint8 cache
+    file ``output``; returns the split sizes and how many images were resized or converted."""
+    arrays = resolve(DATASET_KINDS.get(spec["kind"]).loader)(name, spec, root, image_size)
+    decoded = arrays.pop("decoded", {"resized": 0, "converted": 0})
     x = arrays["train_x"].float() / 255.0
     arrays["mean"] = x.mean(dim=(0, 2, 3))
     arrays["std"] = x.std(dim=(0, 2, 3))
     arrays["name"] = name
     with atomic_path(output) as tmp:
         torch.save(arrays, tmp)
-    return {"train": len(arrays["train_y"]), "test": len(arrays["test_y"]), "classes": len(arrays["classes"])}
+    return {"train": len(arrays["train_y"]), "test": len(arrays["test_y"]), "classes": len(arrays["classes"]),
+            "image_size": image_size, **decoded}
 
 
 @dataclass
@@ -149,6 +186,7 @@ class Data:
     std: torch.Tensor
     crop_pad: int = 0
     flip: bool = False
+    resized_crop: Optional[tuple] = None
     name: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -174,7 +212,9 @@ class Data:
         return (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Random crop (zero padding ``crop_pad``) and horizontal flip on a uint8 batch.
+        """Random crop (zero padding ``crop_pad``), random resized crop (``resized_crop``: the
+        range of the crop's share of the image area, aspect ratio 3/4 to 4/3, resampled to the
+        image size: the usual augmentation of larger pictures) and horizontal flip on a uint8 batch.
 
         The random draws come from ``generator`` (a CPU generator: a seed gives the same crops on
         every device) and are a few integers per image; padding, gathering and flipping run on the
@@ -189,6 +229,17 @@ class Data:
             rows = (di[:, None] + torch.arange(h, device=dev)[None]).view(n, 1, h, 1).expand(n, c, h, w + 2 * p)
             cols = (dj[:, None] + torch.arange(w, device=dev)[None]).view(n, 1, 1, w).expand(n, c, h, w)
             x = padded.gather(2, rows).gather(3, cols)
+        if self.resized_crop:
+            lo, hi = self.resized_crop
+            area = torch.empty(n).uniform_(lo, hi, generator=generator)
+            ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator).exp()
+            sw, sh = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+            cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sw)
+            cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sh)
+            zero = torch.zeros(n)
+            theta = torch.stack([torch.stack([sw, zero, cx], 1), torch.stack([zero, sh, cy], 1)], 1).to(dev)
+            grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+            x = F.grid_sample(x.float(), grid, mode="bilinear", align_corners=False).round_().clamp_(0, 255).to(x.dtype)
         if self.flip:
             mask = (torch.rand(n, generator=generator) < 0.5).to(dev, non_blocking=True)
             x = torch.where(mask.view(n, 1, 1, 1), x.flip(3), x)
@@ -251,6 +302,7 @@ def load_data(path: str, *, normalize: Optional[dict] = None, augment: Optional[
     augment = augment or {}
     return Data(blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], list(blob["classes"]),
                 mean, std, crop_pad=int(augment.get("crop_pad", 0)), flip=bool(augment.get("flip", False)),
+                resized_crop=tuple(augment["resized_crop"]) if augment.get("resized_crop") else None,
                 name=blob.get("name", ""))
 
 

@@ -29,6 +29,7 @@ from pqd.channels import prune_once
 from pqd.checkpoint import code_version
 from pqd.errors import PqdError
 from pqd.macs import macs
+from pqd.models import backbone_of
 from pqd.measure import cpu_info, deployed_runner, interleaved_latency, load_unpruned
 from pqd.params import CurveParams
 from pqd.runtimes import runtime_versions
@@ -44,16 +45,17 @@ def measure_curve(model_path: str, p: CurveParams) -> dict:
     if not p.ratios or p.ratios[0] != 0:
         raise PqdError("a latency curve starts at ratio 0 (the unpruned reference)")
     model, meta = load_unpruned(model_path)
+    size = backbone_of(meta).image_size
     runtime, threads = p.measure.runtime, p.measure.threads
     points, runners = [], {}
     with tempfile.TemporaryDirectory(prefix="pqd-curve-") as tmp:
         for i, ratio in enumerate(p.ratios):
-            m = model if ratio == 0 else prune_once(model, ratio, p.allocation, p.round_to).eval()
+            m = model if ratio == 0 else prune_once(model, ratio, size, p.allocation, p.round_to).eval()
             runners[f"r{i}"] = deployed_runner(m, meta, p.form, tmp, f"r{i}", runtime, threads)
-            points.append({"ratio": ratio, "macs": macs(m),
+            points.append({"ratio": ratio, "macs": macs(m, size),
                            "out_channels": sum(c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d))})
         res = interleaved_latency(runners, runs=p.measure.runs, warmup=p.measure.warmup, rounds=p.measure.rounds,
-                                  threads=threads)
+                                  threads=threads, image_size=size)
     ref = res["r0"]
     for i, point in enumerate(points):
         r = res[f"r{i}"]

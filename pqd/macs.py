@@ -12,15 +12,15 @@ import torch.nn as nn
 from pqd.constants import input_shape
 
 
-def macs(model: nn.Module) -> int:
-    """Multiply-accumulates of one image through ``model`` (an FP32 module): convolutions,
+def macs(model: nn.Module, image_size: int) -> int:
+    """Multiply-accumulates of one ``image_size`` image through ``model`` (an FP32 module): convolutions,
     matrix products and attention, counted by PyTorch's FLOP counter (2 FLOPs per MAC)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(*input_shape(1)))
+        model(torch.zeros(*input_shape(1, image_size)))
     model.train(was_training)
     return counter.get_total_flops() // 2
 

@@ -31,12 +31,12 @@ from pqd.errors import PqdError
 from pqd.macs import macs
 from pqd.masks import sparsity
 from pqd.model_io import build_from_meta, load_model
-from pqd.models import build_model
+from pqd.models import backbone_of, build_model
 from pqd.params import MeasureSettings
 from pqd.runtimes import export_onnx, import_openvino, make_runner, runtime_versions
 
 
-META_KEYS = ("experiment", "backbone", "dataset", "num_classes", "width", "reduce_range")  # what rebuilding a deployed model needs
+META_KEYS = ("experiment", "backbone", "model", "dataset", "num_classes", "width", "reduce_range")  # what rebuilding a deployed model needs
 
 
 def deploy(src: str, output: str) -> dict:
@@ -59,13 +59,14 @@ def deployed_runner(model: nn.Module, meta: dict, form: str, workdir: str, name:
     path (QAT prepare, then :func:`deploy`'s convert), after a few random batches have given the
     observers ranges: latency depends on shapes and kernels, not on trained weights."""
     base = {k: meta[k] for k in META_KEYS if k in meta}
-    base["arch"] = arch_mod.describe(model, build_model(meta["backbone"], meta["num_classes"], meta["width"]))
+    spec = backbone_of(meta)
+    base["arch"] = arch_mod.describe(model, build_model(spec, meta["num_classes"], meta["width"]))
     out, fake_path = Path(workdir) / f"{name}.pt", None
     if form == "int8":
-        fake = qat.prepare_qat(copy.deepcopy(model), meta.get("reduce_range", True))
+        fake = qat.prepare_qat(copy.deepcopy(model), spec.image_size, meta.get("reduce_range", True))
         with torch.no_grad():
             for _ in range(2):
-                fake(torch.randn(*input_shape(8)))
+                fake(torch.randn(*input_shape(8, spec.image_size)))
         fake_path = str(Path(workdir) / f"{name}_qat.pt")
         save_checkpoint(fake_path, fake.state_dict(), {**base, "form": "qat"})
         deploy(fake_path, str(out))
@@ -144,8 +145,8 @@ def cpu_info() -> dict:
 @torch.inference_mode()  # no autograd graph: it would slow the FP32 modules and not the INT8 ones
 def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]], *, runs: int = 200,
                         warmup: int = 20, rounds: int = 40, threads: int = 1, batch_size: int = 1,
-                        settle_ms: float = 20.0) -> dict[str, dict]:
-    """Batch-``batch_size`` latency of each model, timed in alternating rounds.
+                        image_size: int, settle_ms: float = 20.0) -> dict[str, dict]:
+    """Batch-``batch_size`` latency of each model on ``image_size`` inputs, timed in alternating rounds.
 
     Each round runs every model ``runs / rounds`` times back to back, so slow and fast
     phases of a shared CPU hit all models alike. Before each model's block the process sleeps
@@ -157,7 +158,7 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]
     a PyTorch module is called on the same prepared tensor. Returns median/p90/mean in ms.
     """
     torch.set_num_threads(threads)
-    x = torch.randn(*input_shape(batch_size))
+    x = torch.randn(*input_shape(batch_size, image_size))
     calls = {}
     for name, m in models.items():
         if isinstance(m, nn.Module):
@@ -191,7 +192,7 @@ def deployed_macs(deployed: str, meta: Optional[dict] = None) -> int:
     """MACs of a deployed model, counted on its FP32 skeleton (INT8 kernels do the same MACs);
     pass ``meta`` when the checkpoint's metadata is already at hand."""
     meta = load_checkpoint(deployed)["meta"] if meta is None else meta
-    return macs(build_from_meta(dict(meta, form="fp32")))
+    return macs(build_from_meta(dict(meta, form="fp32")), backbone_of(meta).image_size)
 
 
 def int8_peak_kernels(threads: int, size: int = 1024) -> dict[str, tuple[Callable[[torch.Tensor], object], int]]:
@@ -283,12 +284,13 @@ def latency(deployed: str, dense: str, settings: MeasureSettings, onnx_path: Opt
         if reference:
             models["reference"] = reference_runner(reference, meta["form"], runtime, threads, tmp)
         res, peak = timed_with_peak(models, threads, runs=settings.runs, warmup=settings.warmup,
-                                    rounds=settings.rounds)
+                                    rounds=settings.rounds, image_size=backbone_of(meta).image_size)
     if "dense_runtime" not in res:
         res["dense_runtime"] = res["dense_fp32"]
     n_macs = deployed_macs(deployed, meta)
     rate = n_macs / (res["model"]["median_ms"] / 1e3)
-    return {"form": meta["form"], **runtime_versions(runtime), "threads": threads, "batch_size": 1, **res,
+    return {"form": meta["form"], **runtime_versions(runtime), "threads": threads, "batch_size": 1,
+            "image_size": backbone_of(meta).image_size, **res,
             "speedup_vs_dense_fp32": res["dense_fp32"]["median_ms"] / res["model"]["median_ms"],
             "speedup_vs_dense_same_runtime": res["dense_runtime"]["median_ms"] / res["model"]["median_ms"],
             "macs": n_macs, "macs_per_s": rate, **peak, "int8_peak_fraction": rate / peak["int8_peak_macs_per_s"],

@@ -15,20 +15,21 @@ from pqd import arch, qat
 from pqd.checkpoint import load_checkpoint
 from pqd.constants import input_shape
 from pqd.errors import PqdError
-from pqd.models import build_model
+from pqd.models import backbone_of, build_model
 
 
 def build_from_meta(meta: dict) -> nn.Module:
-    model = build_model(meta["backbone"], meta["num_classes"], meta["width"])
+    spec = backbone_of(meta)
+    model = build_model(spec, meta["num_classes"], meta["width"])
     if meta.get("arch"):  # reshaped by structured pruning / low-rank factorisation
         model = arch.apply(model, meta["arch"])
     form = meta.get("form", "fp32")
     if form in ("qat", "int8"):
-        model = qat.prepare_qat(model, meta.get("reduce_range", True))
+        model = qat.prepare_qat(model, spec.image_size, meta.get("reduce_range", True))
         if form == "int8":
             # One observed batch gives every observer a shape; the loaded state replaces it all.
             with torch.no_grad():
-                model(torch.zeros(*input_shape(2)))
+                model(torch.zeros(*input_shape(2, spec.image_size)))
             model = qat.convert(model)
     elif form != "fp32":
         raise PqdError(f"unknown model form {form!r} in checkpoint metadata")

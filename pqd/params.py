@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional, Type, TypeVar
 
+from pqd.catalog import BackboneSpec
 from pqd.errors import PqdError
 
 T = TypeVar("T")
@@ -82,7 +83,7 @@ class StageParams(_Json):
     stage: str
     label: str
     experiment: str
-    backbone: str
+    backbone: BackboneSpec
     dataset: str
     width: float
     seed: int
@@ -119,6 +120,7 @@ class DatasetParams(_Json):
     name: str
     spec: dict
     root: str
+    image_size: int
 
 
 @dataclass(frozen=True)
@@ -133,5 +135,5 @@ class CurveParams(_Json):
     ratios: list
 
 
-_NESTED = {("StageParams", "train"): TrainSettings, ("StageParams", "data"): DataSettings,
+_NESTED = {("StageParams", "train"): TrainSettings, ("StageParams", "backbone"): BackboneSpec, ("StageParams", "data"): DataSettings,
            ("EvalParams", "data"): DataSettings, ("CurveParams", "measure"): MeasureSettings}

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Tuple
 
-from pqd.catalog import BACKBONES, BackboneSpec
 from pqd.errors import PqdError
 from pqd.registry import Registry
 
@@ -63,8 +62,9 @@ class StageSpec:
     carry ``_int8``), ``structural`` (reshapes FP32 layers, so it must precede any quantizing
     stage), ``starts`` (builds its own model from a fresh backbone and must come first),
     ``teacher`` (a second input model: ``dense``, or ``before:<letter>``, the model that entered
-    that earlier stage, which ``requires`` then lists), ``backbone_needs`` (flags of
-    :class:`~pqd.catalog.BackboneSpec` the backbone must have), ``trains`` (a training job: on
+    that earlier stage, which ``requires`` then lists), ``probe`` (what the stage needs of a
+    model, checked on a fresh build of the backbone before anything trains: a check of
+    :data:`pqd.probe.CHECKS`; see :mod:`pqd.capability`), ``trains`` (a training job: on
     a cluster it asks for the training resources, a GPU among them).
 
     ``settings`` are the stage's config keys as JSON-schema properties, each with its default:
@@ -89,7 +89,7 @@ class StageSpec:
     starts: bool = False
     teacher: Optional[str] = None
     requires: str = ""
-    backbone_needs: Tuple[str, ...] = ()
+    probe: str = "build"
     trains: bool = True
     record: Tuple[str, ...] = ()
     imports: Optional[str] = None
@@ -115,12 +115,6 @@ class StageSpec:
     def needs_teacher(self) -> bool:
         return self.teacher is not None
 
-    def check_backbone(self, backbone: BackboneSpec) -> None:
-        for need in self.backbone_needs:
-            if not getattr(backbone, need):
-                raise PqdError(f"stage {self.key!r} ({self.name}) cannot run on backbone {backbone.name!r}: "
-                               f"{BACKBONE_NEEDS[need]}; drop {self.key!r} from this experiment's pipelines")
-
 
 def latency_target(settings: Mapping[str, Any]) -> Optional[dict]:
     """``{"latency_keep": x}`` or ``{"latency_ms": x}`` when a stage's settings target latency, else None."""
@@ -140,12 +134,6 @@ def _check_budget(s: Mapping[str, Any]) -> None:
                        "set stages.s.target: latency (or remove it)")
 
 
-# Why a backbone may lack a flag a stage needs (one line each, used in errors).
-BACKBONE_NEEDS = {
-    "traceable": "Torch-Pruning cannot trace its channel couplings; use a backbone it can trace "
-                 "(every built-in one) for structured pruning",
-}
-
 DENSE_STAGE = StageSpec(
     "", DENSE, DENSE, "pqd.stages.dense", starts=True, imports="checkpoint",
     settings={"lr": _lr(0.1),
@@ -159,13 +147,13 @@ DENSE_STAGE = StageSpec(
 TEACHER_SETTING = "setting"
 
 STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
-    StageSpec("p", "prune", "pruned", "pqd.stages.prune",
+    StageSpec("p", "prune", "pruned", "pqd.stages.prune", probe="masks",
               settings={"lr": _lr(0.01), "sparsity": _sparsity(),
                         "schedule": {"enum": ["oneshot", "gradual"], "default": "gradual",
                                      "description": "cubic ramp over the epochs, or all at once"}, **EXCLUDE},
               epochs={"quick": 1, "paper": 20}, record=("sparsity_target", "sparsity_prunable"),
               doc="global unstructured magnitude pruning with fine-tuning"),
-    StageSpec("q", "qat", "qat", "pqd.stages.qat", quantizes=True,
+    StageSpec("q", "qat", "qat", "pqd.stages.qat", quantizes=True, probe="quantize",
               settings={"lr": _lr(0.01)}, epochs={"quick": 1, "paper": 40},
               doc="INT8 quantization-aware training (FX graph mode, x86 backend)"),
     StageSpec("d", "distill", "distilled", "pqd.stages.distill", teacher=TEACHER_SETTING,
@@ -183,7 +171,7 @@ STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
               epochs={"quick": 1, "paper": 40}, record=("segments",),
               doc="plain cross-entropy fine-tuning; ctl-<pipeline> runs it with that pipeline's epochs and "
                   "learning rates (the equal-budget control)"),
-    StageSpec("s", "structured", "slim", "pqd.stages.structured", structural=True, backbone_needs=("traceable",),
+    StageSpec("s", "structured", "slim", "pqd.stages.structured", structural=True, probe="structured",
               settings={"lr": _lr(0.01),
                         "target": {"enum": ["macs", "latency"], "default": "macs",
                                    "description": "what the budget counts: macs (macs_keep of the MACs) or latency "
@@ -219,7 +207,7 @@ STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
               epochs={"quick": 2, "paper": 40}, record=("structured",), latency_curve=True,
               check=_check_budget,
               doc="dependency-aware channel/head pruning (Torch-Pruning), optionally distilling while pruning (CPD)"),
-    StageSpec("l", "lowrank", "lowrank", "pqd.stages.lowrank", structural=True,
+    StageSpec("l", "lowrank", "lowrank", "pqd.stages.lowrank", structural=True, probe="lowrank",
               settings={"lr": _lr(0.01),
                         "energy": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.9,
                                    "description": "per layer, the smallest rank keeping this fraction of the "
@@ -229,7 +217,7 @@ STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
                         **EXCLUDE},
               epochs={"quick": 1, "paper": 20}, record=("factorized",),
               doc="truncated-SVD factorisation of conv/linear layers into thin pairs, then fine-tuning"),
-    StageSpec("k", "pqk", "pqk", "pqd.stages.pqk", teacher="before:p", requires="p",
+    StageSpec("k", "pqk", "pqk", "pqd.stages.pqk", teacher="before:p", requires="p", probe="masks",
               settings={"lr": _lr(0.01), "temperature": _temperature(), "alpha": _alpha(),
                         "bn_batches": {"type": "integer", "minimum": 1, "default": 10,
                                        "description": "batches re-estimating the teacher's BatchNorm statistics "
@@ -239,7 +227,7 @@ STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
                                                   "or re-read before every teacher forward (follow)"}},
               epochs={"quick": 1, "paper": 40}, record=("teacher",),
               doc="PQK: distil from a teacher made of the student's kept weights plus the pruned-away ones"),
-    StageSpec("e", "epsd", "epsd", "pqd.stages.epsd", starts=True,
+    StageSpec("e", "epsd", "epsd", "pqd.stages.epsd", starts=True, probe="masks",
               settings={"lr": _lr(0.1), "sparsity": _sparsity(),
                         "criterion": {"enum": ["epsd", "snip"], "default": "epsd",
                                       "description": "saliency loss: self-distillation (EPSD) or cross-entropy "
@@ -392,10 +380,10 @@ def split_replicate(name: str) -> Tuple[str, Optional[int]]:
     return name, None
 
 
-def parse_experiment(exp: str, datasets: Iterable[str]) -> Tuple[str, str]:
-    """Split ``{backbone}_{dataset}`` using the known names (backbones contain '_')."""
-    datasets = list(datasets)
-    for backbone in sorted(BACKBONES.names(), key=len, reverse=True):
+def parse_experiment(exp: str, datasets: Iterable[str], backbones: Iterable[str]) -> Tuple[str, str]:
+    """Split ``{backbone}_{dataset}`` using the known names (backbones may contain '_')."""
+    datasets, backbones = list(datasets), list(backbones)
+    for backbone in sorted(backbones, key=len, reverse=True):
         if exp.startswith(backbone + "_"):
             dataset = exp[len(backbone) + 1:]
             if dataset in datasets:
@@ -409,7 +397,7 @@ def parse_experiment(exp: str, datasets: Iterable[str]) -> Tuple[str, str]:
             )
     raise PqdError(
         f"unknown backbone in experiment {exp!r}; name experiments '{{backbone}}_{{dataset}}' "
-        f"with a backbone among: {', '.join(BACKBONES.names())}"
+        f"with a backbone among: {', '.join(backbones)} (or declare yours under 'backbones' in the config)"
     )
 
 

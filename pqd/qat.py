@@ -30,6 +30,8 @@ from pqd.constants import input_shape
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
 warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
 warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
+# sigmoid/hardsigmoid (squeeze-excitation gates) want fixed output ranges: they stay float, once per model
+warnings.filterwarnings("ignore", message=r".*QConfig must specify a FixedQParamsObserver.*")
 
 import torch.ao.quantization as tq  # noqa: E402
 from torch.ao.nn.intrinsic import qat as nniqat  # noqa: E402
@@ -64,16 +66,23 @@ def set_engine() -> None:
 FLOAT_OPS = {"add": (operator.add, torch.add)}
 
 
-def prepare_qat(model: nn.Module, reduce_range: bool = True) -> nn.Module:
-    """FP32 model -> fake-quantized FX GraphModule (in train mode), fusing conv-bn-relu. Ops the
+def prepare_qat(model: nn.Module, image_size: int, reduce_range: bool = True) -> nn.Module:
+    """FP32 model -> fake-quantized FX GraphModule (in train mode), fusing conv-bn-relu, traced at
+    ``image_size`` (FX traces symbolically; the example batch only seeds shape checks). Ops the
     model lists in ``qat_float_ops`` stay float (the ViT's residual adds, see pqd/models/vit.py)."""
     set_engine()
-    model = model.cpu().train()
+    # Traced in eval mode, then switched to training: symbolic tracing records Python values as
+    # constants, so code that branches on ``self.training`` outside a module call (torchvision's
+    # stochastic depth in EfficientNet and ConvNeXt, functional dropout, auxiliary heads) would
+    # keep its training behaviour forever, in the INT8 model and its ONNX export too (random
+    # ops in the deployed graph). Traced in eval mode, the graph is the inference graph; modules
+    # (BatchNorm, nn.Dropout, the fused QAT conv-bn) still follow train()/eval().
+    model = model.cpu().eval()
     mapping = tq.QConfigMapping().set_global(qconfig(reduce_range))
     for name in getattr(model, "qat_float_ops", ()):
         for op in FLOAT_OPS[name]:
             mapping = mapping.set_object_type(op, None)
-    return prepare_qat_fx(model, mapping, example_inputs=(torch.randn(*input_shape(2)),))
+    return prepare_qat_fx(model, mapping, example_inputs=(torch.randn(*input_shape(2, image_size)),)).train()
 
 
 def convert(qat_model: nn.Module) -> nn.Module:

@@ -24,6 +24,7 @@ def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: 
     rep = {
         "experiment": config.get("experiment", experiment), "replicate": experiment, "seed": config.get("seed"),
         "backbone": meta["backbone"], "dataset": meta["dataset"], "pipeline": pipeline,
+        "image_size": lat.get("image_size", 32),
         "deployed_form": ev["form"], "runtime": ev["runtime"], "accuracy_torch": ev["accuracy_torch"],
         "accuracy": ev["accuracy"], "dense_accuracy": dense["accuracy"], "accuracy_delta": ev["accuracy"] - dense["accuracy"],
         "size_bytes": ev["bytes"], "size_gzip_bytes": ev["gzip_bytes"], "dense_size_bytes": dense["bytes"],

@@ -64,6 +64,11 @@ class StageContext:
         return self.params.epochs
 
     @property
+    def image_size(self) -> int:
+        """The input size of the model (its backbone entry's): tracing, MACs, example batches."""
+        return self.params.backbone.image_size
+
+    @property
     def quant(self) -> dict:
         if self.params.quant is None:
             raise PqdError(f"stage {self.params.stage!r} needs QAT settings but its chain is not quantized")
@@ -114,7 +119,8 @@ class StageContext:
 def _meta(params: StageParams, num_classes: int, form: str, history: list, accuracy: float,
           arch: Optional[dict] = None) -> dict:
     return {
-        "experiment": params.experiment, "backbone": params.backbone, "dataset": params.dataset,
+        "experiment": params.experiment, "backbone": params.backbone.name, "model": params.backbone.to_dict(),
+        "dataset": params.dataset,
         "num_classes": num_classes, "width": params.width, "form": form,
         **({"arch": arch} if arch else {}),
         "reduce_range": (params.quant or {}).get("reduce_range", True), "accuracy": accuracy, "history": history,
@@ -141,6 +147,9 @@ def run_stage(params: StageParams, data_path: str, output: str, input_path: Opti
         raise PqdError(f"stage {spec.key!r} ({spec.name}) needs an input model (--input)")
     else:
         model, meta = load_model(input_path)
+    if data.train_x.shape[-1] != params.backbone.image_size:
+        raise PqdError(f"{data_path} holds {data.train_x.shape[-1]}px images but backbone {params.backbone.name!r} "
+                       f"takes {params.backbone.image_size}px; pass the data cache decoded at its image_size")
     torch.manual_seed(params.seed)
     record: dict = {"stage": spec.key, "name": spec.name, "settings": params.settings, "epochs": params.epochs,
                     "threads": params.threads, "config": params.to_dict(), "reported": list(spec.record)}

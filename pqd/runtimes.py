@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from pqd import qat
-from pqd.catalog import BACKBONES, RUNTIMES, resolve
+from pqd.catalog import RUNTIMES, resolve
 from pqd.checkpoint import atomic_path
 from pqd.constants import input_shape
+from pqd.models import backbone_of
 from pqd.errors import PqdError
 from pqd.model_io import load_model
 
@@ -76,7 +77,8 @@ def export_onnx(deployed: str, output: str, source: Optional[str] = None) -> dic
     becoming such a pair with its learned scale: the same QDQ graph, reached where PyTorch has no
     ONNX mapping for a converted op."""
     model, meta = load_model(deployed)
-    path = BACKBONES.get(meta["backbone"]).onnx_int8 if meta["form"] == "int8" else "converted"
+    spec = backbone_of(meta)
+    path = spec.onnx_int8 if meta["form"] == "int8" else "converted"
     if path == "fake_quant":
         if not source:
             raise PqdError(f"the INT8 {meta['backbone']} is exported from its fake-quantized model: pass its QAT "
@@ -90,7 +92,7 @@ def export_onnx(deployed: str, output: str, source: Optional[str] = None) -> dic
     with atomic_path(output) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (torch.randn(*input_shape(1)),), str(tmp), opset_version=OPSET, dynamo=False,
+            torch.onnx.export(model, (torch.randn(*input_shape(1, spec.image_size)),), str(tmp), opset_version=OPSET, dynamo=False,
                               input_names=["x"], output_names=["logits"],
                               dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
         except torch.onnx.errors.OnnxExporterError as e:  # SymbolicValueError and kin

@@ -6,9 +6,10 @@ import sys
 from functools import lru_cache, wraps
 from pathlib import Path
 
+from pqd import capability as pqd_capability
 from pqd import codehash as pqd_codehash
 from pqd import pipeline as pqd_pipeline
-from pqd.catalog import BACKBONES, DATASET_KINDS, RUNTIMES, target_module
+from pqd.catalog import DATASET_KINDS, RUNTIMES, target_module
 
 RESULTS = config["results"]
 CACHE = f"{config['data_root']}/pqd-cache"
@@ -82,16 +83,32 @@ def byo_checkpoint(exp):
     return path or []
 
 
+@lru_cache(maxsize=None)
+def backbone_verdicts(exp):
+    """What the backbone of ``exp`` can take, probed once per entry, width and runtime (pqd/capability.py)."""
+    cfg = exp_cfg(exp)
+    return guarded(pqd_capability.verdicts)(cfg["backbone_spec"], cfg["width"], cfg["measure"]["runtime"])
+
+
+def check_capability(exp, chain):
+    """Refuse, before any job runs, a stage of ``chain`` (dense included) that the backbone cannot take."""
+    stages = [pqd_pipeline.stage_spec(chain[:i]) for i in range(len(chain) + 1)]
+    why = pqd_capability.refusal(exp_cfg(exp)["backbone_spec"], stages, backbone_verdicts(exp))
+    if why:
+        fail(why)
+
+
 def check_pipeline(exp, pipeline):
     """Everything about ``pipeline`` of ``exp`` that can be known before a job runs: the names,
-    the stage order, each stage's fit to the backbone, its teacher, the runtime's fit to the
-    deployed form."""
+    the stage order, each stage's fit to the backbone (probed), its teacher, the runtime's fit to
+    the deployed form."""
     of = guarded(pqd_pipeline.control_of)(pipeline)
     if of is not None:
         # Only what the control trains (stage f over of's epochs and rates): checking all of ``of``
         # would recurse when of's own distillation is taught by this very control.
         guarded(pqd_config.control_params)(exp_cfg(exp), exp, of)
         guarded(pqd_config.eval_params)(exp_cfg(exp), exp, "f")
+        check_capability(exp, "f")
         return
     chain = chain_of(pipeline)
     for i in range(len(chain) + 1):
@@ -101,6 +118,7 @@ def check_pipeline(exp, pipeline):
             if teacher is not None and teacher.startswith(pqd_pipeline.CONTROL_PREFIX):
                 check_pipeline(exp, teacher)
     guarded(pqd_config.eval_params)(exp_cfg(exp), exp, chain)
+    check_capability(exp, chain)
 
 
 def requested_targets():
@@ -161,7 +179,9 @@ def replicates(exp):
 
 
 def data_file(wc):
-    return f"{CACHE}/{exp_cfg(wc.exp)['dataset']}.pt"
+    """The dataset cache of experiment ``exp``, decoded at its backbone's input size."""
+    cfg = exp_cfg(wc.exp)
+    return f"{CACHE}/{cfg['dataset']}-{cfg['backbone_spec'].image_size}px.pt"
 
 
 @guarded
@@ -188,7 +208,7 @@ def tracked(*modules, exp=None, runtime=False):
     mods = set(modules)
     if exp is not None:
         cfg = exp_cfg(exp)
-        mods.add(target_module(BACKBONES.get(cfg["backbone"]).target))
+        mods.add(cfg["backbone_spec"].module)
         if runtime:
             mods.add(target_module(RUNTIMES.get(cfg["measure"]["runtime"]).runner))
     return ",".join(sorted(mods))
@@ -271,7 +291,7 @@ def export_track(wc):
 def export_source(wc):
     """The pipeline's fake-quantized model, for a backbone whose INT8 ONNX is exported from it."""
     chain = final_chain(wc.pipeline)
-    fake_quant = BACKBONES.get(exp_cfg(wc.exp)["backbone"]).onnx_int8 == "fake_quant"
+    fake_quant = exp_cfg(wc.exp)["backbone_spec"].onnx_int8 == "fake_quant"
     return pipeline_model(wc.exp, wc.pipeline) if fake_quant and pqd_pipeline.is_quantized(chain) else []
 
 

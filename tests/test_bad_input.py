@@ -183,12 +183,12 @@ def test_refused_by_the_job_with_one_line_and_no_output(wd: Path, case: str):
     target = f"{results}/{EXP}/dense/dense.pt"
     res = smk(wd, target, edit=f"results: {results}\ndata_root: {data}\n{edit}")
     assert res.returncode != 0
-    log = wd / (f"{data}/pqd-cache/logs/digits.log" if kind == "data" else f"{results}/logs/{EXP}/dense/dense.log")
+    log = wd / (f"{data}/pqd-cache/logs/digits-32px.log" if kind == "data" else f"{results}/logs/{EXP}/dense/dense.log")
     lines = log.read_text().strip().splitlines()
     assert lines[-1].startswith("pqd: error: ") and message in lines[-1], lines[-5:]
     assert not [line for line in lines if line.startswith("Traceback")]
     assert not (wd / target).exists()
-    assert kind != "data" or not (wd / f"{data}/pqd-cache/digits.pt").exists()
+    assert kind != "data" or not (wd / f"{data}/pqd-cache/digits-32px.pt").exists()
     assert not (wd / "PWNED").exists()  # the pickle's payload never ran
     assert changed_outside(before, snapshot(wd), allowed=(results, data)) == []
     assert not [p for p in wd.rglob(".*.tmp-*")]

@@ -169,3 +169,24 @@ def test_a_new_stage_is_one_module_and_one_entry(tmp_path: Path):
     assert [s["stage"] for s in rep["stages"]] == ["dense", "t"]
     assert rep["stages"][-1]["toy"] == {"scale": 0.5} and rep["stages"][-1]["epochs"] == 1
     assert rep["stages"][-1]["settings"] == {"lr": 0.01, "scale": 0.5}
+
+
+def test_a_user_model_file_and_its_local_imports_are_fingerprinted(tmp_path):
+    """A backbone built outside pqd: a file of the workflow directory counts by its contents and
+    those of the local modules it imports; an installed package by its version."""
+    from pqd.codehash import code_hash, external_fingerprint
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/net.py").write_text("import torch\nfrom models.blocks import Block\n")
+    (tmp_path / "models/blocks.py").write_text("class Block: pass\n")
+    (tmp_path / "models/other.py").write_text("x = 1\n")
+    labels = [label for label, _ in external_fingerprint("models.net", [tmp_path])]
+    assert labels == ["file:models.blocks", "file:models.net"]  # torch is not local; other.py not imported
+    before = external_fingerprint("models.net", [tmp_path])
+    (tmp_path / "models/other.py").write_text("x = 2\n")
+    assert external_fingerprint("models.net", [tmp_path]) == before
+    (tmp_path / "models/blocks.py").write_text("class Block: pass  # edited\n")
+    assert external_fingerprint("models.net", [tmp_path]) != before
+    tv = external_fingerprint("torchvision.models", [tmp_path])
+    assert tv[0][0] == "package:torchvision" and tv[0][1].startswith(b"torchvision==")
+    assert code_hash(["pqd.runner", "torchvision.models"]) != code_hash(["pqd.runner"])

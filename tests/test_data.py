@@ -42,10 +42,42 @@ def test_imagefolder_reads_class_folders_and_resizes(tmp_path):
                 Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
     out = tmp_path / "cache.pt"
     assert prepare("tiny", {"kind": "imagefolder", "root": str(tmp_path)}, "unused", str(out)) == \
-        {"train": 6, "test": 4, "classes": 2}
+        {"train": 6, "test": 4, "classes": 2, "image_size": 32, "resized": 10, "converted": 0}
     data = load_data(str(out))
     assert data.classes == ["cat", "dog"] and data.train_x.shape == (6, 3, 32, 32)
     assert data.train_y.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_larger_pictures_keep_their_detail_at_the_models_size_and_are_counted(tmp_path):
+    """A 64 px model's cache: a wide 200x100 picture becomes its centre square resized from full
+    resolution (not stretched, not first shrunk to 32), a grayscale one is converted; both counted."""
+    for split in ("train", "test"):
+        (tmp_path / split / "a").mkdir(parents=True)
+    wide = np.zeros((100, 200, 3), dtype=np.uint8)
+    wide[:, 50:150] = 255  # the centre square is white, the sides black
+    Image.fromarray(wide).save(tmp_path / "train/a/wide.png")
+    Image.fromarray(np.full((64, 64), 128, dtype=np.uint8)).save(tmp_path / "train/a/gray.png")
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(tmp_path / "test/a/ok.png")
+    out = tmp_path / "cache64.pt"
+    res = prepare("t", {"kind": "imagefolder", "root": str(tmp_path)}, "unused", str(out), image_size=64)
+    assert res == {"train": 2, "test": 1, "classes": 1, "image_size": 64, "resized": 1, "converted": 1}
+    data = load_data(str(out))
+    assert data.train_x.shape == (2, 3, 64, 64)
+    gray, wide_img = data.train_x[0], data.train_x[1]  # sorted file names: gray.png, wide.png
+    # stretched, a quarter of each side would be black; resized from the centre square, only the
+    # antialiasing filter at its border touches the black sides
+    assert int(wide_img[:, :, 1:-1].min()) == 255 and int(wide_img.min()) > 200 and int(gray.float().mean()) == 128
+
+
+def test_random_resized_crop_is_seeded_and_keeps_the_size(tmp_path):
+    from pqd.data import Data
+
+    x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16).remainder(256).to(torch.uint8)
+    d = Data(x, torch.zeros(2, dtype=torch.int64), x, torch.zeros(2, dtype=torch.int64), ["a"], torch.zeros(3),
+             torch.ones(3), resized_crop=(0.3, 0.6))
+    a = d.augment(x, torch.Generator().manual_seed(1))
+    b = d.augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and a.dtype == torch.uint8 and torch.equal(a, b) and not torch.equal(a, x)
 
 
 def test_missing_imagefolder_names_the_folder_and_the_fix(tmp_path):

@@ -89,9 +89,9 @@ def test_latency_targeted_pruning_lands_within_tolerance_of_its_target(tmp_path)
     keeps = [p["keep"] for p in c["points"]]
     assert keeps[0] == pytest.approx(1.0) and min(keeps) < 0.5, keeps  # the curve reaches past the target
     ratio, predicted = ratio_for_latency(c, 0.5)
-    pruned = prune_once(model, ratio, "uniform", round_to=8).eval()
+    pruned = prune_once(model, ratio, 32, "uniform", round_to=8).eval()
     widths = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w % 8 == 0 for w in widths), widths  # round_to holds under a latency target too
-    res = interleaved_latency({"pruned": pruned, "reference": copy.deepcopy(model)}, runs=200, warmup=10, rounds=20)
+    res = interleaved_latency({"pruned": pruned, "reference": copy.deepcopy(model)}, runs=200, warmup=10, rounds=20, image_size=32)
     measured = per_round_keep(res["pruned"]["round_ms"], res["reference"]["round_ms"])
     assert abs(measured - 0.5) <= LATENCY_TOLERANCE, (ratio, measured, keeps)

@@ -37,12 +37,12 @@ def test_bad_pipelines_fail_with_one_clear_line(bad, message):
 
 
 def test_experiment_names_split_on_known_backbones_even_with_underscores():
-    assert parse_experiment("wrn28_10_c100", ["c10", "c100"]) == ("wrn28_10", "c100")
-    assert parse_experiment("vgg16_c10", ["c10"]) == ("vgg16", "c10")
+    assert parse_experiment("wrn28_10_c100", ["c10", "c100"], BACKBONES.names()) == ("wrn28_10", "c100")
+    assert parse_experiment("vgg16_c10", ["c10"], BACKBONES.names()) == ("vgg16", "c10")
     with pytest.raises(PqdError, match="unknown backbone"):
-        parse_experiment("alexnet_c10", ["c10"])
+        parse_experiment("alexnet_c10", ["c10"], BACKBONES.names())
     with pytest.raises(PqdError, match="unknown dataset 'svhn'"):
-        parse_experiment("vgg16_svhn", ["c10"])
+        parse_experiment("vgg16_svhn", ["c10"], BACKBONES.names())
 
 
 def test_registries_list_known_names_on_error():
@@ -89,14 +89,20 @@ def test_second_inputs_come_from_the_registry_or_the_teacher_setting():
     assert model_path("r", "x", "e") == "r/x/e/epsd.pt" and model_path("r", "x", "sq") == "r/x/sq/qat_int8.pt"
 
 
-def test_a_stage_refuses_a_backbone_without_what_it_needs_before_any_training():
-    """``StageSpec.backbone_needs``: every built-in backbone is traceable by Torch-Pruning (the
-    option-A ResNets included); one that is not gets one line naming the stage and the backbone."""
-    from pqd.catalog import BACKBONES, BackboneSpec
-    from pqd.errors import PqdError
+@pytest.mark.parametrize("name", ["resnet20", "vit"])
+def test_built_in_backbones_pass_every_stage_probe(name):
+    """The probe (pqd/probe.py) runs each stage's own mechanics on a fresh build: the option-A
+    ResNet (channel maps) and the ViT (fake-quant ONNX export, heads) take every stage, with
+    the runtime's ONNX export included; the refusal line names stage, backbone, place and fix."""
+    from pqd import capability
+    from pqd.catalog import BACKBONES
+    from pqd.probe import probe
 
-    s = STAGES.get("s")
-    for name in ("resnet20", "resnet56", "vgg16", "resnet18", "wrn28_10", "vit"):
-        s.check_backbone(BACKBONES.get(name))
-    with pytest.raises(PqdError, match=r"stage 's' \(structured\) cannot run on backbone 'mine': Torch-Pruning"):
-        s.check_backbone(BackboneSpec("mine", "my.models:net", traceable=False))
+    spec = BACKBONES.get(name)
+    found = probe(spec, 0.25, "openvino")
+    assert {k: v["ok"] for k, v in found.items()} == dict.fromkeys(found, True), found
+    assert capability.refusal(spec, [STAGES.get(c) for c in "pqdslke"], found) is None
+    found["quantize"] = {"ok": False, "where": "Block.forward (net.py:3)", "what": "data-dependent control flow",
+                         "fix": "drop 'q'"}
+    assert capability.refusal(spec, [STAGES.get(c) for c in "pq"], found) == (
+        f"stage 'q' cannot run on backbone '{name}': Block.forward (net.py:3) (data-dependent control flow); drop 'q'")

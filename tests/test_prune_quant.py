@@ -46,7 +46,7 @@ def test_zeros_survive_training_qat_and_int8_conversion(digits):
     # FP32 fine-tuning with the mask hook
     fit(m, digits, epochs=1, lr=0.01, batch_size=128, step_hooks=[prune.mask_hook(masks)])
     # QAT fine-tuning with masks re-derived from zeros (what a later stage does)
-    qat = quant.prepare_qat(m)
+    qat = quant.prepare_qat(m, 32)
     assert quant.is_qat(qat)
     fit(qat, digits, epochs=1, lr=0.01, batch_size=128, step_hooks=[prune.mask_hook(prune.masks_from_zeros(qat))])
     qparams = dict(qat.named_parameters())
@@ -63,7 +63,7 @@ def test_zeros_survive_training_qat_and_int8_conversion(digits):
 
 def test_converted_model_runs_integer_kernels_with_int8_weights(tmp_path):
     m = build_model("resnet20", 10, 1.0)
-    qat = quant.prepare_qat(m)
+    qat = quant.prepare_qat(m, 32)
     qat(torch.randn(8, 3, 32, 32))
     int8 = quant.convert(qat)
     import torch.ao.nn.intrinsic.quantized as nniq
@@ -93,7 +93,7 @@ def test_converted_model_runs_integer_kernels_with_int8_weights(tmp_path):
 
 def test_interleaved_latency_reports_medians_over_at_least_200_runs():
     m = build_model("resnet20", 10, 0.25)
-    res = measure.interleaved_latency({"a": m, "b": m}, runs=200, warmup=2, rounds=10, threads=1)
+    res = measure.interleaved_latency({"a": m, "b": m}, runs=200, warmup=2, rounds=10, threads=1, image_size=32)
     for r in res.values():
         assert r["runs"] >= 200 and 0 < r["median_ms"] <= r["p90_ms"]
 
@@ -107,7 +107,7 @@ def test_interleaved_latency_times_inference_without_autograd():
         seen.append(torch.is_grad_enabled())
         return x
 
-    measure.interleaved_latency({"m": model}, runs=4, warmup=1, rounds=2, threads=1, settle_ms=0)
+    measure.interleaved_latency({"m": model}, runs=4, warmup=1, rounds=2, threads=1, settle_ms=0, image_size=32)
     assert seen and not any(seen)
 
 

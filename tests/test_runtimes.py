@@ -27,7 +27,7 @@ def int8_artifacts(digits, tmp_path_factory):
     layers = prune.prunable_layers(m)
     prune.global_magnitude_prune(m, 0.5, layers)
     pruned = {n: mod.weight.detach() == 0 for n, mod in layers}
-    q = quant.prepare_qat(m)
+    q = quant.prepare_qat(m, 32)
     fit(q, digits, epochs=1, lr=0.01, batch_size=64, step_hooks=[prune.mask_hook(prune.masks_from_zeros(q))],
         log=io.StringIO())
     int8 = quant.convert(q)
@@ -70,7 +70,7 @@ def test_onnx_runtimes_match_the_pytorch_int8_model(int8_artifacts, digits, runt
     # differences flip some near-ties; a wrong scale or layout would drop agreement to chance
     assert agree > 0.85
     assert abs(evaluate(ort, digits) - evaluate(int8, digits)) <= 1.5  # at most 5 of 360 images
-    res = interleaved_latency({"ort": ort, "torch": int8}, runs=200, warmup=2, rounds=10, threads=1)
+    res = interleaved_latency({"ort": ort, "torch": int8}, runs=200, warmup=2, rounds=10, threads=1, image_size=32)
     assert res["ort"]["runs"] >= 200 and res["ort"]["median_ms"] > 0
 
 
@@ -85,7 +85,7 @@ def test_onnx_runtime_without_an_exported_file_is_one_clear_error(int8_artifacts
 def test_preactivation_networks_export_their_standalone_int8_batchnorm(tmp_path):
     """WRN's pre-activation BN-ReLU stays a quantized op after conversion; pqd registers its
     ONNX mapping (the exporter has none)."""
-    q = quant.prepare_qat(build_model("wrn28_10", 10, 0.125))
+    q = quant.prepare_qat(build_model("wrn28_10", 10, 0.125), 32)
     with torch.no_grad():
         for _ in range(3):
             q(torch.randn(16, 3, 32, 32))
@@ -125,7 +125,7 @@ def test_int8_vit_exports_from_its_fake_quantized_model_and_agrees_in_both_onnx_
     torch.manual_seed(0)
     vit = build_model("vit", 10, 0.5)
     fit(vit, digits, epochs=15, lr=1e-3, batch_size=64, optimizer="adamw", log=io.StringIO())  # ~50% on digits
-    q = quant.prepare_qat(vit)
+    q = quant.prepare_qat(vit, 32)
     fit(q, digits, epochs=1, lr=5e-4, batch_size=64, optimizer="adamw", log=io.StringIO())
     meta = {"backbone": "vit", "num_classes": 10, "width": 0.5, "reduce_range": True}
     save_checkpoint(tmp_path / "v_qat.pt", q.state_dict(), {**meta, "form": "qat"})

@@ -38,7 +38,7 @@ def test_structured_pruning_removes_the_configured_macs_and_reloads_without_the_
     assert abs(s["macs_kept"] - 0.5) < 0.05 and s["macs_after"] < s["macs_before"]
     assert s["params_after"] < 0.6 * s["params_before"] and s["rounds"] == 2
     after, meta = load_model(out)  # rebuilt from meta["arch"], weights_only load, no torch_pruning
-    assert meta["arch"]["modules"] and macs(after) == s["macs_after"]
+    assert meta["arch"]["modules"] and macs(after, 32) == s["macs_after"]
     assert sum(p.numel() for p in after.parameters()) == s["params_after"]
     x = torch.randn(4, 3, 32, 32)
     assert after.eval()(x).shape == (4, 10) and before.eval()(x).shape == (4, 10)
@@ -59,7 +59,7 @@ def test_structured_pruning_with_taylor_importance_differs_from_magnitude(vgg_de
                   str(tmp_path / f"{name}.pt"), vgg_dense)
     m, _ = load_model(str(tmp_path / "m.pt"))
     t, _ = load_model(str(tmp_path / "t.pt"))
-    assert macs(m) == macs(t)  # same ratio ...
+    assert macs(m, 32) == macs(t, 32)  # same ratio ...
     diffs = [not torch.equal(a, b) for a, b in zip(m.state_dict().values(), t.state_dict().values())]
     assert any(diffs)  # ... different channels kept
 
@@ -122,11 +122,11 @@ def test_vit_heads_and_mlp_width_are_pruned_and_the_model_reloads_and_quantizes(
     from pqd.channels import prune_once
 
     vit = build_model("vit", 10, 0.5)
-    slim = prune_once(vit, 0.5)
+    slim = prune_once(vit, 0.5, 32)
     heads = [m.num_heads for m in slim.modules() if hasattr(m, "qkv")]
     assert heads and all(h < 4 for h in heads)
     assert all(b.mlp.fc1.out_features < vit.blocks[0].mlp.fc1.out_features for b in slim.blocks)
-    assert macs(slim) < 0.7 * macs(vit)
+    assert macs(slim, 32) < 0.7 * macs(vit, 32)
     vd = dense(tmp_path, digits_cache, "vit", 0.5, epochs=1)
     out = str(tmp_path / "vs.pt")
     rec = run_stage(params("s", "vit", 0.5, epochs=1, macs_keep=0.6, steps=1), digits_cache, out, vd)
@@ -163,7 +163,7 @@ def test_lowrank_stage_shrinks_the_model_and_reloads_and_quantizes(resnet_dense,
     rec = run_stage(params("l", energy=0.8), digits_cache, out, resnet_dense)
     model, meta = load_model(out)
     assert meta["arch"]["lowrank"] == sorted(rec["factorized"], key=meta["arch"]["lowrank"].index)
-    assert macs(model) < macs(dense_model)
+    assert macs(model, 32) < macs(dense_model, 32)
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in dense_model.parameters())
     run_stage(params("lq"), digits_cache, str(tmp_path / "lq.pt"), out)
     deploy(str(tmp_path / "lq.pt"), str(tmp_path / "d.pt"))
@@ -253,11 +253,11 @@ def test_global_allocation_thins_layers_unevenly_and_round_to_keeps_multiples():
     dense_w = [m.out_channels for m in vgg.modules() if isinstance(m, torch.nn.Conv2d)]
     fractions = {}
     for allocation in ("uniform", "global"):
-        ratio = ratio_for_macs(vgg, 0.5, allocation=allocation)
-        slim = prune_once(vgg, ratio, allocation)
-        assert abs(macs(slim) / macs(vgg) - 0.5) < 0.05
+        ratio = ratio_for_macs(vgg, 0.5, 32, allocation=allocation)
+        slim = prune_once(vgg, ratio, 32, allocation)
+        assert abs(macs(slim, 32) / macs(vgg, 32) - 0.5) < 0.05
         widths = [m.out_channels for m in slim.modules() if isinstance(m, torch.nn.Conv2d)]
         fractions[allocation] = [w / d for w, d in zip(widths, dense_w)]
     assert statistics.pstdev(fractions["uniform"]) < 0.05 < statistics.pstdev(fractions["global"])
-    rounded = prune_once(vgg, 0.3, round_to=8)
+    rounded = prune_once(vgg, 0.3, 32, round_to=8)
     assert all(m.out_channels % 8 == 0 for m in rounded.modules() if isinstance(m, torch.nn.Conv2d))

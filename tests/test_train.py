@@ -71,7 +71,7 @@ def test_qat_trains_under_bf16_autocast_and_converts_to_int8(digits, device):
     from pqd import qat
 
     torch.manual_seed(0)
-    q = qat.prepare_qat(build_model("resnet20", 10, 0.25))
+    q = qat.prepare_qat(build_model("resnet20", 10, 0.25), 32)
     fit(q, digits, epochs=1, lr=0.02, batch_size=32, device=device, precision="bf16", memory_format_name="auto")
     int8 = qat.convert(q)
     assert qat.int8_layers(int8) and evaluate(int8, digits) > 20.0

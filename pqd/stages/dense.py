@@ -46,7 +46,7 @@ def import_weights(model: nn.Module, checkpoint: str, backbone: str, width: floa
 def run(model: nn.Module, ctx) -> nn.Module:
     checkpoint = ctx.settings.get("checkpoint")
     if checkpoint:
-        import_weights(model, checkpoint, ctx.params.backbone, ctx.params.width)
+        import_weights(model, checkpoint, ctx.params.backbone.name, ctx.params.width)
         ctx.record["imported_from"] = str(checkpoint)
         ctx.record["epochs"] = 0
     else:

@@ -15,6 +15,6 @@ from pqd.qat import is_qat, prepare_qat
 def run(model: nn.Module, ctx) -> nn.Module:
     """Make the model fake-quantized (if not already) and train it."""
     if not is_qat(model):
-        model = prepare_qat(model, ctx.quant["reduce_range"])
+        model = prepare_qat(model, ctx.image_size, ctx.quant["reduce_range"])
     ctx.fit(model, lr=ctx.settings["lr"])
     return model

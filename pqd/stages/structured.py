@@ -39,7 +39,7 @@ def run(model: nn.Module, ctx) -> nn.Module:
     """Remove channels/heads to the budget (MACs or measured latency) in rounds, fine-tuning between."""
     s = ctx.settings
     model = model.cpu()
-    before = {"macs": macs(model), "params": param_count(model)}
+    before = {"macs": macs(model, ctx.image_size), "params": param_count(model)}
     target = latency_target(s)
     if target:
         curve = ctx.load_curve()
@@ -49,7 +49,7 @@ def run(model: nn.Module, ctx) -> nn.Module:
                   "curve_reference_ms": curve["reference_ms"],
                   "curve": [{"ratio": p["ratio"], "keep": p["keep"]} for p in curve["points"]]}
     else:
-        ratio = ratio_for_macs(model, s["macs_keep"], allocation=s["allocation"], round_to=s["round_to"])
+        ratio = ratio_for_macs(model, s["macs_keep"], ctx.image_size, allocation=s["allocation"], round_to=s["round_to"])
         budget = {"target": {"macs_keep": s["macs_keep"]}}
     rounds = max(1, min(s["steps"], ctx.epochs))
     if attention_heads(model):
@@ -61,7 +61,7 @@ def run(model: nn.Module, ctx) -> nn.Module:
     if s["distill"]:  # CPD: distil from the unpruned model while pruning
         teacher = freeze(copy.deepcopy(model).to(ctx.device))
         loss_fn = kd_objective(teacher, s["temperature"], s["alpha"])
-    pruner = make_pruner(model, ratio, importance=s["importance"], steps=rounds, allocation=s["allocation"],
+    pruner = make_pruner(model, ratio, ctx.image_size, importance=s["importance"], steps=rounds, allocation=s["allocation"],
                          round_to=s["round_to"])
     for r in range(rounds):
         if s["importance"] == "taylor":
@@ -72,7 +72,7 @@ def run(model: nn.Module, ctx) -> nn.Module:
         model.zero_grad(set_to_none=True)
         ctx.fit(model, lr=s["lr"], loss_fn=loss_fn, masks={}, epochs=epochs[r])
         model.cpu()
-    after = {"macs": macs(model), "params": param_count(model)}
+    after = {"macs": macs(model, ctx.image_size), "params": param_count(model)}
     ctx.record["structured"] = {
         "budget": budget, "channel_ratio": ratio, "allocation": s["allocation"], "round_to": s["round_to"], "rounds": rounds,
         "out_channels": {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}, "macs_before": before["macs"], "macs_after": after["macs"],
