@@ -44,7 +44,7 @@ def smoke_model(tmp: Path) -> tuple[str, str]:
     prepare("digits", {"kind": "digits"}, str(tmp), cache)
     data = load_data(cache, augment={"crop_pad": 2})
     torch.manual_seed(0)
-    q = quant.prepare_qat(build_model("resnet20", 10, 0.25))
+    q = quant.prepare_qat(build_model("resnet20", 10, 0.25), 32)
     fit(q, data, epochs=2, lr=0.05, batch_size=64, log=io.StringIO())
     meta = {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "int8", "reduce_range": True}
     save_checkpoint(tmp / "deployed.pt", quant.convert(q).state_dict(), meta)

@@ -75,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.backbones:
             torch.manual_seed(0)
-            qat = quant.prepare_qat(build_model(name, 10, a.width))
+            qat = quant.prepare_qat(build_model(name, 10, a.width), 32)
             with torch.no_grad():
                 for _ in range(4):
                     qat(torch.randn(*input_shape(16)))
@@ -87,7 +87,7 @@ def main() -> None:
             ours, theirs = [], []
             for _ in range(a.rounds):
                 ours.append(interleaved_latency({"m": runner}, runs=a.runs, warmup=20, rounds=1,
-                                                threads=a.threads)["m"]["median_ms"])
+                                                threads=a.threads, image_size=32)["m"]["median_ms"])
                 theirs.append(app_median_ms(exe, path + ".onnx", a.threads, a.seconds))
             o, t = statistics.median(ours), statistics.median(theirs)
             print(f"| {name} | {a.width} | int8 | {o:.3f} | {t:.3f} | {o / t:.2f} |")

@@ -58,7 +58,7 @@ def main() -> None:
         for name in a.backbones:
             torch.manual_seed(0)
             fp32 = build_model(name, 10, a.width).eval()
-            qat = quant.prepare_qat(build_model(name, 10, a.width))
+            qat = quant.prepare_qat(build_model(name, 10, a.width), 32)
             with torch.no_grad():
                 for _ in range(4):
                     qat(torch.randn(*input_shape(16)))
@@ -69,7 +69,7 @@ def main() -> None:
                 paths[form] = str(Path(tmp) / f"{name}_{form}.pt")
                 save_checkpoint(paths[form], model.state_dict(), meta)
                 export_onnx(paths[form], paths[form] + ".onnx")
-            n_macs = macs(fp32)
+            n_macs = macs(fp32, 32)
             for t in a.threads:
                 torch.set_num_threads(t)
                 # inductor's C++ CPU backend, compiled on first call. Freezing (weights as constants:

@@ -54,23 +54,23 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(bb, 10, a.width).eval()
         meta = {"backbone": bb, "dataset": "bench", "num_classes": 10, "width": a.width}
-        base = macs(model)
+        base = macs(model, 32)
         pruned = {}
         for r in a.round_to:
             try:
-                ratio = ratio_for_macs(model, a.macs_keep, round_to=r)
+                ratio = ratio_for_macs(model, a.macs_keep, 32, round_to=r)
             except PqdError as e:  # coarse rounding of thin layers: that MACs fraction is out of reach
                 print(f"| {bb} x{a.width} | - | - | {r} | - | - | - | {e} |")
                 continue
-            m = prune_once(model, ratio, round_to=r).eval()
-            pruned[r] = (ratio, m, macs(m) / base)
+            m = prune_once(model, ratio, 32, round_to=r).eval()
+            pruned[r] = (ratio, m, macs(m, 32) / base)
         for runtime in a.runtimes:
             for form in a.forms:
                 with tempfile.TemporaryDirectory() as tmp:
                     runners = {"reference": deployed_runner(model, meta, form, tmp, "ref", runtime, a.threads)}
                     for r, (_, m, _) in pruned.items():
                         runners[r] = deployed_runner(m, meta, form, tmp, f"r{r}", runtime, a.threads)
-                    res = interleaved_latency(runners, runs=a.runs, warmup=10, rounds=a.rounds, threads=a.threads)
+                    res = interleaved_latency(runners, runs=a.runs, warmup=10, rounds=a.rounds, threads=a.threads, image_size=32)
                 for r, (ratio, _, kept) in pruned.items():
                     keep = per_round_keep(res[r]["round_ms"], res["reference"]["round_ms"])
                     print(f"| {bb} x{a.width} | {runtime} | {form} | {r} | {ratio:.3f} | {kept:.3f} | {keep:.3f} | "

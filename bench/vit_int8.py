@@ -41,7 +41,7 @@ def latency_rows(width: float, threads: int, runs: int, rounds: int) -> list[str
     with tempfile.TemporaryDirectory() as tmp:
         runners = {f"{rt}_{form}": deployed_runner(model, meta, form, tmp, f"{rt}_{form}", rt, threads)
                    for rt in RUNTIMES for form in ("fp32", "int8")}
-        res = interleaved_latency(runners, runs=runs, warmup=10, rounds=rounds, threads=threads)
+        res = interleaved_latency(runners, runs=runs, warmup=10, rounds=rounds, threads=threads, image_size=32)
     dim = model.patch_embed.out_channels
     return [f"| {width:g} ({dim}) | {rt} | {res[f'{rt}_fp32']['median_ms']:.3f} | {res[f'{rt}_int8']['median_ms']:.3f} | "
             f"{res[f'{rt}_fp32']['median_ms'] / res[f'{rt}_int8']['median_ms']:.2f} |" for rt in RUNTIMES]
@@ -55,7 +55,7 @@ def accuracy_rows(width: float, epochs: int, threads: int) -> list[str]:
         torch.manual_seed(0)
         vit = build_model("vit", 10, width)
         fit(vit, data, epochs=epochs, lr=1e-3, batch_size=64, optimizer="adamw", log=io.StringIO())
-        q = quant.prepare_qat(vit)
+        q = quant.prepare_qat(vit, 32)
         fit(q, data, epochs=1, lr=5e-4, batch_size=64, optimizer="adamw", log=io.StringIO())
         meta = {"backbone": "vit", "num_classes": 10, "width": width, "reduce_range": True}
         src, dep, onnx = (str(Path(tmp) / n) for n in ("qat.pt", "deployed.pt", "deployed.onnx"))

@@ -1,0 +1,136 @@
+"""pqd's INT8 deployment of torchvision classifiers against OpenVINO's own INT8 path (NNCF
+post-training quantization of the same weights), at batch 1 and their own input size.
+
+    python bench/byo_latency.py                                   # 224 px, 1 and 2 threads, 5 models
+    python bench/byo_latency.py --models mobilenet_v3_small --threads 1 --explain   # where the time goes
+    python bench/byo_latency.py --smoke                           # 64 px, two models, few runs (CI)
+
+Per model and thread count, timed interleaved in one process (``pqd.measure.interleaved_latency``):
+OpenVINO FP32 (the ONNX export pqd deploys for dense, f32 inference precision), pqd's INT8 (FX QAT
+prepare, observers fed random batches, convert, ONNX QDQ export: ``measure.deployed_runner``, what
+a pipeline's ``q`` deploys) and NNCF's INT8 (``nncf.quantize`` of OpenVINO's own conversion of the
+same FP32 module, calibrated on the same kind of random batches). Random weights: latency does not
+depend on the values. ``pqd/nncf`` is the median over timing rounds of the per-round ratio, with the
+2.5-97.5% range over rounds. ``--explain`` lists, per model, the executed layers of both INT8
+graphs by type and precision where they differ (what OpenVINO left in float in one but not the
+other). Needs ``pip install nncf`` (not a dependency of pqd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pqd.catalog import BackboneSpec
+from pqd.measure import cpu_info, deployed_runner, interleaved_latency
+from pqd.models import build_model
+from pqd.runtimes import import_openvino, openvino_runner
+
+MODELS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf", "convnext_tiny"]
+# ConvNeXt's converted INT8 model has no ONNX mapping (quantized permute before LayerNorm); the
+# fake-quantized graph exports (what the probe tells a user to set)
+ONNX_INT8 = {"convnext_tiny": "fake_quant"}
+
+
+def nncf_runner(model: torch.nn.Module, size: int, threads: int, workdir: str, name: str, batches: int = 8):
+    """NNCF PTQ of OpenVINO's conversion of ``model``, saved as IR and run by pqd's OpenVINO runner."""
+    import nncf
+
+    ov = import_openvino()
+    ov_model = ov.convert_model(model.eval(), example_input=torch.randn(1, 3, size, size))
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((1, 3, size, size), dtype=np.float32) for _ in range(batches)]
+    q = nncf.quantize(ov_model, nncf.Dataset(calib), subset_size=batches)
+    path = str(Path(workdir) / f"{name}.xml")
+    ov.save_model(q, path)
+    return openvino_runner(None, path, threads), path
+
+
+def layer_profile(xml_or_onnx: str, size: int, threads: int) -> collections.Counter:
+    ov = import_openvino()
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    core = ov.Core()
+    model = core.read_model(xml_or_onnx)
+    model.reshape({model.input(0).get_any_name(): ov.PartialShape([1, 3, size, size])})
+    compiled = core.compile_model(model, "CPU", {props.inference_num_threads: threads,
+                                                 hints.inference_precision: ov.Type.f32})
+    out = collections.Counter()
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        rt = node.get_rt_info()
+        kind = rt["layerType"].astype(str) if "layerType" in rt else node.get_type_name()
+        prec = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "?"
+        if kind not in ("Input", "Output", "Parameter", "Result", "Constant"):
+            out[(kind, prec)] += 1
+    return out
+
+
+def ratio_stats(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    r = sorted(x / y for x, y in zip(a, b))
+    return statistics.median(r), r[int(0.025 * (len(r) - 1))], r[int(0.975 * (len(r) - 1))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--runs", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--explain", action="store_true", help="also compare the executed INT8 layers")
+    ap.add_argument("--fake-quant-too", action="store_true",
+                    help="also time pqd's other INT8 export path (the fake-quantized graph, onnx_int8: fake_quant)")
+    ap.add_argument("--smoke", action="store_true", help="64 px, two models, few runs, for CI")
+    a = ap.parse_args()
+    if a.smoke:
+        a.models, a.size, a.threads, a.runs, a.rounds = ["resnet18", "mobilenet_v3_small"], 64, [1], 20, 4
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  batch 1, {a.size} px  {cpu_info()}")
+    print("| model | threads | OpenVINO FP32 ms | pqd INT8 ms | NNCF INT8 ms | pqd / NNCF [2.5-97.5% of rounds] "
+          "| FP32 / pqd INT8 |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="pqd-byo-") as tmp:
+        for name in a.models:
+            spec = BackboneSpec(name, f"torchvision.models:{name}", image_size=a.size,
+                                onnx_int8=ONNX_INT8.get(name, "converted"))
+            torch.manual_seed(0)
+            model = build_model(spec, 10).eval()
+            meta = {"experiment": "bench", "backbone": name, "model": spec.to_dict(), "dataset": "random",
+                    "num_classes": 10, "width": 1.0, "reduce_range": True}
+            for threads in a.threads:
+                runners = {"fp32": deployed_runner(model, meta, "fp32", tmp, f"{name}_fp32", "openvino", threads),
+                           "pqd": deployed_runner(model, meta, "int8", tmp, f"{name}_pqd", "openvino", threads)}
+                runners["nncf"], nncf_xml = nncf_runner(model, a.size, threads, tmp, f"{name}_nncf")
+                if a.fake_quant_too and spec.onnx_int8 == "converted":
+                    fq_meta = {**meta, "model": {**spec.to_dict(), "onnx_int8": "fake_quant"}}
+                    runners["pqd_fq"] = deployed_runner(model, fq_meta, "int8", tmp, f"{name}_pqdfq", "openvino",
+                                                        threads)
+                res = interleaved_latency(runners, runs=a.runs, warmup=20, rounds=a.rounds, threads=threads,
+                                          image_size=a.size)
+                med, lo, hi = ratio_stats(res["pqd"]["round_ms"], res["nncf"]["round_ms"])
+                speed, _, _ = ratio_stats(res["fp32"]["round_ms"], res["pqd"]["round_ms"])
+                print(f"| {name} | {threads} | {res['fp32']['median_ms']:.2f} | {res['pqd']['median_ms']:.2f} | "
+                      f"{res['nncf']['median_ms']:.2f} | {med:.2f} [{lo:.2f}, {hi:.2f}] | {speed:.2f}x |", flush=True)
+                if "pqd_fq" in res:
+                    fmed, flo, fhi = ratio_stats(res["pqd_fq"]["round_ms"], res["nncf"]["round_ms"])
+                    print(f"| {name} (fake_quant export) | {threads} | | {res['pqd_fq']['median_ms']:.2f} | | "
+                          f"{fmed:.2f} [{flo:.2f}, {fhi:.2f}] | |", flush=True)
+            if a.explain:
+                ours = layer_profile(str(Path(tmp) / f"{name}_pqd.onnx"), a.size, 1)
+                theirs = layer_profile(nncf_xml, a.size, 1)
+                print(f"\n{name}: executed layers (type, precision): pqd INT8 vs NNCF INT8, where they differ")
+                for key in sorted(set(ours) | set(theirs)):
+                    if ours[key] != theirs[key]:
+                        print(f"  {key[0]:<24} {key[1]:<6} pqd {ours[key]:>4}  nncf {theirs[key]:>4}")
+                print()
+
+
+if __name__ == "__main__":
+    main()
