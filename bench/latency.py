@@ -86,7 +86,8 @@ def main() -> None:
                     for f in paths:
                         if f"{short}_{f}" in cols:
                             runners[f"{short}_{f}"] = make_runner(rt, paths[f], paths[f] + ".onnx", t)
-                res, peak_rec = timed_with_peak({c: runners[c] for c in cols}, t, runs=a.runs, warmup=10, rounds=20)
+                res, peak_rec = timed_with_peak({c: runners[c] for c in cols}, t, runs=a.runs, warmup=10, rounds=20,
+                                               image_size=32)
                 peak = peak_rec["int8_peak_macs_per_s"]
                 ms = {c: res[c]["median_ms"] for c in cols}
                 print(f"| {name} | {a.width} | {n_macs / 1e6:.0f} | {t} | {peak / 1e9:.0f} | "

@@ -39,7 +39,12 @@ stages: {{s: {{macs_keep: 0.7}}, e: {{lr: 0.05}}}}
 measure: {{runs: 200, warmup: 2, rounds: 2, threads: 1}}
 # torchvision's MobileNetV3 updates BatchNorm statistics with momentum 0.01: a few hundred steps
 # before its eval-mode predictions mean anything
-overrides: {{mnv3s_tiny: {{protocols: {{quick: {{dense: 30}}}}}}}}
+overrides:
+  mnv3s_tiny: {{protocols: {{quick: {{dense: 30}}}}}}
+  # e and f (the control's stage) need nothing of a model but conv/linear layers and a forward pass
+  # (the probe checks both for every backbone); run on MobileNetV3 only, to keep CI short
+  effb0_tiny: {{pipelines: [dense, q, {CHAIN}]}}
+  mynet_tiny: {{pipelines: [dense, q, {CHAIN}]}}
 """
 
 MYNET = '''import torch.nn as nn
@@ -195,7 +200,7 @@ def test_every_stage_runs_on_torchvision_and_user_models_at_64px(built: Path, mo
         assert rep["deployed_form"] == "int8" and 0 < rep["accuracy"] <= 100 and rep["macs"] < dense["macs"]
         deployed = load_checkpoint(built / f"results/{exp}/{CHAIN}/deployed.pt")
         assert deployed["meta"]["model"]["image_size"] == 64
-        for pipeline in ("e", "ctl-q", "dense"):
+        for pipeline in ("e", "ctl-q", "dense") if exp == "mnv3s_tiny" else ("dense",):
             assert json.loads((built / f"results/{exp}/{pipeline}/report.json").read_text())["accuracy"] > 0
         # structured and low-rank results reload from their files alone (weights only), wherever the
         # model's code imports from (the user's file: the workflow directory, as in the jobs)

@@ -113,7 +113,7 @@ def test_interleaved_latency_times_inference_without_autograd():
 
 def test_int8_peak_is_timed_with_the_models_and_is_the_best_of_its_kernels():
     m = build_model("resnet20", 10, 0.25)
-    res, peak = measure.timed_with_peak({"m": m}, 1, runs=4, warmup=1, rounds=2, settle_ms=0)
+    res, peak = measure.timed_with_peak({"m": m}, 1, runs=4, warmup=1, rounds=2, settle_ms=0, image_size=32)
     assert set(res) == {"m"} and res["m"]["runs"] >= 4
     kernels = peak["int8_peak_by_kernel"]
     assert set(kernels) == {"fbgemm_gemm", "openvino_conv3x3"} and min(kernels.values()) > 1e8
