@@ -76,8 +76,10 @@ def test_a_latency_target_asks_for_the_curve_and_the_reference_of_the_model_ente
 
 def test_latency_targeted_pruning_lands_within_tolerance_of_its_target(tmp_path):
     """VGG-16-BN at width 0.25, FP32 in PyTorch, one thread (compute-bound enough at batch 1 for
-    pruning to show): the ratio read off the measured curve for half the latency gives a model
-    that, timed beside the unpruned one, keeps 0.5 +- LATENCY_TOLERANCE of its latency."""
+    pruning to show): the ratio read off the measured curve for 0.6 of the latency gives a model
+    that, timed beside the unpruned one, keeps 0.6 +- LATENCY_TOLERANCE of its latency. (0.6, not
+    0.5: on an AVX2-only EPYC the curve's floor at 80% of the channels is about 0.5 (0.516 in one CI run), so a 0.5
+    target sat on the curve's end and the test failed on timing noise alone.)"""
     torch.manual_seed(0)
     model = build_model("vgg16", 10, 0.25).eval()
     path = tmp_path / "in.pt"
@@ -87,11 +89,11 @@ def test_latency_targeted_pruning_lands_within_tolerance_of_its_target(tmp_path)
     c = measure_curve(str(path), CurveParams(measure=timing, form="fp32", allocation="uniform", round_to=8,
                                              ratios=list(pc.CURVE_RATIOS)))
     keeps = [p["keep"] for p in c["points"]]
-    assert keeps[0] == pytest.approx(1.0) and min(keeps) < 0.5, keeps  # the curve reaches past the target
-    ratio, predicted = ratio_for_latency(c, 0.5)
+    assert keeps[0] == pytest.approx(1.0) and min(keeps) < 0.6, keeps  # the curve reaches past the target
+    ratio, predicted = ratio_for_latency(c, 0.6)
     pruned = prune_once(model, ratio, 32, "uniform", round_to=8).eval()
     widths = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w % 8 == 0 for w in widths), widths  # round_to holds under a latency target too
     res = interleaved_latency({"pruned": pruned, "reference": copy.deepcopy(model)}, runs=200, warmup=10, rounds=20, image_size=32)
     measured = per_round_keep(res["pruned"]["round_ms"], res["reference"]["round_ms"])
-    assert abs(measured - 0.5) <= LATENCY_TOLERANCE, (ratio, measured, keeps)
+    assert abs(measured - 0.6) <= LATENCY_TOLERANCE, (ratio, measured, keeps)
