@@ -106,13 +106,18 @@ def check_masks(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
                       "use a model with more layers, or set exclude_first_conv/exclude_classifier: false")
 
 
+def _meta(spec: BackboneSpec, ctx: dict) -> dict:
+    """Checkpoint metadata of a probe model, as a stage job writes it (what reloading reads)."""
+    return {"experiment": "probe", "backbone": spec.name, "model": spec.to_dict(), "dataset": "probe",
+            "num_classes": PROBE_CLASSES, "width": ctx["width"], "reduce_range": True}
+
+
 def _export(model: nn.Module, spec: BackboneSpec, ctx: dict, form: str, source: nn.Module | None = None) -> None:
     """The pipeline's own deploy path: a checkpoint of ``model`` in ``form`` reloaded from its
     metadata (weights only) and exported to ONNX as the ``export_onnx`` job does."""
     from pqd.runtimes import export_onnx
 
-    meta = {"experiment": "probe", "backbone": spec.name, "model": spec.to_dict(), "dataset": "probe",
-            "num_classes": PROBE_CLASSES, "width": ctx["width"], "reduce_range": True}
+    meta = _meta(spec, ctx)
     with tempfile.TemporaryDirectory(prefix="pqd-probe-") as tmp:
         path, src = Path(tmp) / "model.pt", None
         save_checkpoint(path, model.state_dict(), {**meta, "form": form})
@@ -163,12 +168,17 @@ def check_quantize(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
 
 
 def _round_trip(model: nn.Module, spec: BackboneSpec, ctx: dict, what: str) -> None:
-    """The reshaped model rebuilds from a fresh build plus its recorded architecture and loads its
-    own state dict strictly (what ``weights_only=True`` reloads depend on), with equal outputs."""
-    fresh = build_model(spec, PROBE_CLASSES, ctx["width"])
+    """The reshaped model, saved as a stage job saves it (state dict plus recorded architecture),
+    reloads through the jobs' own path (:func:`pqd.model_io.load_model`, ``weights_only=True``)
+    with equal outputs."""
+    from pqd.model_io import load_model
+
+    arch = arch_mod.describe(model, build_model(spec, PROBE_CLASSES, ctx["width"]))
     try:
-        rebuilt = arch_mod.apply(fresh, arch_mod.describe(model, build_model(spec, PROBE_CLASSES, ctx["width"])))
-        rebuilt.load_state_dict(model.state_dict())
+        with tempfile.TemporaryDirectory(prefix="pqd-probe-") as tmp:
+            path = Path(tmp) / "model.pt"
+            save_checkpoint(path, model.state_dict(), {**_meta(spec, ctx), "form": "fp32", "arch": arch})
+            rebuilt, _ = load_model(str(path))
         x = torch.randn(*input_shape(2, spec.image_size))
         with torch.no_grad():
             same = torch.allclose(rebuilt.eval()(x), model.eval()(x), atol=1e-4, rtol=1e-3)
