@@ -52,17 +52,31 @@ def _first_line(e: BaseException, limit: int = 140) -> str:
     return f"{type(e).__name__}: {lines[0][:limit] if lines else ''}".rstrip(": ")
 
 
+def _library_roots() -> tuple[Path, ...]:
+    """The installed folders whose frames are not the model's code: torch, Torch-Pruning, ONNX and
+    pqd's own package (by location: a user's workflow folder may well be called ``pqd`` too)."""
+    import importlib.util
+
+    roots = [Path(__file__).resolve().parent]
+    for name in ("torch", "torch_pruning", "onnx"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            roots.append(Path(spec.origin).resolve().parent)
+    return tuple(roots)
+
+
 def _user_frame(e: BaseException) -> str:
-    """Where in the model's own code an exception was raised: the innermost frame outside torch,
-    torch_pruning and pqd (``Block.forward``, with its file and line), or ``''``."""
-    found = ""
+    """Where in the model's own code an exception was raised: the innermost frame outside the
+    libraries of :func:`_library_roots` and Python's import machinery (``Block.forward``, with its
+    file and line), or ``''``."""
+    roots, found = _library_roots(), ""
     tb = e.__traceback__
     while tb is not None:
         code = tb.tb_frame.f_code
-        path = Path(code.co_filename)
-        if not any(part in ("torch", "torch_pruning", "pqd", "onnx") for part in path.parts) \
-                and "importlib" not in path.parts and path.name != "<string>":
-            found = f"{getattr(code, 'co_qualname', code.co_name)} ({path.name}:{tb.tb_lineno})"
+        if not code.co_filename.startswith("<"):  # <frozen importlib...>, <string>, FX's generated code
+            path = Path(code.co_filename).resolve()
+            if not any(path.is_relative_to(root) for root in roots):
+                found = f"{getattr(code, 'co_qualname', code.co_name)} ({path.name}:{tb.tb_lineno})"
         tb = tb.tb_next
     return found
 
