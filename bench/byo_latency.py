@@ -3,12 +3,14 @@ post-training quantization of the same weights), at batch 1 and their own input 
 
     python bench/byo_latency.py                                   # 224 px, 1 and 2 threads, 5 models
     python bench/byo_latency.py --models mobilenet_v3_small --threads 1 --explain   # where the time goes
+    python bench/byo_latency.py --every-op-too      # also the QDQ-after-every-op graph pqd deployed before
     python bench/byo_latency.py --smoke                           # 64 px, two models, few runs (CI)
 
 Per model and thread count, timed interleaved in one process (``pqd.measure.interleaved_latency``):
 OpenVINO FP32 (the ONNX export pqd deploys for dense, f32 inference precision), pqd's INT8 (FX QAT
-prepare, observers fed random batches, convert, ONNX QDQ export: ``measure.deployed_runner``, what
-a pipeline's ``q`` deploys) and NNCF's INT8 (``nncf.quantize`` of OpenVINO's own conversion of the
+prepare, observers fed random batches, then OpenVINO's ``weighted_inputs`` graph of the fake-quantized
+model, :func:`pqd.qat.weighted_inputs_graph`: ``measure.deployed_runner``, what a pipeline's ``q``
+deploys to OpenVINO) and NNCF's INT8 (``nncf.quantize`` of OpenVINO's own conversion of the
 same FP32 module, calibrated on the same kind of random batches). Random weights: latency does not
 depend on the values. ``pqd/nncf`` is the median over timing rounds of the per-round ratio, with the
 2.5-97.5% range over rounds. ``--explain`` lists, per model, the executed layers of both INT8
@@ -86,8 +88,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--explain", action="store_true", help="also compare the executed INT8 layers")
-    ap.add_argument("--fake-quant-too", action="store_true",
-                    help="also time pqd's other INT8 export path (the fake-quantized graph, onnx_int8: fake_quant)")
+    ap.add_argument("--every-op-too", action="store_true",
+                    help="also time, in OpenVINO, the every_op INT8 graph (QDQ after every op, what ONNX Runtime gets)")
     ap.add_argument("--smoke", action="store_true", help="64 px, two models, few runs, for CI")
     a = ap.parse_args()
     if a.smoke:
@@ -108,19 +110,18 @@ def main() -> None:
                 runners = {"fp32": deployed_runner(model, meta, "fp32", tmp, f"{name}_fp32", "openvino", threads),
                            "pqd": deployed_runner(model, meta, "int8", tmp, f"{name}_pqd", "openvino", threads)}
                 runners["nncf"], nncf_xml = nncf_runner(model, a.size, threads, tmp, f"{name}_nncf")
-                if a.fake_quant_too and spec.onnx_int8 == "converted":
-                    fq_meta = {**meta, "model": {**spec.to_dict(), "onnx_int8": "fake_quant"}}
-                    runners["pqd_fq"] = deployed_runner(model, fq_meta, "int8", tmp, f"{name}_pqdfq", "openvino",
-                                                        threads)
+                if a.every_op_too:  # the graph exported for ONNX Runtime, run by OpenVINO
+                    deployed_runner(model, meta, "int8", tmp, f"{name}_every", "onnxruntime", threads)
+                    runners["pqd_every"] = openvino_runner(None, str(Path(tmp) / f"{name}_every.onnx"), threads)
                 res = interleaved_latency(runners, runs=a.runs, warmup=20, rounds=a.rounds, threads=threads,
                                           image_size=a.size)
                 med, lo, hi = ratio_stats(res["pqd"]["round_ms"], res["nncf"]["round_ms"])
                 speed, _, _ = ratio_stats(res["fp32"]["round_ms"], res["pqd"]["round_ms"])
                 print(f"| {name} | {threads} | {res['fp32']['median_ms']:.2f} | {res['pqd']['median_ms']:.2f} | "
                       f"{res['nncf']['median_ms']:.2f} | {med:.2f} [{lo:.2f}, {hi:.2f}] | {speed:.2f}x |", flush=True)
-                if "pqd_fq" in res:
-                    fmed, flo, fhi = ratio_stats(res["pqd_fq"]["round_ms"], res["nncf"]["round_ms"])
-                    print(f"| {name} (fake_quant export) | {threads} | | {res['pqd_fq']['median_ms']:.2f} | | "
+                if "pqd_every" in res:
+                    fmed, flo, fhi = ratio_stats(res["pqd_every"]["round_ms"], res["nncf"]["round_ms"])
+                    print(f"| {name} (every_op graph) | {threads} | | {res['pqd_every']['median_ms']:.2f} | | "
                           f"{fmed:.2f} [{flo:.2f}, {fhi:.2f}] | |", flush=True)
             if a.explain:
                 ours = layer_profile(str(Path(tmp) / f"{name}_pqd.onnx"), a.size, 1)

@@ -55,7 +55,9 @@ class BackboneSpec:
     QuantizeLinear/DequantizeLinear around float ops); ``fake_quant`` exports the fake-quantized QAT
     graph instead (each FakeQuantize becomes a QuantizeLinear/DequantizeLinear pair with the learned
     scale and zero point, which the runtime fuses into integer kernels), for models whose converted
-    ops have no ONNX mapping: the ViT's quantized reshapes and matrix products.
+    ops have no ONNX mapping: the ViT's quantized reshapes and matrix products. This choice is for
+    the ``every_op`` runtimes (ONNX Runtime); OpenVINO always gets the ``weighted_inputs`` graph,
+    built from the fake-quantized model (:attr:`RuntimeSpec.int8_placement`).
 
     The built-in backbones below and the config's ``backbones:`` entries are the same kind of
     entry (:func:`pqd.config.backbones`); checkpoints record the entry they were built from
@@ -97,13 +99,18 @@ class DatasetKindSpec:
 class RuntimeSpec:
     """Where a deployed model is evaluated and timed. ``onnx``: it runs the exported
     ``deployed.onnx`` (the workflow then adds the export job); ``runner(deployed, onnx, threads)``
-    returns a ``Tensor -> Tensor`` callable; ``package`` is recorded with its version."""
+    returns a ``Tensor -> Tensor`` callable; ``package`` is recorded with its version.
+    ``int8_placement``: where the INT8 ONNX graph it runs carries its quantize-dequantize pairs
+    (:data:`pqd.qat.PLACEMENTS`): ``every_op`` (the converted model, or the fake-quantized one for
+    ``onnx_int8: fake_quant`` backbones) or ``weighted_inputs`` (:func:`pqd.qat.weighted_inputs_graph`
+    of the pipeline's fake-quantized model), whichever the runtime fuses into faster kernels."""
 
     name: str
     runner: str
     onnx: bool
     package: str
     doc: str = ""
+    int8_placement: str = "every_op"
 
 
 def _builtin(name: str, builder: str, **kw: Any) -> BackboneSpec:
@@ -136,6 +143,7 @@ RUNTIMES: Registry[RuntimeSpec] = Registry("runtime", {s.name: s for s in (
     RuntimeSpec("onnxruntime", "pqd.runtimes:onnxruntime_runner", onnx=True, package="onnxruntime",
                 doc="ONNX Runtime on the exported QDQ graph"),
     RuntimeSpec("openvino", "pqd.runtimes:openvino_runner", onnx=True, package="openvino",
-                doc="OpenVINO's CPU plugin on the exported QDQ graph (the fastest INT8 runtime here)"),
+                doc="OpenVINO's CPU plugin on the exported QDQ graph (the fastest INT8 runtime here)",
+                int8_placement="weighted_inputs"),
 )})
 DEFAULT_RUNTIME = "openvino"

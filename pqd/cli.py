@@ -128,11 +128,12 @@ def cmd_latency(a: argparse.Namespace) -> object:
 
 
 @command("export the deployed model to ONNX (QDQ for INT8)", ("--input", REQ), ("--output", REQ),
-         ("--source", {"help": "the fake-quantized model it was converted from (backbones exported from it)"}))
+         ("--source", {"help": "the fake-quantized model it was converted from (INT8 graphs built from it)"}),
+         ("--runtime", {"help": "the runtime that will run it: decides the INT8 graph (pqd.catalog.RUNTIMES)"}))
 def cmd_export(a: argparse.Namespace) -> object:
     from pqd.runtimes import export_onnx
 
-    return export_onnx(a.input, a.output, a.source)
+    return export_onnx(a.input, a.output, a.source, a.runtime)
 
 
 @command("report.json of one pipeline", ("--experiment", REQ), ("--pipeline", REQ), ("--input", REQ),

@@ -77,7 +77,7 @@ def deployed_runner(model: nn.Module, meta: dict, form: str, workdir: str, name:
     onnx = None
     if RUNTIMES.get(runtime).onnx:
         onnx = str(Path(workdir) / f"{name}.onnx")
-        export_onnx(str(out), onnx, source=fake_path)
+        export_onnx(str(out), onnx, source=fake_path, runtime=runtime)
     return make_runner(runtime, str(out), onnx, threads)
 
 

@@ -139,7 +139,8 @@ def _export(model: nn.Module, spec: BackboneSpec, ctx: dict, form: str, source: 
             src = Path(tmp) / "qat.pt"
             save_checkpoint(src, source.state_dict(), {**meta, "form": "qat"})
         try:
-            export_onnx(str(path), str(Path(tmp) / "model.onnx"), source=str(src) if src else None)
+            export_onnx(str(path), str(Path(tmp) / "model.onnx"), source=str(src) if src else None,
+                        runtime=ctx["runtime"])
         except PqdError as e:
             raise Refusal(f"the {form.upper()} ONNX export", str(e).split(": ", 1)[-1].split("; measure")[0],
                           f"set measure.runtime: torch (no ONNX), or change the operation") from None
@@ -168,9 +169,9 @@ def check_quantize(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
                       ) from None
     if ctx["onnx"]:
         try:
-            _export(int8, spec, ctx, form="int8", source=qat.for_export(fake) if spec.onnx_int8 == "fake_quant" else None)
+            _export(int8, spec, ctx, form="int8", source=qat.for_export(fake))
         except Refusal as r:
-            if spec.onnx_int8 == "fake_quant":
+            if spec.onnx_int8 == "fake_quant" or RUNTIMES.get(ctx["runtime"]).int8_placement != "every_op":
                 raise
             try:  # the other export path (what the ViT uses): if it works, say so
                 _export(int8, dataclasses.replace(spec, onnx_int8="fake_quant"), ctx, form="int8",

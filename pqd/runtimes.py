@@ -66,27 +66,34 @@ def _register_quantized_batchnorm() -> None:
     torch.onnx.register_custom_op_symbolic("quantized::batch_norm2d_relu", make(True), OPSET)
 
 
-def export_onnx(deployed: str, output: str, source: Optional[str] = None) -> dict:
+def export_onnx(deployed: str, output: str, source: Optional[str] = None, runtime: Optional[str] = None) -> dict:
     """Trace the deployed model (INT8 or FP32) into an ONNX file, batch dimension dynamic.
 
-    Uses the TorchScript-based exporter. An INT8 model goes the way its backbone's catalogue entry
-    says (:attr:`pqd.catalog.BackboneSpec.onnx_int8`): its converted quantized ops are mapped to
-    QuantizeLinear/DequantizeLinear pairs around float ops (the QDQ format that ONNX Runtime and
-    OpenVINO fuse into integer kernels), or, for ``fake_quant`` backbones, the fake-quantized model
-    it was converted from (``source``, the pipeline's QAT checkpoint) is exported, each FakeQuantize
-    becoming such a pair with its learned scale: the same QDQ graph, reached where PyTorch has no
-    ONNX mapping for a converted op."""
+    Uses the TorchScript-based exporter. An INT8 model's graph is the one ``runtime`` runs fastest
+    (:attr:`pqd.catalog.RuntimeSpec.int8_placement`; no runtime named: ``every_op``):
+    ``weighted_inputs`` (OpenVINO) exports :func:`pqd.qat.weighted_inputs_graph` of the fake-quantized
+    model it was converted from (``source``, the pipeline's QAT checkpoint); ``every_op`` goes the
+    way its backbone's catalogue entry says (:attr:`pqd.catalog.BackboneSpec.onnx_int8`): its
+    converted quantized ops mapped to QuantizeLinear/DequantizeLinear pairs around float ops (the QDQ
+    format ONNX Runtime fuses into integer kernels), or, for ``fake_quant`` backbones, the
+    fake-quantized model ``source`` exported as is, each FakeQuantize becoming such a pair with its
+    learned scale: the same QDQ graph, reached where PyTorch has no ONNX mapping for a converted op."""
     model, meta = load_model(deployed)
     spec = backbone_of(meta)
-    path = spec.onnx_int8 if meta["form"] == "int8" else "converted"
-    if path == "fake_quant":
+    placement = RUNTIMES.get(runtime).int8_placement if runtime else "every_op"
+    path = None
+    if meta["form"] == "int8":
+        path = "weighted_inputs" if placement == "weighted_inputs" else spec.onnx_int8
+    if path in ("fake_quant", "weighted_inputs"):
         if not source:
-            raise PqdError(f"the INT8 {meta['backbone']} is exported from its fake-quantized model: pass its QAT "
-                           "checkpoint (--source, the pipeline's final model)")
+            raise PqdError(f"the INT8 {meta['backbone']} is exported from its fake-quantized model "
+                           f"({'onnx_int8: fake_quant' if path == 'fake_quant' else runtime + ': ' + path} graph): "
+                           "pass its QAT checkpoint (--source, the pipeline's final model)")
         model, src_meta = load_model(source)
         if src_meta["form"] != "qat":
             raise PqdError(f"{source} is {src_meta['form']}, not the fake-quantized model {deployed} was converted from")
-        model = qat.for_export(model)
+        model = (qat.weighted_inputs_graph(model, src_meta.get("reduce_range", True)) if path == "weighted_inputs"
+                 else qat.for_export(model))
     model.eval()
     _register_quantized_batchnorm()
     with atomic_path(output) as tmp, warnings.catch_warnings():
@@ -99,7 +106,7 @@ def export_onnx(deployed: str, output: str, source: Optional[str] = None) -> dic
             raise PqdError(f"cannot export the {meta['form']} {meta['backbone']} model to ONNX: PyTorch's exporter has "
                            f"no mapping for one of its ops ({str(e).splitlines()[0][:100]}); measure it with "
                            "measure.runtime: torch") from None
-    return {"form": meta["form"], "opset": OPSET, "int8_path": path if meta["form"] == "int8" else None}
+    return {"form": meta["form"], "opset": OPSET, "int8_path": path}
 
 
 def torch_runner(deployed: str, onnx_path: str | None, threads: int) -> torch.nn.Module:

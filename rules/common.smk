@@ -289,10 +289,13 @@ def export_track(wc):
 
 
 def export_source(wc):
-    """The pipeline's fake-quantized model, for a backbone whose INT8 ONNX is exported from it."""
+    """The pipeline's fake-quantized model, when its INT8 ONNX graph is built from it: for the
+    runtime's placement (pqd.catalog: int8_placement) or the backbone's export path (onnx_int8)."""
     chain = final_chain(wc.pipeline)
-    fake_quant = exp_cfg(wc.exp)["backbone_spec"].onnx_int8 == "fake_quant"
-    return pipeline_model(wc.exp, wc.pipeline) if fake_quant and pqd_pipeline.is_quantized(chain) else []
+    cfg = exp_cfg(wc.exp)
+    from_fake = (RUNTIMES.get(cfg["measure"]["runtime"]).int8_placement == "weighted_inputs"
+                 or cfg["backbone_spec"].onnx_int8 == "fake_quant")
+    return pipeline_model(wc.exp, wc.pipeline) if from_fake and pqd_pipeline.is_quantized(chain) else []
 
 
 def onnx_file(exp, pipeline):

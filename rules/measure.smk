@@ -20,8 +20,9 @@ rule deploy:
 
 
 rule export_onnx:
-    """The deployed model as ONNX (QDQ for INT8), for the runtimes that run ONNX. A backbone whose
-    INT8 form is exported from its fake-quantized model (pqd.catalog: onnx_int8) also reads that."""
+    """The deployed model as ONNX (QDQ for INT8), for the runtimes that run ONNX, in the INT8 graph
+    the runtime runs fastest; built from the pipeline's fake-quantized model where that graph is
+    (pqd.catalog: int8_placement, onnx_int8), which it then also reads."""
     input:
         model=rules.deploy.output[0],
         source=export_source,
@@ -29,6 +30,7 @@ rule export_onnx:
         f"{RESULTS}/{{exp}}/{{pipeline}}/deployed.onnx",
     params:
         source=optional_arg("--source", "source"),
+        runtime=lambda wc: exp_cfg(wc.exp)["measure"]["runtime"],
         track=export_track,
         code=lambda wc: code_hash(export_track(wc)),
     log:
@@ -40,7 +42,8 @@ rule export_onnx:
         cpus=1,
         **resources("light"),
     shell:
-        "python3 -m pqd --track {params.track} export --input {input.model:q} {params.source} --output {output:q} "
+        "python3 -m pqd --track {params.track} export --input {input.model:q} {params.source} "
+        "--runtime {params.runtime} --output {output:q} "
         "> {log:q} 2>&1"
 
 

@@ -1,6 +1,7 @@
 """Export of the deployed model to ONNX and its execution in ONNX Runtime and OpenVINO."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -30,9 +31,10 @@ def int8_artifacts(digits, tmp_path_factory):
     q = quant.prepare_qat(m, 32)
     fit(q, digits, epochs=1, lr=0.01, batch_size=64, step_hooks=[prune.mask_hook(prune.masks_from_zeros(q))],
         log=io.StringIO())
-    int8 = quant.convert(q)
     d = tmp_path_factory.mktemp("rt")
     meta = {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "int8", "reduce_range": True}
+    save_checkpoint(d / "qat.pt", q.state_dict(), {**meta, "form": "qat"})  # what OpenVINO's graph is built from
+    int8 = quant.convert(q)
     save_checkpoint(d / "deployed.pt", int8.state_dict(), meta)
     assert export_onnx(str(d / "deployed.pt"), str(d / "deployed.onnx")) == {"form": "int8", "opset": 17,
                                                                              "int8_path": "converted"}
@@ -72,6 +74,59 @@ def test_onnx_runtimes_match_the_pytorch_int8_model(int8_artifacts, digits, runt
     assert abs(evaluate(ort, digits) - evaluate(int8, digits)) <= 1.5  # at most 5 of 360 images
     res = interleaved_latency({"ort": ort, "torch": int8}, runs=200, warmup=2, rounds=10, threads=1, image_size=32)
     assert res["ort"]["runs"] >= 200 and res["ort"]["median_ms"] > 0
+
+
+def _const(graph, name):
+    for t in graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output[0] == name:
+            return numpy_helper.to_array(n.attribute[0].t)
+    return None
+
+
+def test_openvino_runs_the_weighted_inputs_graph_of_the_qat_model(int8_artifacts, digits):
+    """For OpenVINO (catalogue: int8_placement weighted_inputs) the INT8 graph is built from the QAT
+    model with quantize-dequantize pairs on the inputs of weighted layers only, BatchNorm folded:
+    every convolution and the classifier read dequantized INT8 inputs and weights, no pair sits
+    before an add or an activation, the weights are the QAT model's integers (pruned zeros included;
+    within one step of the converted model's, which re-observes each weight at conversion), and
+    OpenVINO's top-1 on it is within 1.5 points of the PyTorch INT8 model's."""
+    int8, pruned, deployed, onnx_path = int8_artifacts
+    qat_path, ov_path = str(Path(deployed).parent / "qat.pt"), str(Path(deployed).parent / "ov.onnx")
+    with pytest.raises(PqdError, match="fake-quantized model.*--source"):
+        export_onnx(deployed, ov_path, runtime="openvino")
+    assert export_onnx(deployed, ov_path, source=qat_path, runtime="openvino")["int8_path"] == "weighted_inputs"
+    graph = onnx.load(ov_path).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    weighted = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    assert len(weighted) == len(quant.int8_layers(int8)) and "BatchNormalization" not in {n.op_type for n in graph.node}
+    for n in weighted:
+        x = made_by[n.input[0]]
+        x = made_by[x.input[0]] if x.op_type == "Flatten" else x
+        assert x.op_type == "DequantizeLinear" and made_by[n.input[1]].op_type == "DequantizeLinear", n.name
+    readers = {n.op_type for n in graph.node for i in n.input if i in made_by and made_by[i].op_type == "DequantizeLinear"}
+    assert readers <= {"Conv", "Gemm", "MatMul", "Flatten"}, readers
+    every_op = sum(n.op_type == "QuantizeLinear" for n in onnx.load(onnx_path).graph.node)  # activations only
+    on_activations = [n for n in graph.node if n.op_type == "QuantizeLinear" and _const(graph, n.input[0]) is None]
+    assert len(on_activations) <= len(weighted) < every_op
+    # the weights' integers, recomputed from the exported float weights and their scales, are the
+    # PyTorch INT8 model's (the same BatchNorm folding and per-channel scales)
+    ints = []
+    for n in weighted:
+        q = made_by[made_by[n.input[1]].input[0]]
+        w, scale = _const(graph, q.input[0]), _const(graph, q.input[1])
+        ints.append(np.clip(np.round(w / scale.reshape(-1, *[1] * (w.ndim - 1))), -128, 127).astype(np.int8))
+    torch_ints = [t.numpy() for t in quant.int8_layers(int8).values()]
+    # layers matched by content; conversion re-observes each weight once more, so a few integers move by one step
+    near = [max((np.abs(a.astype(int) - b) <= 1).mean() for b in torch_ints if b.shape == a.shape) for a in ints]
+    same = sum(max((a == b).sum() for b in torch_ints if b.shape == a.shape) for a in ints)
+    assert min(near) == 1.0 and same / sum(a.size for a in torch_ints) > 0.95
+    inner = [a for a in ints if a.ndim == 4 and a.shape[1] > 3]
+    assert sum((a == 0).sum() for a in inner) / sum(a.size for a in inner) >= 0.5
+    ov = make_runner("openvino", deployed, ov_path, 1)
+    assert abs(evaluate(ov, digits) - evaluate(int8, digits)) <= 1.5
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
@@ -134,6 +189,10 @@ def test_int8_vit_exports_from_its_fake_quantized_model_and_agrees_in_both_onnx_
     deploy(str(tmp_path / "v_qat.pt"), str(tmp_path / "v.pt"))
     with pytest.raises(PqdError, match="exported from its fake-quantized model.*--source"):
         export_onnx(str(tmp_path / "v.pt"), str(tmp_path / "v.onnx"))
+    rec = export_onnx(str(tmp_path / "v.pt"), str(tmp_path / "v_ov.onnx"), source=str(tmp_path / "v_qat.pt"),
+                      runtime="openvino")
+    assert rec["int8_path"] == "weighted_inputs"
+    ov_top1 = evaluate(make_runner("openvino", str(tmp_path / "v.pt"), str(tmp_path / "v_ov.onnx"), 1), digits)
     assert not (tmp_path / "v.onnx").exists()
     rec = export_onnx(str(tmp_path / "v.pt"), str(tmp_path / "v.onnx"), source=str(tmp_path / "v_qat.pt"))
     assert rec["int8_path"] == "fake_quant"
@@ -145,3 +204,4 @@ def test_int8_vit_exports_from_its_fake_quantized_model_and_agrees_in_both_onnx_
         run = make_runner(runtime, str(tmp_path / "v.pt"), str(tmp_path / "v.onnx"), 1)
         top1 = evaluate(run, digits)
         assert fake_top1 > 30 and abs(top1 - fake_top1) <= 1.0, (runtime, top1, fake_top1)
+    assert abs(ov_top1 - fake_top1) <= 1.0, ("openvino weighted_inputs", ov_top1, fake_top1)
