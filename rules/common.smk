@@ -298,6 +298,15 @@ def export_source(wc):
     return pipeline_model(wc.exp, wc.pipeline) if from_fake and pqd_pipeline.is_quantized(chain) else []
 
 
+def export_runtime(wc):
+    """``--runtime`` for the export of a quantized pipeline, whose INT8 graph is the runtime's
+    (pqd.catalog: int8_placement); an FP32 graph is the same for every runtime, so switching runtime
+    does not re-export it."""
+    if not pqd_pipeline.is_quantized(final_chain(wc.pipeline)):
+        return ""
+    return "--runtime " + shlex.quote(exp_cfg(wc.exp)["measure"]["runtime"])
+
+
 def onnx_file(exp, pipeline):
     """deployed.onnx of ``pipeline`` when the configured runtime executes ONNX, else nothing."""
     if RUNTIMES.get(exp_cfg(exp)["measure"]["runtime"]).onnx:

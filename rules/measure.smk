@@ -30,7 +30,7 @@ rule export_onnx:
         f"{RESULTS}/{{exp}}/{{pipeline}}/deployed.onnx",
     params:
         source=optional_arg("--source", "source"),
-        runtime=lambda wc: exp_cfg(wc.exp)["measure"]["runtime"],
+        runtime=export_runtime,
         track=export_track,
         code=lambda wc: code_hash(export_track(wc)),
     log:
@@ -43,7 +43,7 @@ rule export_onnx:
         **resources("light"),
     shell:
         "python3 -m pqd --track {params.track} export --input {input.model:q} {params.source} "
-        "--runtime {params.runtime} --output {output:q} "
+        "{params.runtime} --output {output:q} "
         "> {log:q} 2>&1"
 
 

@@ -192,13 +192,28 @@ def test_default_runtime_times_dense_in_pytorch_and_in_openvino(built: Path):
     assert (built / f"results/{EXP}/dense/deployed.onnx").exists()
 
 
+def _weights_quantized_in_graph(path: Path) -> int:
+    """QuantizeLinear nodes fed by an initializer: float weights quantized inside the graph, as in
+    OpenVINO's weighted_inputs graph; the every_op graph stores its weights as INT8 already."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    weights = {t.name for t in g.initializer}
+    return sum(n.op_type == "QuantizeLinear" and n.input[0] in weights for n in g.node)
+
+
 def test_switching_runtime_reruns_only_measurement_jobs(built: Path):
     target = f"results/{EXP}/pqd/report.json"
     edit = "measure: {runtime: onnxruntime}"
     jobs = planned(built, target, edit=edit)
-    # the exported files are shared by both ONNX runtimes; dense is evaluated in the new runtime too
-    assert jobs == {"evaluate": 2, "latency": 1, "report": 1}
+    # the INT8 model is re-exported in the graph ONNX Runtime fuses (every_op, not OpenVINO's
+    # weighted_inputs); the FP32 dense export is the same for both runtimes and is kept;
+    # dense is evaluated in the new runtime too
+    assert jobs == {"export_onnx": 1, "evaluate": 2, "latency": 1, "report": 1}
+    onnx_path = built / f"results/{EXP}/pqd/deployed.onnx"
+    assert _weights_quantized_in_graph(onnx_path) > 0  # OpenVINO's graph
     smk(built, target, edit=edit)
+    assert _weights_quantized_in_graph(onnx_path) == 0  # ONNX Runtime's
     rep = json.loads((built / target).read_text())
     assert rep["runtime"] == "onnxruntime" and rep["deployed_form"] == "int8"
     assert abs(rep["accuracy"] - rep["accuracy_torch"]) <= 1.5
