@@ -4,6 +4,7 @@ post-training quantization of the same weights), at batch 1 and their own input 
     python bench/byo_latency.py                                   # 224 px, 1 and 2 threads, 5 models
     python bench/byo_latency.py --models mobilenet_v3_small --threads 1 --explain   # where the time goes
     python bench/byo_latency.py --every-op-too      # also the QDQ-after-every-op graph pqd deployed before
+    python bench/byo_latency.py --models pqd:vgg16 pqd:resnet18 pqd:wrn28_10 --every-op-too   # pqd's own, at 32 px
     python bench/byo_latency.py --smoke                           # 64 px, two models, few runs (CI)
 
 Per model and thread count, timed interleaved in one process (``pqd.measure.interleaved_latency``):
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pqd.catalog import BackboneSpec
+from pqd.catalog import BACKBONES, BackboneSpec
 from pqd.measure import cpu_info, deployed_runner, interleaved_latency
 from pqd.models import build_model
 from pqd.runtimes import import_openvino, openvino_runner
@@ -94,27 +95,32 @@ def main() -> None:
     a = ap.parse_args()
     if a.smoke:
         a.models, a.size, a.threads, a.runs, a.rounds = ["resnet18", "mobilenet_v3_small"], 64, [1], 20, 4
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  batch 1, {a.size} px  {cpu_info()}")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  batch 1, {a.size} px (pqd: backbones at their own)  {cpu_info()}")
     print("| model | threads | OpenVINO FP32 ms | pqd INT8 ms | NNCF INT8 ms | pqd / NNCF [2.5-97.5% of rounds] "
           "| FP32 / pqd INT8 |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="pqd-byo-") as tmp:
         for name in a.models:
-            spec = BackboneSpec(name, f"torchvision.models:{name}", image_size=a.size,
-                                onnx_int8=ONNX_INT8.get(name, "converted"))
+            if name.startswith("pqd:"):  # a built-in backbone at its own size
+                spec = BACKBONES.get(name[4:])
+            else:
+                spec = BackboneSpec(name, f"torchvision.models:{name}", image_size=a.size,
+                                    onnx_int8=ONNX_INT8.get(name, "converted"))
+            size = spec.image_size
             torch.manual_seed(0)
             model = build_model(spec, 10).eval()
+            name = spec.name
             meta = {"experiment": "bench", "backbone": name, "model": spec.to_dict(), "dataset": "random",
                     "num_classes": 10, "width": 1.0, "reduce_range": True}
             for threads in a.threads:
                 runners = {"fp32": deployed_runner(model, meta, "fp32", tmp, f"{name}_fp32", "openvino", threads),
                            "pqd": deployed_runner(model, meta, "int8", tmp, f"{name}_pqd", "openvino", threads)}
-                runners["nncf"], nncf_xml = nncf_runner(model, a.size, threads, tmp, f"{name}_nncf")
+                runners["nncf"], nncf_xml = nncf_runner(model, size, threads, tmp, f"{name}_nncf")
                 if a.every_op_too:  # the graph exported for ONNX Runtime, run by OpenVINO
                     deployed_runner(model, meta, "int8", tmp, f"{name}_every", "onnxruntime", threads)
                     runners["pqd_every"] = openvino_runner(None, str(Path(tmp) / f"{name}_every.onnx"), threads)
                 res = interleaved_latency(runners, runs=a.runs, warmup=20, rounds=a.rounds, threads=threads,
-                                          image_size=a.size)
+                                          image_size=size)
                 med, lo, hi = ratio_stats(res["pqd"]["round_ms"], res["nncf"]["round_ms"])
                 speed, _, _ = ratio_stats(res["fp32"]["round_ms"], res["pqd"]["round_ms"])
                 print(f"| {name} | {threads} | {res['fp32']['median_ms']:.2f} | {res['pqd']['median_ms']:.2f} | "
@@ -124,8 +130,8 @@ def main() -> None:
                     print(f"| {name} (every_op graph) | {threads} | | {res['pqd_every']['median_ms']:.2f} | | "
                           f"{fmed:.2f} [{flo:.2f}, {fhi:.2f}] | |", flush=True)
             if a.explain:
-                ours = layer_profile(str(Path(tmp) / f"{name}_pqd.onnx"), a.size, 1)
-                theirs = layer_profile(nncf_xml, a.size, 1)
+                ours = layer_profile(str(Path(tmp) / f"{name}_pqd.onnx"), size, 1)
+                theirs = layer_profile(nncf_xml, size, 1)
                 print(f"\n{name}: executed layers (type, precision): pqd INT8 vs NNCF INT8, where they differ")
                 for key in sorted(set(ours) | set(theirs)):
                     if ours[key] != theirs[key]:

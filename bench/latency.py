@@ -62,13 +62,16 @@ def main() -> None:
             with torch.no_grad():
                 for _ in range(4):
                     qat(torch.randn(*input_shape(16)))
+            meta = {"backbone": name, "num_classes": 10, "width": a.width, "reduce_range": True}
+            qat_path = str(Path(tmp) / f"{name}_qat.pt")  # the source of OpenVINO's INT8 graph (weighted_inputs)
+            save_checkpoint(qat_path, qat.state_dict(), {**meta, "form": "qat"})
             int8 = quant.convert(qat)
             paths = {}
             for form, model in (("fp32", fp32), ("int8", int8)):
-                meta = {"backbone": name, "num_classes": 10, "width": a.width, "form": form, "reduce_range": True}
                 paths[form] = str(Path(tmp) / f"{name}_{form}.pt")
-                save_checkpoint(paths[form], model.state_dict(), meta)
-                export_onnx(paths[form], paths[form] + ".onnx")
+                save_checkpoint(paths[form], model.state_dict(), {**meta, "form": form})
+                for rt in ("onnxruntime", "openvino"):  # each runtime's own INT8 graph, as the export_onnx rule makes it
+                    export_onnx(paths[form], f"{paths[form]}.{rt}.onnx", source=qat_path, runtime=rt)
             n_macs = macs(fp32, 32)
             for t in a.threads:
                 torch.set_num_threads(t)
@@ -85,7 +88,7 @@ def main() -> None:
                 for rt, short in (("onnxruntime", "ort"), ("openvino", "ov")):
                     for f in paths:
                         if f"{short}_{f}" in cols:
-                            runners[f"{short}_{f}"] = make_runner(rt, paths[f], paths[f] + ".onnx", t)
+                            runners[f"{short}_{f}"] = make_runner(rt, paths[f], f"{paths[f]}.{rt}.onnx", t)
                 res, peak_rec = timed_with_peak({c: runners[c] for c in cols}, t, runs=a.runs, warmup=10, rounds=20,
                                                image_size=32)
                 peak = peak_rec["int8_peak_macs_per_s"]
