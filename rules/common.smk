@@ -304,7 +304,7 @@ def export_runtime(wc):
     does not re-export it."""
     if not pqd_pipeline.is_quantized(final_chain(wc.pipeline)):
         return ""
-    return "--runtime " + shlex.quote(exp_cfg(wc.exp)["measure"]["runtime"])
+    return f"--runtime {shlex.quote(exp_cfg(wc.exp)['measure']['runtime'])}"
 
 
 def onnx_file(exp, pipeline):
