@@ -4,7 +4,7 @@
 
 Reads what the workflow wrote (``summary.csv`` and ``pairwise.csv`` of the experiment, and every
 replicate's ``report.json`` + ``predictions.npz``) and prints, claim by claim, the figures and a
-verdict. Every accuracy comparison is the summary's paired bootstrap over seeds and test images
+verdict. Every accuracy comparison is the summary's paired test over seeds and test images
 (:mod:`pqd.stats`); a claim's own family of comparisons is Holm-corrected. The claims:
 
 1. INT8 QAT gives the dominant runtime benefit: every pipeline with ``q`` is faster than every
@@ -56,7 +56,7 @@ def main() -> None:
     seeds = sorted(reps["dense"])
     correct = {p: np.stack([load_correct(str(by_seed[s])) for s in seeds]) for p, by_seed in reps.items()
                if sorted(by_seed) == seeds}
-    res = stats.Resampler(len(seeds), next(iter(correct.values())).shape[1])
+    n_images = next(iter(correct.values())).shape[1]
     plain = [p for p in df.index if p != "dense" and not p.startswith("ctl-")]
 
     def sp(p):
@@ -64,7 +64,7 @@ def main() -> None:
         return f"{r.speedup_same_runtime_mean:.2f}x [{r.speedup_same_runtime_ci95_low:.2f}, " \
                f"{r.speedup_same_runtime_ci95_high:.2f}]"
 
-    print(f"# {a.experiment}: {len(seeds)} seeds x {res.n_images} test images\n")
+    print(f"# {a.experiment}: {len(seeds)} seeds x {n_images} test images\n")
     with_q = [p for p in plain if "q" in p]
     without_q = [p for p in df.index if p != "dense" and "q" not in p]
     lo_q = min((df.loc[p, "speedup_same_runtime_ci95_low"] for p in with_q), default=np.nan)
@@ -85,12 +85,12 @@ def main() -> None:
         print("2. Unstructured pruning alone: not tested (no pipeline p in this summary)\n")
 
     pairs = [(p, p[:-1]) for p in plain if p.endswith("d") and len(p) > 1 and p[:-1] in correct]
-    kd = stats.with_holm([stats.paired_comparison(x, y, correct[x], correct[y], res) for x, y in pairs])
+    kd = stats.with_holm([stats.paired_comparison(x, y, correct[x], correct[y]) for x, y in pairs])
     print("3. KD applied last recovers accuracy (after d - before d, points, Holm over these):")
     for c in kd:
         print(f"   {c.a} - {c.b}: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}], p_holm {c.p_holm:.3g}"
               f"{'  significant' if c.significant else ''}")
-        dense_gap = stats.paired_comparison(c.b, "dense", correct[c.b], correct["dense"], res)
+        dense_gap = stats.paired_comparison(c.b, "dense", correct[c.b], correct["dense"])
         print(f"      (before d vs dense: {dense_gap.diff:+.2f} [{dense_gap.low:+.2f}, {dense_gap.high:+.2f}])")
     holds = bool(kd) and all(c.significant and c.diff > 0 for c in kd)
     print(f"   -> {'HOLDS' if holds else 'NOT SHOWN'}\n")
@@ -103,8 +103,8 @@ def main() -> None:
         low, high = (r.diff_ci95_low, r.diff_ci95_high) if r.a == "pqd" else (-r.diff_ci95_high, -r.diff_ci95_low)
         wins += bool(r.significant and diff > 0)
         print(f"   pqd - {other}: {diff:+.2f} [{low:+.2f}, {high:+.2f}], p_holm {r.p_holm:.3g}")
-    ranks = {p: int(df.loc[p, "rank"]) for p in plain if len(p) == 3}
-    print(f"   ranks among all pipelines: {ranks}")
+    groups = {p: df.loc[p, "group"] for p in plain if len(p) == 3}
+    print(f"   letter groups among all pipelines (a shared letter: cannot be told apart): {groups}")
     print(f"   -> {'HOLDS' if len(orders) and wins == len(orders) else 'NOT SHOWN'} "
           f"(pqd significantly better than {wins} of {len(orders)} other orders)\n")
 

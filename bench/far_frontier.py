@@ -8,7 +8,7 @@ Phase 1 (``config/examples/c10jpg_far_dense.yaml``) trains the dense VGG-16-BN a
 width 0.5 on c10jpg; phase 2 (``config/examples/c10jpg_far.yaml``) imports each dense model for
 every seed and runs the compressed pipelines (INT8 QAT alone, and structured pruning to a measured
 INT8 latency budget, then QAT, then KD). Then, per backbone, it prints each pipeline's top-1 minus
-dense (points, 95% CI, bootstrap over seeds and test images, paired: the summary's pairwise.csv) and its speedup over dense FP32
+dense (points, 95% CI, paired test over seeds and test images: the summary's pairwise.csv) and its speedup over dense FP32
 in the same runtime (95% CI over seeds and timing rounds), and names the fastest pipeline whose
 top-1 is within 1 point of dense in both senses: the mean loss is under 1 point, and so is the
 95% CI's lower end (the loss is under 1 point with confidence). The goal checked is Comb-Prune-

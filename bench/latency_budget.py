@@ -10,7 +10,7 @@ fraction. Then prints, per variant, what the budget bought: the MACs and the *me
 kept by pruning (the deployed INT8 model against the unpruned model entering ``s``, timed in the
 same rounds of the pipeline's latency job, mean over seeds), the latency the curve predicted,
 the speedup over dense FP32 in the same runtime, and top-1 with its 95% CI; and the paired
-top-1 differences between variants (bootstrap over seeds and test images, Holm-corrected).
+top-1 differences between variants (paired test over seeds and test images, Holm-corrected).
 ``--no-run`` only reads what the runs wrote.
 """
 
@@ -94,12 +94,12 @@ def main() -> None:
     df = pd.DataFrame(rows)
     print(df.to_markdown(index=False, floatfmt=".3f"))
     n_seeds, n_images = next(iter(correct.values())).shape
-    res = stats.Resampler(n_seeds, n_images)
     pairs = [("latency", "macs"), ("latency_global", "latency"), ("latency_global", "macs")]
-    comps = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b], res) for a, b in pairs])
-    print("\nPaired top-1 differences (points; bootstrap over seeds and test images, Holm over these 3):")
+    comps = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b]) for a, b in pairs])
+    print("\nPaired top-1 differences (points; paired test over seeds and test images, Holm over these 3):")
     for c in comps:
-        verdict = ("a better" if c.diff > 0 else "b better") if c.significant else "no detectable difference"
+        verdict = (("a better" if c.diff > 0 else "b better") if c.significant else
+                   "no detectable difference" if c.judged else "not judged (1 seed)")
         print(f"  {c.a} - {c.b}: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}], p={c.p_value:.3g}, "
               f"p_holm={c.p_holm:.3g}: {verdict}")
     first = reports(results / "latency")[0]["system"]

@@ -69,7 +69,7 @@ def latency_target_report(stages: list[dict], lat: dict, deployed_form: str) -> 
             "error": None if predicted is None else keep.mean - predicted}
 
 
-COLUMNS = ["pipeline", "deployed_form", "runtime", "seeds", "rank", "accuracy_mean", "accuracy_ci95_low",
+COLUMNS = ["pipeline", "deployed_form", "runtime", "seeds", "group", "accuracy_mean", "accuracy_ci95_low",
            "accuracy_ci95_high", "accuracy_delta", "size_bytes", "size_gzip_bytes", "size_ratio", "weight_sparsity",
            "macs", "latency_ms_mean", "latency_ms_ci95_low", "latency_ms_ci95_high", "speedup_mean", "speedup_ci95_low",
            "speedup_ci95_high", "speedup_same_runtime_mean", "speedup_same_runtime_ci95_low",
@@ -144,10 +144,11 @@ def _replicates(rows: list[dict]) -> dict[str, dict]:
 
 def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwise_csv: Optional[str] = None,
             pairwise_md: Optional[str] = None) -> None:
-    """Per pipeline, over seeds: mean top-1 with a 95% CI (seeds and test images resampled),
-    latency and speedups with CIs (seeds and timing rounds), size; a rank that ties pipelines that
-    cannot be told apart; paired comparisons (pairwise.csv/.md, Holm-corrected); the minimum
-    detectable effect; warnings; frontier plots with error bars."""
+    """Per pipeline, over seeds: mean top-1 with a 95% CI (seed and test-image noise, :mod:`pqd.stats`),
+    latency and speedups with CIs (seeds and timing rounds), size; letter groups of pipelines that
+    cannot be told apart (none with one seed); paired comparisons (pairwise.csv/.md,
+    Holm-corrected); the minimum detectable effect and the seeds that would detect 0.5 and 1
+    point; warnings; frontier plots with error bars."""
     import numpy as np
     import pandas as pd
 
@@ -161,19 +162,17 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
     exp = rows[0]["experiment"]
     correct = {p: np.stack([correct_of[id(table[p][s])] for s in seeds]) for p in pipelines}
     n_images = next(iter(correct.values())).shape[1]
-    res = stats.Resampler(len(seeds), n_images)
+    judged = len(seeds) >= 2
 
-    # every pair among pipelines (one Holm family): the rank and the frontier's ties
-    everything = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b], res)
+    # every pair among pipelines (one Holm family): the letter groups and the frontier's ties
+    everything = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b])
                                   for i, a in enumerate(pipelines) for b in pipelines[i + 1:]])
-    better = {p: 0 for p in pipelines}
-    for c in everything:
-        if c.significant:
-            better[c.b if c.diff > 0 else c.a] += 1
+    accuracy = {p: stats.accuracy_interval(correct[p]) for p in pipelines}
+    groups = stats.letter_groups({p: accuracy[p].mean for p in pipelines}, everything) if judged else {}
     out = []
     for p in pipelines:
         reps = [table[p][s] for s in seeds]
-        acc = stats.accuracy_interval(correct[p], res)
+        acc = accuracy[p]
         rounds = [r["latency_rounds_ms"] for r in reps]
         lat = stats.ratio_interval([r["model"] for r in rounds], None)
         sp = stats.ratio_interval([r["dense_fp32"] for r in rounds], [r["model"] for r in rounds])
@@ -181,7 +180,7 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
         first = reps[0]
         out.append({
             "pipeline": p, "deployed_form": first["deployed_form"], "runtime": first["runtime"], "seeds": len(seeds),
-            "rank": 1 + better[p], "accuracy_mean": acc.mean, "accuracy_ci95_low": acc.low,
+            "group": groups.get(p, "-"), "accuracy_mean": acc.mean, "accuracy_ci95_low": acc.low,
             "accuracy_ci95_high": acc.high, "accuracy_delta": np.nan, "size_bytes": first["size_bytes"],
             "size_gzip_bytes": int(round(float(np.mean([r["size_gzip_bytes"] for r in reps])))),  # bytes: exact in the CSV
             "size_ratio": first["size_ratio"], "weight_sparsity": float(np.mean([r["weight_sparsity"] for r in reps])),
@@ -200,7 +199,7 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
         df.to_csv(tmp, index=False, float_format="%.4g")
 
     asked = asked_pairs(pipelines, {p: budget(table[p][seeds[0]]) for p in pipelines if p != "dense"})
-    comparisons = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b], res) for a, b, _ in asked])
+    comparisons = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b]) for a, b, _ in asked])
     pw = pd.DataFrame([{"a": c.a, "b": c.b, "why": why, "diff": c.diff, "diff_ci95_low": c.low,
                         "diff_ci95_high": c.high, "p_value": c.p_value, "p_holm": c.p_holm,
                         "significant": c.significant} for c, (_, _, why) in zip(comparisons, asked)],
@@ -208,18 +207,18 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
     disagree = [stats.discordance(correct[a], correct[b]) for a, b, _ in asked] or [
         stats.discordance(correct[a], correct[b]) for i, a in enumerate(pipelines) for b in pipelines[i + 1:]]
     d_med = float(np.median(disagree)) if disagree else 0.0
-    mde = stats.minimum_detectable_effect(d_med, n_images, len(seeds))
     if pairwise_csv:
         with atomic_path(pairwise_csv) as tmp:
             pw.to_csv(tmp, index=False, float_format="%.4g")
     if pairwise_md:
         lines = [f"# {exp}: paired comparisons of top-1", "",
-                 f"Difference a - b in points, averaged over {len(seeds)} seed(s) x {n_images} test images; 95% CI and "
-                 f"two-sided p-value from a paired bootstrap over seeds and test images ({res.draws} resamples), "
-                 f"Holm-corrected over the {len(pw)} comparisons listed.", "",
-                 "| a | b | comparison | a - b (points) | 95% CI | p | p (Holm) | verdict |", "|---|---|---|---|---|---|---|---|"]
+                 f"Difference a - b in points, averaged over {len(seeds)} seed(s) x {n_images} test images, with its 95% "
+                 f"CI and two-sided p-value, Holm-corrected over the {len(pw)} comparisons listed. {noise_sentence(len(seeds))}",
+                 "", "| a | b | comparison | a - b (points) | 95% CI | p | p (Holm) | verdict |",
+                 "|---|---|---|---|---|---|---|---|"]
         for r in pw.itertuples(index=False):
-            verdict = ("a better" if r.diff > 0 else "b better") if r.significant else "no detectable difference"
+            verdict = (("a better" if r.diff > 0 else "b better") if r.significant else
+                       "no detectable difference" if judged else "not judged (1 seed)")
             lines.append(f"| {r.a} | {r.b} | {r.why} | {r.diff:+.2f} | [{r.diff_ci95_low:+.2f}, {r.diff_ci95_high:+.2f}] "
                          f"| {r.p_value:.3g} | {r.p_holm:.3g} | {verdict} |")
         with atomic_path(pairwise_md) as tmp:
@@ -230,15 +229,14 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
             return "-" if v != v else f"{v:.4g}"  # NaN: not applicable (e.g. INT8 peak of an FP32 model)
         return str(v)
 
+    groups_note = ("`group`: pipelines sharing a letter cannot be told apart in top-1; two with no letter in common "
+                   "differ significantly (paired test, Holm over all pairs)." if judged else
+                   "`group`: none with one seed (no significance-based claim without training noise).")
     lines = [f"# {exp}", "",
-             f"{len(seeds)} seed(s) ({', '.join(str(s) for s in seeds)}) x {n_images} test images. Means over seeds; "
-             "95% CIs resample seeds and test images (accuracy) or seeds and timing rounds (latency, speedup). "
-             "`rank`: 1 + the number of pipelines with significantly higher top-1 (paired bootstrap, Holm over all "
-             "pairs); equal ranks cannot be told apart.", "",
-             f"**Minimum detectable effect**: {mde:.2f} points of top-1 (power 0.8, two-sided alpha 0.05, paired), given "
-             f"{len(seeds)} seed(s) x {n_images} test images and a median disagreement of {100 * d_med:.1f}% of images "
-             "between the compared pipelines. Smaller differences need more seeds or test images "
-             "(it shrinks as 1/sqrt(seeds x images)).", "",
+             f"{len(seeds)} seed(s) ({', '.join(str(s) for s in seeds)}) x {n_images} test images. Means over seeds "
+             "(latency, speedup: geometric mean of per-seed medians). " + noise_sentence(len(seeds)) + " " + groups_note,
+             "", detectable_effect_sentence(comparisons or everything, len(comparisons or everything), len(seeds),
+                                            n_images, d_med), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
     served: dict[str, list[str]] = {}
@@ -261,6 +259,38 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
     with atomic_path(md_out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     frontier_plot(df, everything, exp, plot_out)
+
+
+def noise_sentence(n_seeds: int) -> str:
+    """What the intervals and verdicts of a summary cover, by its number of seeds."""
+    if n_seeds >= 2:
+        return ("95% CIs and tests cover training noise (from the spread of the seeds, S - 1 degrees of freedom) and "
+                "test-image noise (shared by the seeds): accuracy Wilson-type, differences paired t with Satterthwaite's "
+                "degrees of freedom, latency and speedup t over seeds.")
+    return ("**One seed: training noise is unseen.** Its 95% CIs cover test-image noise (accuracy: Wilson) and "
+            "timing noise (batch medians of consecutive timing rounds) only; another training run can land outside them, so no "
+            "difference is called significant. Run 3 or more seeds (`seeds:`) for verdicts.")
+
+
+def detectable_effect_sentence(comparisons: list, family: int, n_seeds: int, n_images: int, disagreement: float) -> str:
+    """The minimum detectable effect of the comparisons a summary makes, at their Holm level, from
+    the observed seed and image noise of the typical (median-variance) comparison, and how many
+    seeds would detect 0.5 and 1.0 point."""
+    from pqd import stats
+
+    judged = [c for c in comparisons if c.components is not None and c.components.n_seeds >= 2]
+    head = (f"**Minimum detectable effect** (power 0.8, two-sided alpha 0.05 Holm-adjusted over {family} comparisons, "
+            f"{n_seeds} seed(s) x {n_images} test images, median disagreement {100 * disagreement:.1f}% of images): ")
+    if not judged:
+        return head + "cannot be estimated: with one seed the training noise is unseen. Run 3 or more seeds."
+    typical = sorted(judged, key=lambda c: c.components.variance)[len(judged) // 2].components
+    mde = stats.minimum_detectable_effect(typical, family)
+    if mde is None:
+        return head + "cannot be estimated: the compared pipelines never disagree."
+    need = {e: stats.seeds_needed(typical, e, family) for e in (0.5, 1.0)}
+    said = "; ".join(f"{e} point: {'more than 100 seeds or more test images' if s is None else f'{s} seeds'}"
+                     for e, s in need.items())
+    return head + f"{mde:.2f} points of top-1, from the seed and image noise seen. To detect {said}."
 
 
 def latency_target_lines(table: dict, seeds: list) -> list[str]:

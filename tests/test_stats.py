@@ -1,10 +1,19 @@
-"""pqd.stats against cases with known answers: identical models, a constructed difference, Holm,
-the minimum detectable effect and the latency intervals."""
+"""pqd.stats against cases with known answers (identical models, a constructed difference, exact
+McNemar, Holm with NaN, Wilson at 100%, letter groups, mismatched inputs), and its calibration by
+simulation with a known truth (bench/stats_calibration.py --quick, targets of issue 21)."""
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pqd import stats
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def correctness(rng, seeds, n, p):
@@ -12,60 +21,105 @@ def correctness(rng, seeds, n, p):
 
 
 def test_identical_predictions_differ_by_zero_with_p_one():
-    rng = np.random.default_rng(0)
-    a = correctness(rng, 3, 2000, 0.8)
-    res = stats.Resampler(3, 2000, draws=500)
-    c = stats.paired_comparison("a", "b", a, a.copy(), res)
+    a = correctness(np.random.default_rng(0), 3, 2000, 0.8)
+    c = stats.with_holm([stats.paired_comparison("a", "b", a, a.copy())])[0]
     assert c.diff == 0.0 and c.low == 0.0 and c.high == 0.0 and c.p_value == 1.0
-    assert stats.with_holm([c])[0].p_holm == 1.0 and not stats.with_holm([c])[0].significant
+    assert c.p_holm == 1.0 and not c.significant
 
 
 def test_a_constructed_difference_is_covered_by_the_ci_which_excludes_zero():
-    """B = A with 3% of the images A gets right flipped to wrong: true difference 3 points."""
+    """B = A with 3% of the images A gets right (in every seed) flipped to wrong; seeds differ by
+    training noise of their own: true difference 3 points."""
     rng = np.random.default_rng(1)
     n, seeds = 5000, 3
     a = correctness(rng, seeds, n, 0.85)
     b = a.copy()
-    flip = rng.choice(n, size=int(0.03 * n / 0.85), replace=False)
-    b[:, flip] &= False
+    flip = rng.choice(n, size=int(0.03 * n), replace=False)
+    b[:, flip] = False
     true = 100.0 * (a.mean() - b.mean())
-    c = stats.paired_comparison("a", "b", a, b, stats.Resampler(seeds, n, draws=1000))
-    assert c.low <= true <= c.high and c.low > 0 and c.p_value < 0.01
-    assert abs(c.diff - true) < 1e-4
-    # far below what 1000 resamples count (1e-3), so that Holm over 105 pairs still calls it
-    assert c.p_value < 1e-6 and stats.holm([c.p_value] + [1.0] * 104)[0] < 0.05
+    c = stats.paired_comparison("a", "b", a, b)
+    assert c.low <= true <= c.high and c.low > 0
+    c = stats.with_holm([c] + [stats.paired_comparison("a", "a2", a, a.copy())])[0]
+    assert abs(c.diff - true) < 1e-9 and c.p_value < 1e-3 and c.significant
 
 
-def test_no_true_difference_gives_a_ci_that_covers_zero():
+def test_one_seed_never_calls_a_difference_significant():
+    """With one seed training noise is unseen: even a 5-point gap on 10,000 images gets no verdict."""
     rng = np.random.default_rng(2)
-    a, b = correctness(rng, 2, 3000, 0.7), correctness(rng, 2, 3000, 0.7)
-    c = stats.paired_comparison("a", "b", a, b, stats.Resampler(2, 3000, draws=1000))
-    # independent draws of the same accuracy: the CI covers 0 unless the sample itself differs by chance
-    assert c.low < 100 * (a.mean() - b.mean()) < c.high
-    assert (c.low <= 0 <= c.high) == (c.p_value >= 0.05)
+    a, b = correctness(rng, 1, 10000, 0.9), correctness(rng, 1, 10000, 0.85)
+    c = stats.with_holm([stats.paired_comparison("a", "b", a, b)])[0]
+    assert c.p_value < 1e-10 and not c.judged and not c.significant and "training noise unseen" in c.noise
+    assert stats.minimum_detectable_effect(c.components) is None and stats.seeds_needed(c.components, 1.0) is None
 
 
-def test_accuracy_interval_matches_the_binomial_standard_error():
-    rng = np.random.default_rng(3)
-    a = correctness(rng, 1, 10000, 0.9)
-    iv = stats.accuracy_interval(a, stats.Resampler(1, 10000, draws=2000))
-    se = 100 * np.sqrt(0.9 * 0.1 / 10000)  # 0.3 points
-    assert iv.low < iv.mean < iv.high
-    assert abs((iv.high - iv.low) - 2 * 1.96 * se) < 0.25 * 2 * 1.96 * se
+def test_three_discordant_images_against_none_give_exact_mcnemars_p():
+    """The normal approximation gives p = 0.08 for 3 vs 0 differing images; exact McNemar 0.25."""
+    a = np.ones((1, 500), bool)
+    b = a.copy()
+    b[0, :3] = False
+    assert stats.paired_comparison("a", "b", a, b).p_value == pytest.approx(0.25)
+    assert stats.exact_mcnemar(3, 0) == pytest.approx(0.25) and stats.exact_mcnemar(0, 0) == 1.0
 
 
-def test_holm_against_a_hand_computed_case():
+def test_identical_seeds_count_the_images_once():
+    """Three seeds with exactly the same predictions: the variance of the mean is the image
+    variance over N (image noise is shared by the seeds, not divided by S x N)."""
+    row = correctness(np.random.default_rng(3), 1, 4000, 0.8)
+    comp = stats.components(np.repeat(row, 3, axis=0).astype(float))
+    assert comp.variance == pytest.approx(row.astype(float).var(ddof=1) / 4000, rel=1e-9)
+    assert comp.ms_seed == 0.0
+
+
+def test_accuracy_interval_is_wilson_with_one_seed():
+    a = np.zeros((1, 1000), bool)
+    a[0, :900] = True
+    iv = stats.accuracy_interval(a)
+    low, high = stats.wilson(0.9, 1000, 1.959963984540054)
+    assert (iv.mean, iv.low, iv.high) == pytest.approx((90.0, 100 * low, 100 * high))
+    # hand-computed Wilson 95% interval of 900 / 1000: [87.99, 91.70]
+    assert iv.low == pytest.approx(87.99, abs=0.01) and iv.high == pytest.approx(91.70, abs=0.01)
+
+
+def test_a_pipeline_right_on_every_image_keeps_a_lower_bound():
+    """At 100% observed a percentile interval is [100, 100]; Wilson's lower end is n / (n + z^2)."""
+    for seeds in (1, 3):
+        iv = stats.accuracy_interval(np.ones((seeds, 360), bool))
+        assert iv.mean == 100.0 and iv.high == 100.0
+        assert iv.low == pytest.approx(100 * 360 / (360 + 1.959963984540054 ** 2), abs=1e-6)
+
+
+def test_holm_against_hand_computed_cases_and_nan():
     # sorted 0.01, 0.02, 0.04 -> 3*0.01=0.03, 2*0.02=0.04, 1*0.04=0.04 (monotone)
     assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
     assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    # a NaN sorted first used to turn every later p into 1; now it stays NaN, outside the family
+    out = stats.holm([math.nan, 0.01, 0.02])
+    assert math.isnan(out[0]) and out[1:] == pytest.approx([0.02, 0.02])
 
 
-def test_minimum_detectable_effect_shrinks_with_seeds_and_images():
-    base = stats.minimum_detectable_effect(0.1, 10000, 1)
-    # (1.96 + 0.84) * sqrt(0.1 / 10000) = 0.28 points
-    assert base == pytest.approx(100 * 2.8016 * np.sqrt(0.1 / 10000), rel=1e-3)
-    assert stats.minimum_detectable_effect(0.1, 10000, 4) == pytest.approx(base / 2)
-    assert stats.minimum_detectable_effect(0.0, 10000, 4) == 0.0
+def test_letter_groups_do_not_claim_an_order_the_tests_do_not_give():
+    """A > C significant, A ~ B, B ~ C: B shares a letter with each (the old rank gave 1, 1, 2)."""
+    def comp(a, b, p):
+        return stats.Comparison(a, b, 1.0, 0.5, 1.5, p, p_holm=p, n_seeds=3)
+
+    groups = stats.letter_groups({"A": 85.0, "B": 84.5, "C": 84.0},
+                                 [comp("A", "B", 0.5), comp("A", "C", 0.01), comp("B", "C", 0.4)])
+    assert groups == {"A": "a", "B": "ab", "C": "b"}
+    assert stats.letter_groups({"A": 1.0, "B": 0.0}, [comp("A", "B", 0.5)]) == {"A": "a", "B": "a"}
+
+
+def test_minimum_detectable_effect_follows_the_observed_noise_and_the_family():
+    rng = np.random.default_rng(5)
+    a, b = correctness(rng, 3, 10000, 0.85), correctness(rng, 3, 10000, 0.85)
+    comp = stats.paired_comparison("a", "b", a, b).components
+    one, family = stats.minimum_detectable_effect(comp), stats.minimum_detectable_effect(comp, family=15)
+    more = stats.minimum_detectable_effect(comp, n_seeds=10)
+    assert one is not None and family > one > more > 0
+    need = stats.seeds_needed(comp, 1.0)
+    assert need is not None and stats.minimum_detectable_effect(comp, n_seeds=need) <= 1.0
+    assert need == 2 or stats.minimum_detectable_effect(comp, n_seeds=need - 1) > 1.0
+    same = stats.paired_comparison("a", "b", a, a.copy()).components
+    assert stats.minimum_detectable_effect(same) is None  # never disagree: cannot be estimated, not 0
 
 
 def test_speedup_interval_is_the_paired_per_round_ratio():
@@ -73,21 +127,33 @@ def test_speedup_interval_is_the_paired_per_round_ratio():
     dense = [rng.normal(2.0, 0.2, 40).clip(1.0) for _ in range(3)]
     model = [d / 2.5 for d in dense]  # every round exactly 2.5x faster, however noisy the machine
     iv = stats.ratio_interval(dense, model)
-    assert iv.mean == pytest.approx(2.5) and iv.low == pytest.approx(2.5) and iv.high == pytest.approx(2.5)
-    lat = stats.ratio_interval(model, None)
+    assert (iv.mean, iv.low, iv.high) == pytest.approx((2.5, 2.5, 2.5))
+    lat = stats.ratio_interval(model[:1])  # one seed: batch medians of its rounds
     assert lat.low < lat.mean < lat.high
 
 
-def test_a_distilling_stage_that_lowers_top1_is_warned_about_with_its_teacher():
-    from pqd.report import student_warnings
+def test_mismatched_inputs_are_errors_not_truncations():
+    with pytest.raises(ValueError, match="3 seeds .* but 2"):
+        stats.ratio_interval([np.ones(40)] * 3, [np.ones(40)] * 2)
+    with pytest.raises(ValueError, match="40 timing rounds of the model but 39"):
+        stats.ratio_interval([np.ones(40)], [np.ones(39)])
+    with pytest.raises(ValueError, match="NaN"):
+        stats.ratio_interval([np.array([1.0, np.nan])])
+    with pytest.raises(ValueError, match="compare the same seeds and images"):
+        stats.paired_comparison("a", "b", np.ones((3, 10)), np.ones((2, 10)))
 
-    def rep(after_q, after_d):
-        return {"stages": [{"stage": "dense", "name": "dense", "accuracy_after": 83.2},
-                           {"stage": "q", "name": "qat", "accuracy_after": after_q},
-                           {"stage": "d", "name": "distill", "accuracy_after": after_d,
-                            "teacher": {"model": "dense", "accuracy": 83.2}}]}
 
-    table = {"qd": {0: rep(87.7, 84.1), 1: rep(87.9, 84.0)}, "pd": {0: rep(86.0, 86.5), 1: rep(86.0, 86.4)}}
-    warnings = student_warnings(table, [0, 1])
-    assert len(warnings) == 1 and warnings[0].startswith("qd: stage d (distill) lowered top-1 from 87.80% to 84.05%")
-    assert "its teacher (dense) scores 83.20%" in warnings[0]
+def test_calibration_by_simulation_meets_its_targets():
+    """Simulated experiments with a known truth through the summary's own functions (issue 21):
+    false positives and family-wise error at 3 seeds, coverage of the accuracy interval from 85%
+    to 99.7% top-1 and 360 to 10,000 images."""
+    res = subprocess.run([sys.executable, str(ROOT / "bench/stats_calibration.py"), "--quick"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    last = res.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"calibration: type1_3seeds=(\S+) fwer15_3seeds=(\S+) coverage_acc=(\S+) "
+                     r"coverage_ceiling=(\S+) power05_5seeds=(\S+)", last)
+    assert m, last
+    type1, fwer, cov, cov_ceiling, power = map(float, m.groups())
+    assert type1 <= 0.06 and fwer <= 0.06 and cov >= 0.93 and cov_ceiling >= 0.93, res.stdout
+    assert 0.0 <= power <= 1.0

@@ -111,7 +111,7 @@ def test_summary_table_plot_and_snakemake_html_report(built: Path):
     # each pipeline next to its equal-budget control (controls: true by default)
     # pqd and pdq train 1 epoch per letter at one lr: one control (ctl-dpq, the first such ordering) serves both
     assert sorted(df["pipeline"]) == ["ctl-dpq", "dense", "pdq", "pqd"]
-    assert {"accuracy_mean", "accuracy_ci95_low", "accuracy_ci95_high", "speedup_ci95_low", "rank"} <= set(df)
+    assert {"accuracy_mean", "accuracy_ci95_low", "accuracy_ci95_high", "speedup_ci95_low", "group"} <= set(df)
     assert (df["accuracy_ci95_low"] <= df["accuracy_mean"]).all() and (df["accuracy_mean"] <= df["accuracy_ci95_high"]).all()
     assert (built / f"results/{EXP}/frontier.png").stat().st_size > 10_000
     md = (built / f"results/{EXP}/summary.md").read_text()
