@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("bench/round_to.py", "latency kept / MACs kept"),
     ("bench/vit_int8.py", "vs fake-quantized"),
     ("bench/far_frontier.py", "fastest with mean loss under 1 point"),
+    ("bench/q_paths.py", "takes all steps: fx (pqd) 1/2"),
 ])
 def test_bench_script_smoke_run(script, expect):
     res = subprocess.run([sys.executable, str(ROOT / script), "--smoke"], capture_output=True, text=True,
