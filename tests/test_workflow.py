@@ -116,6 +116,9 @@ def test_summary_table_plot_and_snakemake_html_report(built: Path):
     assert (built / f"results/{EXP}/frontier.png").stat().st_size > 10_000
     md = (built / f"results/{EXP}/summary.md").read_text()
     assert "| pqd |" in md and "Minimum detectable effect" in md
+    # one seed: the summary says training noise is unseen and makes no significance-based claim
+    assert "One seed: training noise is unseen" in md and "cannot be estimated" in md and (df["group"] == "-").all()
+    assert "not judged (1 seed)" in (built / f"results/{EXP}/pairwise.md").read_text()
     pw = pd.read_csv(built / f"results/{EXP}/pairwise.csv")
     asked = set(zip(pw["a"], pw["b"]))
     assert {("pqd", "dense"), ("pqd", "ctl-dpq"), ("pdq", "ctl-dpq"), ("pqd", "pdq")} <= asked
@@ -241,7 +244,11 @@ def test_two_seeds_are_replicates_pooled_by_the_summary(built: Path):
     pqd = df[df["pipeline"] == "pqd"].iloc[0]
     assert pqd["accuracy_mean"] == pytest.approx((r0["accuracy"] + r1["accuracy"]) / 2, abs=0.01)  # CSV: 4 digits
     assert pqd["accuracy_ci95_low"] < pqd["accuracy_mean"] < pqd["accuracy_ci95_high"]
-    assert "2 seed(s)" in (built / f"results/{EXP}/summary.md").read_text()
+    md = (built / f"results/{EXP}/summary.md").read_text()
+    assert "2 seed(s)" in md and "cover training noise" in md and "One seed" not in md
+    assert df["group"].str.fullmatch("[a-zA-Z]+").all()  # letter groups from two seeds on
+    pairwise = (built / f"results/{EXP}/pairwise.md").read_text()
+    assert "cover training noise" in pairwise and "not judged" not in pairwise
     res = smk(built, f"results/{EXP}-s1/summary.csv", edit=edit, check=False)
     assert res.returncode != 0 and f"the summary over all seeds is results/{EXP}/summary.csv" in res.stderr
     res = smk(built, f"results/{EXP}-s7/pqd/report.json", edit=edit, check=False)
