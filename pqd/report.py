@@ -143,16 +143,18 @@ def _replicates(rows: list[dict]) -> dict[str, dict]:
 
 
 def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwise_csv: Optional[str] = None,
-            pairwise_md: Optional[str] = None) -> None:
+            pairwise_md: Optional[str] = None, max_loss: Optional[float] = 1.0, html_out: Optional[str] = None) -> None:
     """Per pipeline, over seeds: mean top-1 with a 95% CI (seed and test-image noise, :mod:`pqd.stats`),
     latency and speedups with CIs (seeds and timing rounds), size; letter groups of pipelines that
     cannot be told apart (none with one seed); paired comparisons (pairwise.csv/.md,
     Holm-corrected); the minimum detectable effect and the seeds that would detect 0.5 and 1
-    point; warnings; frontier plots with error bars."""
+    point; warnings; frontier plots with error bars. summary.md (and ``html_out``) opens with the
+    verdict (:mod:`pqd.verdict`: the fastest and smallest pipeline within ``max_loss`` points of
+    dense) and a headline table; every column is in the CSV."""
     import numpy as np
     import pandas as pd
 
-    from pqd import stats
+    from pqd import stats, verdict
 
     rows = [read_json(p) for p in reports]
     correct_of = {id(r): load_correct(p) for r, p in zip(rows, reports)}
@@ -224,21 +226,21 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
         with atomic_path(pairwise_md) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
 
-    def fmt(v):
-        if isinstance(v, float):
-            return "-" if v != v else f"{v:.4g}"  # NaN: not applicable (e.g. INT8 peak of an FP32 model)
-        return str(v)
-
     groups_note = ("`group`: pipelines sharing a letter cannot be told apart in top-1; two with no letter in common "
                    "differ significantly (paired test, Holm over all pairs)." if judged else
                    "`group`: none with one seed (no significance-based claim without training noise).")
-    lines = [f"# {exp}", "",
-             f"{len(seeds)} seed(s) ({', '.join(str(s) for s in seeds)}) x {n_images} test images. Means over seeds "
-             "(latency, speedup: geometric mean of per-seed medians). " + noise_sentence(len(seeds)) + " " + groups_note,
-             "", detectable_effect_sentence(comparisons or everything, len(comparisons or everything), len(seeds),
-                                            n_images, d_med), "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    vs_dense = {c.a: c for c, (_, _, why) in zip(comparisons, asked) if why == "vs dense"}
+    vs_control = {c.a: c for c, (_, _, why) in zip(comparisons, asked) if why == "vs equal-budget control"}
+    decision = verdict.decide(df, vs_dense, len(seeds), max_loss)
+    noise = (f"{len(seeds)} seed(s) ({', '.join(str(s) for s in seeds)}) x {n_images} test images. Means over seeds "
+             "(latency, speedup: geometric mean of per-seed medians). " + noise_sentence(len(seeds)) + " " + groups_note)
+    mde = detectable_effect_sentence(comparisons or everything, len(comparisons or everything), len(seeds), n_images,
+                                     d_med)
+    lines = [f"# {exp}", ""] + verdict.verdict_markdown(df, decision, vs_dense, vs_control) + [
+        "", "Speedup: against dense FP32 timed in the same job and runtime. Size ratio: dense's deployed file over "
+        "this one's. `#`: the pipeline's number in frontier.png. Every column (latency, gzip size, sparsity, MACs, "
+        "groups, speedup against PyTorch FP32, training time) is in summary.csv; the paired comparisons in pairwise.md.",
+        "", "## How much to trust it", "", noise, "", mde]
     served: dict[str, list[str]] = {}
     for a, b, why in asked:
         if why == "vs equal-budget control":
@@ -258,7 +260,11 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     with atomic_path(md_out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    frontier_plot(df, everything, exp, plot_out)
+    if html_out:
+        with atomic_path(html_out) as tmp:
+            tmp.write_text(verdict.verdict_html(f"{exp}: the verdict", df, decision, vs_dense, vs_control,
+                                                [noise, mde] + [f"Warning: {w}" for w in warnings]))
+    frontier_plot(df, everything, exp, plot_out, recommended=decision.fastest)
 
 
 def noise_sentence(n_seeds: int) -> str:
@@ -281,9 +287,12 @@ def detectable_effect_sentence(comparisons: list, family: int, n_seeds: int, n_i
     judged = [c for c in comparisons if c.components is not None and c.components.n_seeds >= 2]
     head = (f"**Minimum detectable effect** (power 0.8, two-sided alpha 0.05 Holm-adjusted over {family} comparisons, "
             f"{n_seeds} seed(s) x {n_images} test images, median disagreement {100 * disagreement:.1f}% of images): ")
-    if not judged:
+    if n_seeds < 2:
         return head + "cannot be estimated: with one seed the training noise is unseen. Run 3 or more seeds."
-    typical = sorted(judged, key=lambda c: c.components.variance)[len(judged) // 2].components
+    if not judged:
+        return head + "cannot be estimated: there is no comparison to make (one pipeline)."
+    noisy = [c for c in judged if c.components.variance > 0] or judged
+    typical = sorted(noisy, key=lambda c: c.components.variance)[len(noisy) // 2].components
     mde = stats.minimum_detectable_effect(typical, family)
     if mde is None:
         return head + "cannot be estimated: the compared pipelines never disagree."
@@ -356,10 +365,37 @@ def student_warnings(table: dict, seeds: list) -> list[str]:
     return out
 
 
-def frontier_plot(df, comparisons, exp: str, plot_out: str) -> None:
+def place_labels(ax, xs: list[float], ys: list[float], labels: list[str], fontsize: int = 9) -> list:
+    """Annotate each point with its label at the first of a ring of offsets whose text box overlaps
+    no label placed before it (a thin line joins a label moved away from its point). Six INT8
+    points within 5% of each other on the x axis made names printed beside each point unreadable.
+    Call after the figure's layout is final: offsets are in points from data coordinates."""
+    from matplotlib.text import Text
+
+    renderer = ax.figure.canvas.get_renderer()
+    rings = [(r * cx, r * cy) for r in (4, 11, 18, 26, 36, 48, 62)
+             for cx, cy in ((1, 0.4), (1, -1.4), (-1.8, 0.4), (-1.8, -1.4), (0, 1.2), (0, -2.2), (1.4, -0.5),
+                            (-2.4, -0.5))]
+    placed, texts = [], []
+    for i in sorted(range(len(labels)), key=lambda k: (xs[k], -ys[k])):
+        for k, (dx, dy) in enumerate(rings):
+            t = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                            zorder=6, bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+                            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4"} if k >= 8 else None)
+            box = Text.get_window_extent(t, renderer)  # the label's own box (an Annotation's adds its line)
+            if not any(box.overlaps(b) for b in placed) or k == len(rings) - 1:
+                break
+            t.remove()
+        placed.append(box)
+        texts.append(t)
+    return texts
+
+
+def frontier_figure(df, comparisons, exp: str, recommended: Optional[str] = None):
     """Accuracy against relative latency and against size, means with 95% CI error bars; the
     Pareto front on the means; hollow markers for points that no front point significantly beats
-    (their difference from the front is within the noise)."""
+    (their difference from the front is within the noise); points numbered as in summary.md's
+    headline table, with the key below, and the recommended pipeline ringed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -376,13 +412,14 @@ def frontier_plot(df, comparisons, exp: str, plot_out: str) -> None:
     rel = 1.0 / df["speedup_same_runtime_mean"]
     rel_lo, rel_hi = 1.0 / df["speedup_same_runtime_ci95_high"], 1.0 / df["speedup_same_runtime_ci95_low"]
     runtime = "/".join(sorted(set(df["runtime"])))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     names, accs = df["pipeline"].tolist(), df["accuracy_mean"].tolist()
+    key_rows = [names[k:k + 8] for k in range(0, len(names), 8)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.0 + 0.25 * len(key_rows)))
     yerr = [(df["accuracy_mean"] - df["accuracy_ci95_low"]).tolist(), (df["accuracy_ci95_high"] - df["accuracy_mean"]).tolist()]
-    for ax, costs, lo, hi, label in (
-            (axes[0], rel.tolist(), rel_lo.tolist(), rel_hi.tolist(),
-             f"batch-1 CPU latency / dense FP32 latency ({runtime}, same job)"),
-            (axes[1], (df["size_gzip_bytes"] / 1e6).tolist(), None, None, "deployed size, gzip-compressed (MB)")):
+    panels = ((axes[0], rel.tolist(), rel_lo.tolist(), rel_hi.tolist(),
+               f"batch-1 CPU latency / dense FP32 latency ({runtime}, same job)"),
+              (axes[1], (df["size_gzip_bytes"] / 1e6).tolist(), None, None, "deployed size, gzip-compressed (MB)"))
+    for ax, costs, lo, hi, label in panels:
         front = pareto(costs, accs)
         tied = []
         for i in range(len(names)):
@@ -399,16 +436,29 @@ def frontier_plot(df, comparisons, exp: str, plot_out: str) -> None:
             ax.errorbar([costs[i]], [accs[i]], yerr=[[yerr[0][i]], [yerr[1][i]]],
                         xerr=None if xerr is None else [[xerr[0][i]], [xerr[1][i]]], fmt="o", color=color,
                         mfc="white" if i in tied else color, capsize=2, zorder=3)
-            ax.annotate(name + (" (~front)" if i in tied else ""), (costs[i], accs[i]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
+            if name == recommended:
+                ax.scatter([costs[i]], [accs[i]], s=260, facecolors="none", edgecolors="tab:green", linewidths=2,
+                           zorder=5, label=f"recommended: {name}")
         ax.step([costs[i] for i in front], [accs[i] for i in front], where="post", color="tab:red", zorder=4,
                 linewidth=1.8, alpha=0.8, label="Pareto front (means)")  # above the error bars
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 accuracy (%), mean and 95% CI")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{exp}: accuracy vs cost (blue = INT8, gray = FP32; hollow = not significantly off the front)")
-    fig.tight_layout()
+    key = "\n".join("    ".join(f"{names.index(n) + 1} {n}" for n in row) for row in key_rows)
+    fig.text(0.01, 0.01, key, fontsize=9, va="bottom", family="monospace")
+    fig.tight_layout(rect=(0, 0.04 + 0.04 * len(key_rows), 1, 1))
+    for ax, costs, *_ in panels:  # the layout is final: labels placed in display space
+        place_labels(ax, costs, accs, [str(i + 1) for i in range(len(names))])
+    return fig
+
+
+def frontier_plot(df, comparisons, exp: str, plot_out: str, recommended: Optional[str] = None) -> None:
+    """:func:`frontier_figure`, written atomically (PNG, or the format of ``plot_out``'s suffix)."""
+    import matplotlib.pyplot as plt
+
+    fig = frontier_figure(df, comparisons, exp, recommended)
     with atomic_path(plot_out) as tmp:
         fig.savefig(tmp, dpi=110, format=Path(plot_out).suffix.lstrip(".") or "png")
     plt.close(fig)

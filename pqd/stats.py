@@ -9,8 +9,8 @@ image noise is shared by all seeds, while training noise differs from seed to se
 here estimate each once, from a two-way random-effects decomposition of the seeds x images table
 (:class:`Components`): the spread of the per-seed means measures training noise (with S - 1 degrees
 of freedom), the spread of the per-image means over seeds the image noise; their sum is the
-variance of the grand mean, with Satterthwaite's degrees of freedom (capped for a small seed term,
-:meth:`Components.variance_df`). With 2-3 seeds that is few
+variance of the grand mean, with Satterthwaite's degrees of freedom (never more than the seeds
+allow when the seed term is large or its estimate implausibly small, :meth:`Components.variance_df`). With 2-3 seeds that is few
 degrees of freedom, and the t quantile says so: a bootstrap over 3 seeds instead treated their
 spread as known (the two-level bootstrap this replaces declared 8.7% of truly equal pairs different
 at nominal 5% with 3 seeds, 35% with one, in an independent simulation).
@@ -67,15 +67,11 @@ class Components:
         if self.n_seeds == 1:
             return [(self.ms_image / n, n - 1)]
         resid = self.ms_resid
-        seed_var = max(0.0, (self.ms_seed - resid) / n)
         image_var = max(0.0, (self.ms_image - resid) / self.n_seeds)
-        if s != self.n_seeds:  # projected: expected mean square of s seeds
-            terms = [((resid + n * seed_var) / (s * n), s - 1)]
-        else:
-            # ms_seed as it is, even below the residual: with S - 1 degrees of freedom the t quantile
-            # already allows for seeds that agree by chance. Flooring it at the residual made 3 seeds
-            # 0.15% liberal instead of 5% (with the residual's degrees of freedom, 6.8%: too liberal).
-            terms = [(self.ms_seed / (s * n), s - 1)]
+        # ms_seed estimates resid + N * seed variance, whatever the number of seeds: the seed term of
+        # s seeds is that over s * N, known to s - 1 degrees of freedom (the same estimator at the
+        # observed and at a projected number of seeds, so the detectable effect shrinks with seeds).
+        terms = [(self.ms_seed / (s * n), s - 1)]
         if image_var > 0:
             ms_image = resid + s * image_var
             terms += [(ms_image / (s * n), n - 1), (-resid / (s * n), (s - 1) * (n - 1))]
@@ -88,12 +84,22 @@ class Components:
         var = sum(c for c, _ in terms)
         denom = sum(c * c / df for c, df in terms if df > 0)
         df = var * var / denom if denom > 0 else math.inf
-        seed_share = terms[0][0] / var if (n_seeds or self.n_seeds) > 1 and var > 0 else 0.0
-        if seed_share > 0:
-            # Satterthwaite treats a seed term of 1-2 degrees of freedom as better known than it is
-            # when it is a moderate share of the variance (2 seeds covered 92.8% in the calibration);
-            # no more than seeds - 1 over that share keeps coverage (S - 1 when seeds are all of it).
-            df = min(df, terms[0][1] / seed_share)
+        s = n_seeds or self.n_seeds
+        if s > 1 and var > 0:
+            if self.ms_seed <= self.ms_resid:
+                # seeds closer than image-level noise predicts: with 1-4 degrees of freedom that is
+                # chance as often as not, and Satterthwaite would then count the image term's
+                # thousands of df (3 seeds one image apart got df 2650, identical seeds the df of
+                # one seed's test): no more than S - 1.
+                df = min(df, terms[0][1])
+            else:
+                # a seed term that is a moderate share of the variance is still known to 1-2 df only
+                # (2 seeds covered 92.8% in the calibration without this): S - 1 over its share.
+                df = min(df, terms[0][1] / (terms[0][0] / var))
+        if s > 1 and var <= 0 and self.ms_resid > 0:
+            # seeds' means identical and no image term, yet cells disagree: not zero noise (a CI of
+            # zero width), but at least the residual's, known to S - 1 degrees of freedom
+            return self.ms_resid / (s * self.n_images), s - 1
         return max(var, 0.0), df
 
     @property
@@ -262,6 +268,9 @@ def _per_seed_ratios(numerator: Sequence[np.ndarray], denominator: Optional[Sequ
         raise ValueError(f"{len(numerator)} seeds of the model's timing rounds but {len(denominator)} of the reference's")
     out = []
     for s, num in enumerate(numerator):
+        if num is None or (denominator is not None and denominator[s] is None):
+            raise ValueError(f"seed {s}: no timing rounds recorded (a latency.json from before rounds were kept: "
+                             "rerun its latency job)")
         n = np.asarray(num, dtype=np.float64)
         d = np.asarray(denominator[s], dtype=np.float64) if denominator is not None else np.ones_like(n)
         if n.ndim != 1 or n.shape != d.shape or n.size == 0:
@@ -279,7 +288,7 @@ ROUNDS_PER_BATCH = 10  # consecutive timing rounds per batch of the one-seed lat
 
 def batch_interval(values: np.ndarray) -> tuple[float, float]:
     """95% CI of the log median of one seed's timing rounds from batch medians: the rounds cut into
-    3 to 5 runs of about ten consecutive rounds, a t interval (batches - 1 degrees of freedom) on
+    3 to 5 runs of consecutive rounds (one per ten rounds, at least 3, at most 5), a t interval (batches - 1 degrees of freedom) on
     their log medians around the log median of all. Neighbouring rounds are alike (the machine's
     speed drifts over seconds), so rounds are not independent; batches of ten are nearly so. In the
     calibration (autocorrelation 0.6 between rounds) a bootstrap of single rounds or short blocks

@@ -40,7 +40,7 @@ def test_a_constructed_difference_is_covered_by_the_ci_which_excludes_zero():
     c = stats.paired_comparison("a", "b", a, b)
     assert c.low <= true <= c.high and c.low > 0
     c = stats.with_holm([c] + [stats.paired_comparison("a", "a2", a, a.copy())])[0]
-    assert abs(c.diff - true) < 1e-9 and c.p_value < 1e-3 and c.significant
+    assert abs(c.diff - true) < 1e-9 and c.p_value < 0.01 and c.significant  # t with 2 df: seeds agree here
 
 
 def test_one_seed_never_calls_a_difference_significant():
@@ -68,6 +68,31 @@ def test_identical_seeds_count_the_images_once():
     comp = stats.components(np.repeat(row, 3, axis=0).astype(float))
     assert comp.variance == pytest.approx(row.astype(float).var(ddof=1) / 4000, rel=1e-9)
     assert comp.ms_seed == 0.0
+    # ... and a test on identical seeds gets no more degrees of freedom than the seeds allow (it was
+    # judged like a one-seed test: df of the images, 1e-28 for a 1.5-point gap)
+    other = row.copy()
+    other[0, :60] = ~other[0, :60]
+    assert stats.components(np.repeat(row ^ other, 3, axis=0).astype(float)).df <= 2
+
+
+def test_seeds_with_equal_means_that_disagree_are_not_noise_free():
+    """Two seeds whose A - B means are exactly equal (10 images each, different ones): the seed term
+    is 0, yet the cells disagree. It was a zero-width CI and p 2e-6; now the residual's noise counts."""
+    a, b = np.zeros((2, 1000)), np.zeros((2, 1000))
+    a[0, :10], a[1, 10:20] = 1, 1
+    c = stats.with_holm([stats.paired_comparison("a", "b", a, b)])[0]
+    assert c.low < 0 < c.high and c.p_value > 0.05 and not c.significant
+    b[0, 20:30], b[1, 30:40] = 1, 1
+    c = stats.paired_comparison("a", "b", a, b)
+    assert c.diff == 0 and c.high - c.low > 1.0 and stats.minimum_detectable_effect(c.components) is not None
+
+
+def test_detectable_effect_shrinks_with_every_seed_added():
+    """The same estimator at the observed and at projected seed counts (it printed 3.86, 0.31, 0.81,
+    0.64 points for 2, 3, 4, 5 seeds when only the projection floored the seed term)."""
+    comp = stats.Components(0.0, 3, 2000, ms_seed=0.002, ms_image=0.03, ms_resid=0.03)
+    mdes = [stats.minimum_detectable_effect(comp, n_seeds=s) for s in range(2, 9)]
+    assert all(x > y for x, y in zip(mdes, mdes[1:])), mdes
 
 
 def test_accuracy_interval_is_wilson_with_one_seed():
@@ -139,6 +164,8 @@ def test_mismatched_inputs_are_errors_not_truncations():
         stats.ratio_interval([np.ones(40)], [np.ones(39)])
     with pytest.raises(ValueError, match="NaN"):
         stats.ratio_interval([np.array([1.0, np.nan])])
+    with pytest.raises(ValueError, match="seed 1: no timing rounds recorded"):
+        stats.ratio_interval([np.ones(40), None])
     with pytest.raises(ValueError, match="compare the same seeds and images"):
         stats.paired_comparison("a", "b", np.ones((3, 10)), np.ones((2, 10)))
 
