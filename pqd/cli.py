@@ -146,11 +146,15 @@ def cmd_report(a: argparse.Namespace) -> object:
 
 
 @command("summary table and frontier plots of an experiment", ("--reports", {"nargs": "+", "required": True}),
-         ("--csv", REQ), ("--md", REQ), ("--plot", REQ), ("--pairwise", {}), ("--pairwise-md", {}))
+         ("--csv", REQ), ("--md", REQ), ("--plot", REQ), ("--pairwise", {}), ("--pairwise-md", {}),
+         ("--html", {"help": "the verdict and headline table as HTML (for snakemake --report)"}),
+         ("--max-loss", {"default": "1.0", "help": "top-1 points a recommended pipeline may lose against dense "
+                                                   "(report.max_loss); 'none': only what cannot be told from dense"}))
 def cmd_summary(a: argparse.Namespace) -> object:
     from pqd.report import summary
 
-    summary(a.reports, a.csv, a.md, a.plot, a.pairwise, a.pairwise_md)
+    max_loss = None if a.max_loss.lower() in ("none", "null") else float(a.max_loss)
+    summary(a.reports, a.csv, a.md, a.plot, a.pairwise, a.pairwise_md, max_loss=max_loss, html_out=a.html)
     return {"pipelines": len(a.reports)}
 
 

@@ -339,6 +339,12 @@ def dense_onnx_input(wc):
     return onnx_file(wc.exp, "dense")
 
 
+def summary_max_loss(exp):
+    """report.max_loss of the experiment as the summary's --max-loss ('none': cannot be told from dense)."""
+    max_loss = exp_cfg(exp)["report"]["max_loss"]
+    return "none" if max_loss is None else f"{max_loss:g}"
+
+
 def summary_pipelines(exp):
     """The config's pipelines plus, with `controls: true`, the equal-budget control of each."""
     cfg = exp_cfg(exp)

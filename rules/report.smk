@@ -29,7 +29,8 @@ rule report:
 
 
 rule summary:
-    """Every pipeline of an experiment over all its seeds: means with 95% CIs, ranks, paired
+    """Every pipeline of an experiment over all its seeds: the verdict (which pipeline to ship within
+    report.max_loss of dense) and a headline table, means with 95% CIs, letter groups, paired
     comparisons (pairwise.csv/.md), the minimum detectable effect, frontiers with error bars."""
     input:
         reports=lambda wc: [f"{RESULTS}/{r}/{p}/report.json" for r in replicates(wc.exp) for p in summary_pipelines(wc.exp)],
@@ -41,9 +42,11 @@ rule summary:
         plot=report(f"{RESULTS}/{{exp}}/frontier.png", caption="../report/frontier.rst", category="Summary"),
         pairwise=f"{RESULTS}/{{exp}}/pairwise.csv",
         pairwise_md=f"{RESULTS}/{{exp}}/pairwise.md",
+        verdict=report(f"{RESULTS}/{{exp}}/verdict.html", caption="../report/verdict.rst", category="Summary"),
     params:
         track=REPORT_TRACK,
         code=code_hash(REPORT_TRACK),
+        max_loss=lambda wc: summary_max_loss(wc.exp),
     log:
         f"{LOGS}/{{exp}}/summary.log",
     conda:
@@ -54,4 +57,5 @@ rule summary:
         **resources("light"),
     shell:
         "python3 -m pqd --track {params.track} summary --reports {input.reports:q} --csv {output.csv:q} --md {output.md:q} "
-        "--plot {output.plot:q} --pairwise {output.pairwise:q} --pairwise-md {output.pairwise_md:q} > {log:q} 2>&1"
+        "--plot {output.plot:q} --pairwise {output.pairwise:q} --pairwise-md {output.pairwise_md:q} "
+        "--html {output.verdict:q} --max-loss {params.max_loss} > {log:q} 2>&1"

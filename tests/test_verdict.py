@@ -1,0 +1,118 @@
+"""The verdict that opens summary.md (pqd.verdict) on constructed summaries with a known answer: a
+clear winner, a tie, nothing within the tolerance, one seed; and the frontier plot's labels, which
+must not overlap however close the points are."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pqd import verdict
+from pqd.report import frontier_figure
+from pqd.stats import Comparison
+
+
+def row(p, acc, speed, size_ratio, form="int8", group="a", spread=0.1):
+    return {"pipeline": p, "deployed_form": form, "runtime": "openvino", "group": group, "accuracy_mean": acc,
+            "accuracy_ci95_low": acc - 0.7, "accuracy_ci95_high": acc + 0.7, "size_bytes": int(1e6 / size_ratio),
+            "size_gzip_bytes": int(0.9e6 / size_ratio), "size_ratio": size_ratio,
+            "speedup_same_runtime_mean": speed, "speedup_same_runtime_ci95_low": speed * (1 - spread),
+            "speedup_same_runtime_ci95_high": speed * (1 + spread)}
+
+
+def comp(a, b, diff, half, p):
+    return Comparison(a, b, diff, diff - half, diff + half, p, p_holm=p, n_seeds=3)
+
+
+def summary_of(rows):
+    return pd.DataFrame(rows)
+
+
+DENSE = row("dense", 85.0, 1.0, 1.0, form="fp32")
+CTL = row("ctl-dpq", 85.1, 1.0, 1.0, form="fp32")
+
+
+def test_a_clear_winner_is_named_with_its_cost_control_and_what_fails():
+    df = summary_of([DENSE, row("q", 84.8, 1.5, 3.4, spread=0.03), row("pqd", 84.9, 1.9, 3.4, spread=0.03),
+                     row("sqd", 80.0, 3.0, 8.0, group="b"), CTL])
+    vs_dense = {"q": comp("q", "dense", -0.2, 0.5, 0.4), "pqd": comp("pqd", "dense", -0.1, 0.4, 0.6),
+                "sqd": comp("sqd", "dense", -5.0, 1.0, 1e-4), "ctl-dpq": comp("ctl-dpq", "dense", 0.1, 0.3, 0.5)}
+    vs_control = {"pqd": comp("pqd", "ctl-dpq", -0.2, 0.4, 0.3)}
+    d = verdict.decide(df, vs_dense, 3, max_loss=1.0)
+    assert (d.fastest, d.smallest, d.qualifying) == ("pqd", "pqd", ["q", "pqd"])
+    assert d.as_fast == []  # q's speedup CI [1.46, 1.55] is below pqd's [1.84, 1.96]
+    text = verdict.verdict_markdown(df, d, vs_dense, vs_control)
+    assert text[0].startswith("**Verdict** (3 seeds; a pipeline qualifies when it loses less than 1 point(s)")
+    assert "ship **pqd**, the fastest that qualifies: 1.90x [1.84, 1.96] faster than dense FP32 in openvino, " \
+           "3.40x smaller, top-1 84.90% (-0.10 points [-0.50, +0.30] against dense)" in text[0]
+    assert "cannot be told apart from its equal-budget control ctl-dpq" in text[0]
+    assert "It is also the smallest that qualifies." in text[0] and "Do not qualify: sqd." in text[0]
+    table = {r.split(" | ")[1]: r for r in text if r.startswith("| ") and "---" not in r}
+    assert table["pqd"].endswith("| yes: fastest and smallest |") and table["sqd"].endswith("| no |")
+    assert table["dense"].endswith("| - |") and "ctl-dpq: -0.20 [-0.60, +0.20], cannot be told apart" in table["pqd"]
+    # sqd is 3x faster but loses 4-6 points: never the answer at a 1-point tolerance; at 6 points it is
+    assert verdict.decide(df, vs_dense, 3, max_loss=6.0).fastest == "sqd"
+
+
+def test_a_tie_in_speed_is_said_and_the_smallest_can_differ():
+    df = summary_of([DENSE, row("pqd", 84.9, 1.90, 3.4), row("qpd", 85.0, 1.85, 3.4), row("sq", 84.5, 1.7, 6.0)])
+    vs_dense = {"pqd": comp("pqd", "dense", -0.1, 0.4, 0.6), "qpd": comp("qpd", "dense", 0.0, 0.4, 1.0),
+                "sq": comp("sq", "dense", -0.5, 0.4, 0.04)}
+    d = verdict.decide(df, vs_dense, 3, max_loss=1.0)
+    assert (d.fastest, d.smallest) == ("pqd", "sq") and d.as_fast == ["qpd", "sq"]
+    assert d.same_group == ["dense", "qpd", "sq"]  # every row shares group a
+    text = verdict.verdict_sentences(df, d, vs_dense, {})[0]
+    assert "As fast within the timing noise (speedup CIs overlap): qpd, sq." in text
+    assert "The smallest that qualifies is **sq**: 1.70x" in text
+    # without a tolerance only what cannot be told from dense qualifies: sq is significantly worse
+    strict = verdict.decide(df, vs_dense, 3, max_loss=None)
+    assert strict.qualifying == ["pqd", "qpd"] and strict.smallest in ("pqd", "qpd")
+
+
+def test_nothing_within_the_tolerance_names_the_closest_and_what_to_do():
+    df = summary_of([DENSE, row("pqd", 83.0, 1.9, 3.4), row("sqd", 80.0, 3.0, 8.0)])
+    vs_dense = {"pqd": comp("pqd", "dense", -2.0, 0.5, 1e-3), "sqd": comp("sqd", "dense", -5.0, 1.0, 1e-4)}
+    d = verdict.decide(df, vs_dense, 3, max_loss=1.0)
+    assert d.fastest is None and d.qualifying == [] and d.closest == "pqd"
+    text = verdict.verdict_sentences(df, d, vs_dense, {})[0]
+    assert "**no compressed pipeline qualifies.** The closest is **pqd**" in text
+    assert "a loss of up to 2.50 points at its CI's far end" in text and "Loosen `report.max_loss`" in text
+
+
+def test_one_seed_is_worded_as_a_reading_not_a_verdict():
+    df = summary_of([DENSE, row("pqd", 84.9, 1.9, 3.4)])
+    c = Comparison("pqd", "dense", -0.1, -0.5, 0.3, 0.6, p_holm=0.6, n_seeds=1)
+    d = verdict.decide(df, {"pqd": c}, 1, max_loss=1.0)
+    text = verdict.verdict_sentences(df, d, {"pqd": c}, {})[0]
+    assert text.startswith("**Verdict** (1 seed;") and "**one seed: training noise is unseen**" in text
+    assert "run 3 or more seeds" in text
+    page = verdict.verdict_html("x", df, d, {"pqd": c}, {}, ["a note"])
+    assert "<b>one seed: training noise is unseen</b>" in page and "<td>pqd</td>" in page
+
+
+def test_frontier_labels_do_not_overlap_even_when_points_coincide():
+    """Eight INT8 points within 2% of each other on both axes (the quick start's six orders lay
+    within 0.05 and printed their names over each other)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    rows = [DENSE] + [row(f"p{i}", 84.9 + 0.02 * i, 1.90 + 0.005 * i, 3.4 + 0.001 * i) for i in range(8)] + [CTL]
+    df = summary_of(rows)
+    fig = frontier_figure(df, [], "exp", recommended="p3")
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the label, without its leader line
+        assert len(boxes) == len(rows)
+        overlaps = [(i, j) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j])]
+        assert overlaps == [], overlaps
+        assert sorted(t.get_text() for t in ax.texts) == sorted(str(i + 1) for i in range(len(rows)))
+    key = [t.get_text() for t in fig.texts if "1 dense" in t.get_text()]
+    assert key and "5 p3" in key[0]
+    assert any("recommended: p3" in t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts())
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("max_loss", [0.0, 0.5])
+def test_a_pipeline_better_than_dense_qualifies_at_any_tolerance(max_loss):
+    c = comp("pqd", "dense", 0.8, 0.3, 0.001)
+    assert verdict.qualifies(c, max_loss) and verdict.qualifies(c, None)
