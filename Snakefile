@@ -1,7 +1,7 @@
 # pqd: prune / quantize / distill image classifiers for CPU deployment.
 #   snakemake -j2                                        # every experiment in config/config.yaml
 #   snakemake -j4 results/vgg16_c10/pqd/report.json      # one pipeline of one experiment
-from snakemake.utils import min_version
+from snakemake.utils import min_version, update_config
 
 min_version("9.0")
 
@@ -24,6 +24,8 @@ configfile: "config/config.yaml" if Path("config/config.yaml").is_file() else f"
 
 # The schema file plus the blocks generated from the stage, dataset-kind and runtime registries.
 SCHEMA = f"{workflow.basedir}/config/schema/config.schema.yaml"
+# Nested --config values (seeds=[0,1], stages={p: {sparsity: 0.9}}) arrive as strings: re-read as YAML.
+update_config(config, pqd_config.command_line_values(workflow.config_settings.config))
 try:
     pqd_config.validate(config, SCHEMA)
 except PqdError as e:

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Optional
 
@@ -75,12 +76,57 @@ def _schema_file(path: str) -> str:
     return out
 
 
+def _yaml_typed(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _yaml_typed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_yaml_typed(v) for v in value]
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def command_line_values(given: Any) -> dict:
+    """The ``--config`` entries whose values are lists or mappings, with their leaves re-read as YAML.
+
+    Snakemake types a top-level ``--config key=value`` (int, float, bool) but reads a nested one
+    with YAML's BaseLoader, which keeps every leaf a string: ``seeds=[0,1]`` arrived as
+    ``['0', '1']`` and failed validation with "'0' is not of type 'integer'". Merged over the
+    config before validation (re-reading is idempotent, so cluster jobs that get the same
+    arguments again end with the same config)."""
+    return {k: _yaml_typed(v) for k, v in dict(given or {}).items() if isinstance(v, (Mapping, list, tuple))}
+
+
+def _non_finite(value: Any, where: str = "") -> Optional[str]:
+    """The dotted path of the first NaN or infinite number in ``value`` (JSON Schema's ``number``
+    admits YAML's ``.nan`` and ``.inf``, which no setting means)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "(top level)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
+
+
 def validate(config: dict, schema: str) -> dict:
     """Validate (and fill defaults into) ``config``; one-line :class:`PqdError` on failure."""
     import jsonschema
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate as sm_validate
 
+    bad = _non_finite(config)
+    if bad:
+        raise PqdError(f"invalid config at '{bad}': {_lookup(config, bad)} is not a finite number; "
+                       "fix config/config.yaml or the --config value")
     if "seed" in config:  # renamed when seeds became replicates: say so rather than "unexpected property"
         raise PqdError(f"invalid config: 'seed' is now 'seeds', a list of replicate seeds; write seeds: "
                        f"[{config['seed']}]")
@@ -95,6 +141,13 @@ def validate(config: dict, schema: str) -> dict:
         raise PqdError(f"invalid config at '{where}': {err.message}; fix config/config.yaml or the --config value"
                        ) from None
     return config
+
+
+def _lookup(config: dict, dotted: str) -> Any:
+    value: Any = config
+    for key in dotted.split("."):
+        value = value[int(key)] if isinstance(value, list) else value[key]
+    return value
 
 
 def backbones(config: dict) -> Registry[BackboneSpec]:

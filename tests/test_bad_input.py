@@ -107,6 +107,9 @@ DAG_CASES = [
     (f"results/{EXP}/pqd/report.json", "stages: {d: {teacher: best}}", "invalid config at 'stages.d.teacher'"),
     (f"results/{EXP}/ctl-ep/report.json", "", "'ctl-ep': 'ep' trains from scratch (stage 'e')"),
     (f"results/{EXP}/ctl-pxq/report.json", "", "unknown stage letter 'x' in pipeline 'pxq'"),
+    (f"results/{EXP}/pqd/report.json", "stages: {p: {sparsity: .nan}}",
+     "invalid config at 'stages.p.sparsity': nan is not a finite number"),
+    (f"results/{EXP}/pqd/report.json", "dense: {lr: .inf}", "invalid config at 'dense.lr': inf is not a finite number"),
     (f"results/{EXP}/pqd/report.json", "seed: 3", "'seed' is now 'seeds', a list of replicate seeds; write seeds: [3]"),
     (f"results/{EXP}/pqd/report.json", "seeds: [1, 1]", "invalid config at 'seeds'"),
     (f"results/{EXP}-s2/pqd/report.json", "seeds: [0, 1]", "'resnet20_digits-s2' is not a replicate of experiment"),
@@ -124,6 +127,21 @@ def test_refused_before_anything_runs(wd: Path, target: str, edit: str, message:
     assert "Traceback" not in out
     assert changed_outside(before, snapshot(wd)) == []
     assert not (wd / "X").exists()
+
+
+def test_nested_command_line_config_values_are_typed_like_the_config_file(wd: Path):
+    """Snakemake reads a nested --config value with YAML's BaseLoader (every leaf a string):
+    seeds=[0,1] failed with "'0' is not of type 'integer'". pqd re-reads those leaves as YAML."""
+    res = smk(wd, "-n", f"results/{EXP}/pqd/report.json", "--config", "seeds=[0,1]")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    res = smk(wd, "-n", "-p", f"results/{EXP}-s1/pqd/report.json", "--config", "seeds=[0, 1]",
+              "stages={p: {sparsity: 0.9}}")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "stage_prune" in out and '"sparsity": 0.9' in out, out[-2000:]
+    res = smk(wd, "-n", f"results/{EXP}/pqd/report.json", "--config", "stages={p: {sparsity: .nan}}")
+    lines = error_lines(res.stdout + res.stderr)
+    assert res.returncode != 0 and lines == ["pqd: error: invalid config at 'stages.p.sparsity': nan is not a finite "
+                                             "number; fix config/config.yaml or the --config value"], lines
 
 
 # --- refused by the job that meets the problem: one line ends its log, no output ------------
