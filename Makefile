@@ -1,11 +1,12 @@
 # Two entry points for a fresh machine (see README):
 #   make quickstart   install, then run every pipeline on the embedded digits data (~15 min with the install, 2 cores)
 #   make test         install, then run the test suite
+#   make lint         install, then the checks CI runs first (ruff, snakefmt)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install quickstart test clean
+.PHONY: install quickstart test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,12 @@ quickstart: install
 
 test: install
 	$(PY) -m pytest -q
+
+# what CI checks before the tests: ruff (lint and format, settings in pyproject.toml) and snakefmt
+lint: install
+	$(VENV)/bin/ruff check pqd bench tests
+	$(VENV)/bin/ruff format --check pqd bench tests
+	$(VENV)/bin/snakefmt --check Snakefile rules
 
 clean:
 	rm -rf results logs benchmarks .snakemake

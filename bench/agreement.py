@@ -69,9 +69,15 @@ def main() -> None:
         normalize = {"mean": a.mean, "std": a.std} if a.mean else None
         data = load_data(a.data, normalize=normalize)
         print(f"# {len(data.test_y)} test images from {a.data}")
-        print("| model | " + " | ".join(f"{r} top-1 %" for r in RUNTIMES_COMPARED) + " | "
-              + " | ".join(f"{r} Δ vs torch" for r in RUNTIMES_COMPARED[1:]) + " | "
-              + " | ".join(f"{r} same prediction %" for r in RUNTIMES_COMPARED[1:]) + " |")
+        print(
+            "| model | "
+            + " | ".join(f"{r} top-1 %" for r in RUNTIMES_COMPARED)
+            + " | "
+            + " | ".join(f"{r} Δ vs torch" for r in RUNTIMES_COMPARED[1:])
+            + " | "
+            + " | ".join(f"{r} same prediction %" for r in RUNTIMES_COMPARED[1:])
+            + " |"
+        )
         print("|---|" + "---|" * (3 * len(RUNTIMES_COMPARED) - 2))
         for i, path in enumerate(a.deployed):
             onnx_path = str(Path(tmp) / f"m{i}.onnx")
@@ -79,9 +85,16 @@ def main() -> None:
             preds = {r: predictions(make_runner(r, path, onnx_path, a.threads), data) for r in RUNTIMES_COMPARED}
             acc = {r: 100.0 * (p == data.test_y).float().mean().item() for r, p in preds.items()}
             same = {r: 100.0 * (preds[r] == preds["torch"]).float().mean().item() for r in RUNTIMES_COMPARED[1:]}
-            print(f"| {path} | " + " | ".join(f"{acc[r]:.2f}" for r in RUNTIMES_COMPARED) + " | "
-                  + " | ".join(f"{acc[r] - acc['torch']:+.2f}" for r in RUNTIMES_COMPARED[1:]) + " | "
-                  + " | ".join(f"{same[r]:.2f}" for r in RUNTIMES_COMPARED[1:]) + " |", flush=True)
+            print(
+                f"| {path} | "
+                + " | ".join(f"{acc[r]:.2f}" for r in RUNTIMES_COMPARED)
+                + " | "
+                + " | ".join(f"{acc[r] - acc['torch']:+.2f}" for r in RUNTIMES_COMPARED[1:])
+                + " | "
+                + " | ".join(f"{same[r]:.2f}" for r in RUNTIMES_COMPARED[1:])
+                + " |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -45,9 +45,32 @@ def benchmark_app() -> str:
 
 
 def app_median_ms(exe: str, onnx: str, threads: int, seconds: int) -> float:
-    out = subprocess.run([exe, "-m", onnx, "-d", "CPU", "-api", "sync", "-nstreams", "1", "-nthreads", str(threads),
-                          "-hint", "none", "-infer_precision", "f32", "-t", str(seconds), "-shape", f"[{','.join(map(str, input_shape(1)))}]"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            exe,
+            "-m",
+            onnx,
+            "-d",
+            "CPU",
+            "-api",
+            "sync",
+            "-nstreams",
+            "1",
+            "-nthreads",
+            str(threads),
+            "-hint",
+            "none",
+            "-infer_precision",
+            "f32",
+            "-t",
+            str(seconds),
+            "-shape",
+            f"[{','.join(map(str, input_shape(1)))}]",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     m = re.search(r"Median:\s*([0-9.]+)\s*(ms|us)", out)  # small models: microseconds
     if not m:
         raise SystemExit(f"benchmark_app printed no median latency:\n{out[-1500:]}")
@@ -68,8 +91,10 @@ def main() -> None:
         a.backbones, a.width, a.rounds, a.runs, a.seconds = ["resnet20"], 0.25, 1, 20, 1
     exe = benchmark_app()
     cpu = cpu_info()
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')} {cpu['cpu']} ({' '.join(cpu['isa'])}); {a.threads} thread(s); "
-          f"{a.rounds} alternating rounds; medians over rounds")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M')} {cpu['cpu']} ({' '.join(cpu['isa'])}); {a.threads} thread(s); "
+        f"{a.rounds} alternating rounds; medians over rounds"
+    )
     print("| backbone | width | form | pqd ms | benchmark_app ms | pqd / benchmark_app |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,14 +105,20 @@ def main() -> None:
                 for _ in range(4):
                     qat(torch.randn(*input_shape(16)))
             path = str(Path(tmp) / f"{name}.pt")
-            save_checkpoint(path, quant.convert(qat).state_dict(),
-                            {"backbone": name, "num_classes": 10, "width": a.width, "form": "int8", "reduce_range": True})
+            save_checkpoint(
+                path,
+                quant.convert(qat).state_dict(),
+                {"backbone": name, "num_classes": 10, "width": a.width, "form": "int8", "reduce_range": True},
+            )
             export_onnx(path, path + ".onnx")
             runner = make_runner("openvino", path, path + ".onnx", a.threads)
             ours, theirs = [], []
             for _ in range(a.rounds):
-                ours.append(interleaved_latency({"m": runner}, runs=a.runs, warmup=20, rounds=1,
-                                                threads=a.threads, image_size=32)["m"]["median_ms"])
+                ours.append(
+                    interleaved_latency(
+                        {"m": runner}, runs=a.runs, warmup=20, rounds=1, threads=a.threads, image_size=32
+                    )["m"]["median_ms"]
+                )
                 theirs.append(app_median_ms(exe, path + ".onnx", a.threads, a.seconds))
             o, t = statistics.median(ours), statistics.median(theirs)
             print(f"| {name} | {a.width} | int8 | {o:.3f} | {t:.3f} | {o / t:.2f} |")

@@ -64,8 +64,9 @@ def layer_profile(xml_or_onnx: str, size: int, threads: int) -> collections.Coun
     core = ov.Core()
     model = core.read_model(xml_or_onnx)
     model.reshape({model.input(0).get_any_name(): ov.PartialShape([1, 3, size, size])})
-    compiled = core.compile_model(model, "CPU", {props.inference_num_threads: threads,
-                                                 hints.inference_precision: ov.Type.f32})
+    compiled = core.compile_model(
+        model, "CPU", {props.inference_num_threads: threads, hints.inference_precision: ov.Type.f32}
+    )
     out = collections.Counter()
     for node in compiled.get_runtime_model().get_ordered_ops():
         rt = node.get_rt_info()
@@ -89,46 +90,68 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--explain", action="store_true", help="also compare the executed INT8 layers")
-    ap.add_argument("--every-op-too", action="store_true",
-                    help="also time, in OpenVINO, the every_op INT8 graph (QDQ after every op, what ONNX Runtime gets)")
+    ap.add_argument(
+        "--every-op-too",
+        action="store_true",
+        help="also time, in OpenVINO, the every_op INT8 graph (QDQ after every op, what ONNX Runtime gets)",
+    )
     ap.add_argument("--smoke", action="store_true", help="64 px, two models, few runs, for CI")
     a = ap.parse_args()
     if a.smoke:
         a.models, a.size, a.threads, a.runs, a.rounds = ["resnet18", "mobilenet_v3_small"], 64, [1], 20, 4
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  batch 1, {a.size} px (pqd: backbones at their own)  {cpu_info()}")
-    print("| model | threads | OpenVINO FP32 ms | pqd INT8 ms | NNCF INT8 ms | pqd / NNCF [2.5-97.5% of rounds] "
-          "| FP32 / pqd INT8 |")
+    print(
+        "| model | threads | OpenVINO FP32 ms | pqd INT8 ms | NNCF INT8 ms | pqd / NNCF [2.5-97.5% of rounds] "
+        "| FP32 / pqd INT8 |"
+    )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="pqd-byo-") as tmp:
         for name in a.models:
             if name.startswith("pqd:"):  # a built-in backbone at its own size
                 spec = BACKBONES.get(name[4:])
             else:
-                spec = BackboneSpec(name, f"torchvision.models:{name}", image_size=a.size,
-                                    onnx_int8=ONNX_INT8.get(name, "converted"))
+                spec = BackboneSpec(
+                    name, f"torchvision.models:{name}", image_size=a.size, onnx_int8=ONNX_INT8.get(name, "converted")
+                )
             size = spec.image_size
             torch.manual_seed(0)
             model = build_model(spec, 10).eval()
             name = spec.name
-            meta = {"experiment": "bench", "backbone": name, "model": spec.to_dict(), "dataset": "random",
-                    "num_classes": 10, "width": 1.0, "reduce_range": True}
+            meta = {
+                "experiment": "bench",
+                "backbone": name,
+                "model": spec.to_dict(),
+                "dataset": "random",
+                "num_classes": 10,
+                "width": 1.0,
+                "reduce_range": True,
+            }
             for threads in a.threads:
-                runners = {"fp32": deployed_runner(model, meta, "fp32", tmp, f"{name}_fp32", "openvino", threads),
-                           "pqd": deployed_runner(model, meta, "int8", tmp, f"{name}_pqd", "openvino", threads)}
+                runners = {
+                    "fp32": deployed_runner(model, meta, "fp32", tmp, f"{name}_fp32", "openvino", threads),
+                    "pqd": deployed_runner(model, meta, "int8", tmp, f"{name}_pqd", "openvino", threads),
+                }
                 runners["nncf"], nncf_xml = nncf_runner(model, size, threads, tmp, f"{name}_nncf")
                 if a.every_op_too:  # the graph exported for ONNX Runtime, run by OpenVINO
                     deployed_runner(model, meta, "int8", tmp, f"{name}_every", "onnxruntime", threads)
                     runners["pqd_every"] = openvino_runner(None, str(Path(tmp) / f"{name}_every.onnx"), threads)
-                res = interleaved_latency(runners, runs=a.runs, warmup=20, rounds=a.rounds, threads=threads,
-                                          image_size=size)
+                res = interleaved_latency(
+                    runners, runs=a.runs, warmup=20, rounds=a.rounds, threads=threads, image_size=size
+                )
                 med, lo, hi = ratio_stats(res["pqd"]["round_ms"], res["nncf"]["round_ms"])
                 speed, _, _ = ratio_stats(res["fp32"]["round_ms"], res["pqd"]["round_ms"])
-                print(f"| {name} | {threads} | {res['fp32']['median_ms']:.2f} | {res['pqd']['median_ms']:.2f} | "
-                      f"{res['nncf']['median_ms']:.2f} | {med:.2f} [{lo:.2f}, {hi:.2f}] | {speed:.2f}x |", flush=True)
+                print(
+                    f"| {name} | {threads} | {res['fp32']['median_ms']:.2f} | {res['pqd']['median_ms']:.2f} | "
+                    f"{res['nncf']['median_ms']:.2f} | {med:.2f} [{lo:.2f}, {hi:.2f}] | {speed:.2f}x |",
+                    flush=True,
+                )
                 if "pqd_every" in res:
                     fmed, flo, fhi = ratio_stats(res["pqd_every"]["round_ms"], res["nncf"]["round_ms"])
-                    print(f"| {name} (every_op graph) | {threads} | | {res['pqd_every']['median_ms']:.2f} | | "
-                          f"{fmed:.2f} [{flo:.2f}, {fhi:.2f}] | |", flush=True)
+                    print(
+                        f"| {name} (every_op graph) | {threads} | | {res['pqd_every']['median_ms']:.2f} | | "
+                        f"{fmed:.2f} [{flo:.2f}, {fhi:.2f}] | |",
+                        flush=True,
+                    )
             if a.explain:
                 ours = layer_profile(str(Path(tmp) / f"{name}_pqd.onnx"), size, 1)
                 theirs = layer_profile(nncf_xml, size, 1)

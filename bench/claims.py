@@ -54,15 +54,20 @@ def main() -> None:
     pw = pd.read_csv(root / "pairwise.csv")
     reps = replicates(Path(a.results), a.experiment)
     seeds = sorted(reps["dense"])
-    correct = {p: np.stack([load_correct(str(by_seed[s])) for s in seeds]) for p, by_seed in reps.items()
-               if sorted(by_seed) == seeds}
+    correct = {
+        p: np.stack([load_correct(str(by_seed[s])) for s in seeds])
+        for p, by_seed in reps.items()
+        if sorted(by_seed) == seeds
+    }
     n_images = next(iter(correct.values())).shape[1]
     plain = [p for p in df.index if p != "dense" and not p.startswith("ctl-")]
 
     def sp(p):
         r = df.loc[p]
-        return f"{r.speedup_same_runtime_mean:.2f}x [{r.speedup_same_runtime_ci95_low:.2f}, " \
-               f"{r.speedup_same_runtime_ci95_high:.2f}]"
+        return (
+            f"{r.speedup_same_runtime_mean:.2f}x [{r.speedup_same_runtime_ci95_low:.2f}, "
+            f"{r.speedup_same_runtime_ci95_high:.2f}]"
+        )
 
     print(f"# {a.experiment}: {len(seeds)} seeds x {n_images} test images\n")
     with_q = [p for p in plain if "q" in p]
@@ -72,15 +77,21 @@ def main() -> None:
     print("1. INT8 QAT gives the dominant runtime benefit (same-runtime speedup vs dense FP32, 95% CI):")
     for p in with_q + without_q:
         print(f"   {p:8s} {sp(p)}")
-    print(f"   -> {'HOLDS' if lo_q > hi_no else 'NOT SHOWN'}: lowest CI bound with q {lo_q:.2f}x, "
-          f"highest without q {hi_no:.2f}x\n")
+    print(
+        f"   -> {'HOLDS' if lo_q > hi_no else 'NOT SHOWN'}: lowest CI bound with q {lo_q:.2f}x, "
+        f"highest without q {hi_no:.2f}x\n"
+    )
 
     if "p" in df.index:
         hi_p = df.loc["p", "speedup_same_runtime_ci95_high"]
-        print(f"2. Unstructured pruning alone gives no CPU speedup: p {sp('p')}, sparsity "
-              f"{df.loc['p', 'weight_sparsity']:.3f}")
-        print(f"   -> {'HOLDS' if hi_p < MARGIN else 'NOT SHOWN'} (upper CI bound {hi_p:.2f}x against the "
-              f"{MARGIN:.2f}x margin)\n")
+        print(
+            f"2. Unstructured pruning alone gives no CPU speedup: p {sp('p')}, sparsity "
+            f"{df.loc['p', 'weight_sparsity']:.3f}"
+        )
+        print(
+            f"   -> {'HOLDS' if hi_p < MARGIN else 'NOT SHOWN'} (upper CI bound {hi_p:.2f}x against the "
+            f"{MARGIN:.2f}x margin)\n"
+        )
     else:
         print("2. Unstructured pruning alone: not tested (no pipeline p in this summary)\n")
 
@@ -88,8 +99,10 @@ def main() -> None:
     kd = stats.with_holm([stats.paired_comparison(x, y, correct[x], correct[y]) for x, y in pairs])
     print("3. KD applied last recovers accuracy (after d - before d, points, Holm over these):")
     for c in kd:
-        print(f"   {c.a} - {c.b}: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}], p_holm {c.p_holm:.3g}"
-              f"{'  significant' if c.significant else ''}")
+        print(
+            f"   {c.a} - {c.b}: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}], p_holm {c.p_holm:.3g}"
+            f"{'  significant' if c.significant else ''}"
+        )
         dense_gap = stats.paired_comparison(c.b, "dense", correct[c.b], correct["dense"])
         print(f"      (before d vs dense: {dense_gap.diff:+.2f} [{dense_gap.low:+.2f}, {dense_gap.high:+.2f}])")
     holds = bool(kd) and all(c.significant and c.diff > 0 for c in kd)
@@ -105,17 +118,23 @@ def main() -> None:
         print(f"   pqd - {other}: {diff:+.2f} [{low:+.2f}, {high:+.2f}], p_holm {r.p_holm:.3g}")
     groups = {p: df.loc[p, "group"] for p in plain if len(p) == 3}
     print(f"   letter groups among all pipelines (a shared letter: cannot be told apart): {groups}")
-    print(f"   -> {'HOLDS' if len(orders) and wins == len(orders) else 'NOT SHOWN'} "
-          f"(pqd significantly better than {wins} of {len(orders)} other orders)\n")
+    print(
+        f"   -> {'HOLDS' if len(orders) and wins == len(orders) else 'NOT SHOWN'} "
+        f"(pqd significantly better than {wins} of {len(orders)} other orders)\n"
+    )
 
     ctl = pw[pw["why"] == "vs equal-budget control"]
     better = ctl[ctl["significant"] & (ctl["diff"] > 0)]
     worse = ctl[ctl["significant"] & (ctl["diff"] < 0)]
     print("5. A pipeline beats its equal-budget control (pairwise.csv):")
     for r in ctl.itertuples(index=False):
-        print(f"   {r.a} - {r.b}: {r.diff:+.2f} [{r.diff_ci95_low:+.2f}, {r.diff_ci95_high:+.2f}], p_holm {r.p_holm:.3g}")
-    print(f"   -> {len(better)} of {len(ctl)} significantly better, {len(worse)} significantly worse, "
-          f"{len(ctl) - len(better) - len(worse)} not told apart")
+        print(
+            f"   {r.a} - {r.b}: {r.diff:+.2f} [{r.diff_ci95_low:+.2f}, {r.diff_ci95_high:+.2f}], p_holm {r.p_holm:.3g}"
+        )
+    print(
+        f"   -> {len(better)} of {len(ctl)} significantly better, {len(worse)} significantly worse, "
+        f"{len(ctl) - len(better) - len(worse)} not told apart"
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DENSE_CONFIG = ROOT / "config/examples/c10jpg_far_dense.yaml"
 CONFIG = ROOT / "config/examples/c10jpg_far.yaml"
 MARGIN = 1.0  # points of top-1 a pipeline may lose and still count
-GOAL = 4.3    # Comb-Prune-Distill's best speedup (at a 1.8-point loss)
+GOAL = 4.3  # Comb-Prune-Distill's best speedup (at a 1.8-point loss)
 
 
 def snakemake(targets: list[str], configs: list[Path]) -> None:
@@ -50,17 +50,28 @@ def snakemake(targets: list[str], configs: list[Path]) -> None:
 
 def smoke_overlays(tmp: Path) -> tuple[Path, Path]:  # (phase 1's, phase 2's)
     """Both phases shrunk to minutes: digits, ResNet-20 at width 0.25, one epoch per stage, two seeds of sqd."""
-    common = {"experiments": ["resnet20_digits"], "width": 0.25,
-              "protocols": {"reduced": {"dense": 1, "s": 1, "q": 1, "d": 1}},
-              "measure": {"runs": 200, "warmup": 2, "rounds": 4}, "overrides": {},
-              # a MACs budget (a tiny model's latency curve is too flat and noisy to promise a latency target),
-              # free channel counts (round_to 4 cannot thin its 4-channel layers)
-              "stages": {"s": {"target": "macs", "macs_keep": 0.7, "latency_keep": None, "round_to": 1}}}
+    common = {
+        "experiments": ["resnet20_digits"],
+        "width": 0.25,
+        "protocols": {"reduced": {"dense": 1, "s": 1, "q": 1, "d": 1}},
+        "measure": {"runs": 200, "warmup": 2, "rounds": 4},
+        "overrides": {},
+        # a MACs budget (a tiny model's latency curve is too flat and noisy to promise a latency target),
+        # free channel counts (round_to 4 cannot thin its 4-channel layers)
+        "stages": {"s": {"target": "macs", "macs_keep": 0.7, "latency_keep": None, "round_to": 1}},
+    }
     dense = {**common, "results": str(tmp / "dense")}
-    far = {**common, "results": str(tmp / "far"), "seeds": [0, 1], "pipelines": ["dense", "sqd"],
-           # the example's imports do not exist on a fresh machine, and the workflow checks every override's
-           "overrides": {**{exp: {"dense": {"checkpoint": None}} for exp in yaml.safe_load(CONFIG.read_text())["overrides"]},
-                         "resnet20_digits": {"dense": {"checkpoint": str(tmp / "dense/resnet20_digits/dense/dense.pt")}}}}
+    far = {
+        **common,
+        "results": str(tmp / "far"),
+        "seeds": [0, 1],
+        "pipelines": ["dense", "sqd"],
+        # the example's imports do not exist on a fresh machine, and the workflow checks every override's
+        "overrides": {
+            **{exp: {"dense": {"checkpoint": None}} for exp in yaml.safe_load(CONFIG.read_text())["overrides"]},
+            "resnet20_digits": {"dense": {"checkpoint": str(tmp / "dense/resnet20_digits/dense/dense.pt")}},
+        },
+    }
     paths = tmp / "dense.yaml", tmp / "far.yaml"
     for path, cfg in zip(paths, (dense, far)):
         path.write_text(json.dumps(cfg))  # JSON is YAML
@@ -93,8 +104,13 @@ def merged(configs: list[Path]) -> dict:
     """The settings this script reads (results, experiments, pipelines, seeds) after the overlays."""
     out: dict = {}
     for path in configs:
-        out.update({k: v for k, v in yaml.safe_load(path.read_text()).items()
-                    if k in ("results", "experiments", "pipelines", "seeds")})
+        out.update(
+            {
+                k: v
+                for k, v in yaml.safe_load(path.read_text()).items()
+                if k in ("results", "experiments", "pipelines", "seeds")
+            }
+        )
     return out
 
 
@@ -121,16 +137,25 @@ def frontier(results: Path, exp: str, pipelines: list[str], seeds: list[int]) ->
     rows = []
     for p in pipelines:
         s = summary.loc[p]
-        row = {"pipeline": p, "deployed": s["deployed_form"], "top1": s["accuracy_mean"],
-               "top1_ci95": f"[{s['accuracy_ci95_low']:.2f}, {s['accuracy_ci95_high']:.2f}]",
-               "speedup_same_runtime": s["speedup_same_runtime_mean"],
-               "speedup_ci95": f"[{s['speedup_same_runtime_ci95_low']:.2f}, {s['speedup_same_runtime_ci95_high']:.2f}]",
-               "speedup_ci95_low": s["speedup_same_runtime_ci95_low"], "mmacs": s["macs"] / 1e6,
-               "size_kb": s["size_bytes"] / 1e3}
+        row = {
+            "pipeline": p,
+            "deployed": s["deployed_form"],
+            "top1": s["accuracy_mean"],
+            "top1_ci95": f"[{s['accuracy_ci95_low']:.2f}, {s['accuracy_ci95_high']:.2f}]",
+            "speedup_same_runtime": s["speedup_same_runtime_mean"],
+            "speedup_ci95": f"[{s['speedup_same_runtime_ci95_low']:.2f}, {s['speedup_same_runtime_ci95_high']:.2f}]",
+            "speedup_ci95_low": s["speedup_same_runtime_ci95_low"],
+            "mmacs": s["macs"] / 1e6,
+            "size_kb": s["size_bytes"] / 1e3,
+        }
         if p != "dense":
             c = vs_dense.loc[p]
-            row.update(vs_dense=c["diff"], vs_dense_ci95=f"[{c['diff_ci95_low']:+.2f}, {c['diff_ci95_high']:+.2f}]",
-                       within=c["diff"] > -MARGIN, within_confident=c["diff_ci95_low"] > -MARGIN)
+            row.update(
+                vs_dense=c["diff"],
+                vs_dense_ci95=f"[{c['diff_ci95_low']:+.2f}, {c['diff_ci95_high']:+.2f}]",
+                within=c["diff"] > -MARGIN,
+                within_confident=c["diff_ci95_low"] > -MARGIN,
+            )
         lt = [r.get("latency_target") for r in reps[p] if r.get("latency_target")]
         if lt:
             target = ", ".join(f"{k} {v:g}" for k, v in lt[0]["target"].items())
@@ -138,8 +163,14 @@ def frontier(results: Path, exp: str, pipelines: list[str], seeds: list[int]) ->
         rows.append(row)
     df = pd.DataFrame(rows)
     first = reps["dense"][0]
-    facts = {"seeds": len(seeds), "images": len(load_correct(first["_path"])), "system": first["system"], "dense_top1": summary.loc["dense", "accuracy_mean"],
-             "runtime": summary.loc["dense", "runtime"], "commit": first["code_version"].get("git")}
+    facts = {
+        "seeds": len(seeds),
+        "images": len(load_correct(first["_path"])),
+        "system": first["system"],
+        "dense_top1": summary.loc["dense", "accuracy_mean"],
+        "runtime": summary.loc["dense", "runtime"],
+        "commit": first["code_version"].get("git"),
+    }
     return df, facts
 
 
@@ -163,24 +194,36 @@ def main() -> None:
         for exp in f["experiments"]:
             df, facts = frontier(ROOT / f["results"], exp, f["pipelines"], f["seeds"])
             dense_rep = reports(ROOT / d["results"], exp, "dense", d["seeds"])[0]
-            print(f"\n## {exp}: dense {facts['dense_top1']:.2f}% (trained {dense_rep['stages'][0]['wall_s'] / 60:.1f} min, "
-                  f"{dense_rep['stages'][0]['epochs']} epochs); {facts['seeds']} seeds x {facts['images']} test images, "
-                  f"{facts['runtime']}")
+            print(
+                f"\n## {exp}: dense {facts['dense_top1']:.2f}% (trained {dense_rep['stages'][0]['wall_s'] / 60:.1f} min, "
+                f"{dense_rep['stages'][0]['epochs']} epochs); {facts['seeds']} seeds x {facts['images']} test images, "
+                f"{facts['runtime']}"
+            )
             shown = df.drop(columns=["speedup_ci95_low"])
             print(shown.to_markdown(index=False, floatfmt=".2f"))
-            for col, what in (("within", "mean loss under 1 point"), ("within_confident", "loss under 1 point with 95% confidence")):
+            for col, what in (
+                ("within", "mean loss under 1 point"),
+                ("within_confident", "loss under 1 point with 95% confidence"),
+            ):
                 ok = df[df.get(col, pd.Series(False, index=df.index)).fillna(False).astype(bool)]
                 if ok.empty:
                     print(f"fastest with {what}: none")
                     continue
                 best = ok.loc[ok["speedup_same_runtime"].idxmax()]
-                verdict = "reaches" if best["speedup_ci95_low"] >= GOAL else (
-                    "reaches on the mean only" if best["speedup_same_runtime"] >= GOAL else "misses")
-                print(f"fastest with {what}: {best['pipeline']} at {best['speedup_same_runtime']:.2f}x "
-                      f"{best['speedup_ci95']}, top-1 {best['vs_dense']:+.2f} {best['vs_dense_ci95']} vs dense: "
-                      f"{verdict} the {GOAL}x goal")
+                verdict = (
+                    "reaches"
+                    if best["speedup_ci95_low"] >= GOAL
+                    else ("reaches on the mean only" if best["speedup_same_runtime"] >= GOAL else "misses")
+                )
+                print(
+                    f"fastest with {what}: {best['pipeline']} at {best['speedup_same_runtime']:.2f}x "
+                    f"{best['speedup_ci95']}, top-1 {best['vs_dense']:+.2f} {best['vs_dense_ci95']} vs dense: "
+                    f"{verdict} the {GOAL}x goal"
+                )
         sysinfo = facts["system"]
-        print(f"\nCPU: {sysinfo['cpu']}, ISA {' '.join(sysinfo['isa'])}; torch {sysinfo['torch']}; commit {facts['commit']}")
+        print(
+            f"\nCPU: {sysinfo['cpu']}, ISA {' '.join(sysinfo['isa'])}; torch {sysinfo['torch']}; commit {facts['commit']}"
+        )
 
 
 if __name__ == "__main__":

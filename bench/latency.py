@@ -30,7 +30,6 @@ from pqd.measure import cpu_info, timed_with_peak
 from pqd.models import build_model
 from pqd.runtimes import export_onnx, make_runner
 
-
 COLUMNS = ["torch_fp32", "compile_fp32", "ort_fp32", "ov_fp32", "torch_int8", "ort_int8", "ov_int8"]
 
 
@@ -40,10 +39,15 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--runs", type=int, default=200)
-    ap.add_argument("--columns", nargs="*", default=COLUMNS, choices=COLUMNS,
-                    help="runtimes to time (torch_fp32 is always one: speedups are against it). Every runtime "
-                         "keeps its own thread pool; with 2 threads on 2 cores, seven pools in one process "
-                         "slowed OpenVINO on the small models, which a run with fewer columns shows")
+    ap.add_argument(
+        "--columns",
+        nargs="*",
+        default=COLUMNS,
+        choices=COLUMNS,
+        help="runtimes to time (torch_fp32 is always one: speedups are against it). Every runtime "
+        "keeps its own thread pool; with 2 threads on 2 cores, seven pools in one process "
+        "slowed OpenVINO on the small models, which a run with fewer columns shows",
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny widths and runs, for CI")
     a = ap.parse_args()
     if a.smoke:
@@ -51,8 +55,15 @@ def main() -> None:
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_info()}")
     cols = [c for c in COLUMNS if c in a.columns or c == "torch_fp32"]
     int8_cols = [c for c in cols if c.endswith("int8")]
-    print("| backbone | width | MMACs | threads | INT8 peak GMAC/s | " + " | ".join(f"{c} ms" for c in cols) + " | "
-          + " | ".join(f"{c} speedup" for c in cols[1:]) + " | " + " | ".join(f"{c} peak frac" for c in int8_cols) + " |")
+    print(
+        "| backbone | width | MMACs | threads | INT8 peak GMAC/s | "
+        + " | ".join(f"{c} ms" for c in cols)
+        + " | "
+        + " | ".join(f"{c} speedup" for c in cols[1:])
+        + " | "
+        + " | ".join(f"{c} peak frac" for c in int8_cols)
+        + " |"
+    )
     print("|---|---|---|---|---|" + "---|" * (2 * len(cols) - 1 + len(int8_cols)))
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.backbones:
@@ -70,7 +81,10 @@ def main() -> None:
             for form, model in (("fp32", fp32), ("int8", int8)):
                 paths[form] = str(Path(tmp) / f"{name}_{form}.pt")
                 save_checkpoint(paths[form], model.state_dict(), {**meta, "form": form})
-                for rt in ("onnxruntime", "openvino"):  # each runtime's own INT8 graph, as the export_onnx rule makes it
+                for rt in (
+                    "onnxruntime",
+                    "openvino",
+                ):  # each runtime's own INT8 graph, as the export_onnx rule makes it
                     export_onnx(paths[form], f"{paths[form]}.{rt}.onnx", source=qat_path, runtime=rt)
             n_macs = macs(fp32, 32)
             for t in a.threads:
@@ -89,14 +103,22 @@ def main() -> None:
                     for f in paths:
                         if f"{short}_{f}" in cols:
                             runners[f"{short}_{f}"] = make_runner(rt, paths[f], f"{paths[f]}.{rt}.onnx", t)
-                res, peak_rec = timed_with_peak({c: runners[c] for c in cols}, t, runs=a.runs, warmup=10, rounds=20,
-                                               image_size=32)
+                res, peak_rec = timed_with_peak(
+                    {c: runners[c] for c in cols}, t, runs=a.runs, warmup=10, rounds=20, image_size=32
+                )
                 peak = peak_rec["int8_peak_macs_per_s"]
                 ms = {c: res[c]["median_ms"] for c in cols}
-                print(f"| {name} | {a.width} | {n_macs / 1e6:.0f} | {t} | {peak / 1e9:.0f} | "
-                      + " | ".join(f"{ms[c]:.2f}" for c in cols) + " | "
-                      + " | ".join(f"{ms['torch_fp32'] / ms[c]:.2f}x" for c in cols[1:]) + " | "
-                      + " | ".join(f"{n_macs / (ms[c] / 1e3) / peak:.2f}" for c in int8_cols) + " |", flush=True)
+                print(
+                    f"| {name} | {a.width} | {n_macs / 1e6:.0f} | {t} | {peak / 1e9:.0f} | "
+                    + " | ".join(f"{ms[c]:.2f}" for c in cols)
+                    + " | "
+                    + " | ".join(f"{ms['torch_fp32'] / ms[c]:.2f}x" for c in cols[1:])
+                    + " | "
+                    + " | ".join(f"{n_macs / (ms[c] / 1e3) / peak:.2f}" for c in int8_cols)
+                    + " |",
+                    flush=True,
+                )
+
 
 if __name__ == "__main__":
     main()

@@ -35,17 +35,27 @@ EXP, PIPELINE = "resnet20_c10jpg", "sq"
 
 
 def variants(keep: float) -> dict[str, dict]:
-    return {"macs": {"target": "macs", "macs_keep": keep, "allocation": "uniform"},
-            "latency": {"target": "latency", "latency_keep": keep, "allocation": "uniform"},
-            "latency_global": {"target": "latency", "latency_keep": keep, "allocation": "global"}}
+    return {
+        "macs": {"target": "macs", "macs_keep": keep, "allocation": "uniform"},
+        "latency": {"target": "latency", "latency_keep": keep, "allocation": "uniform"},
+        "latency_global": {"target": "latency", "latency_keep": keep, "allocation": "global"},
+    }
 
 
 def run(name: str, s: dict, results: Path) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         json.dump({"results": f"{results}/{name}", "stages": {"s": s}}, f)  # JSON is YAML
     # targets first: --configfile takes every argument after it
-    cmd = [sys.executable, "-m", "snakemake", "-j2", f"{results}/{name}/{EXP}/summary.csv", "--configfile",
-           str(CONFIG), f.name]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-j2",
+        f"{results}/{name}/{EXP}/summary.csv",
+        "--configfile",
+        str(CONFIG),
+        f.name,
+    ]
     print("+", " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, cwd=ROOT, check=True)
 
@@ -79,18 +89,23 @@ def main() -> None:
         summary = pd.read_csv(results / name / EXP / "summary.csv").set_index("pipeline")
         lt = [r["latency_target"] for r in reps]
         st = [r["stages"][-2]["structured"] for r in reps]  # s, before q
-        rows.append({
-            "variant": name, "budget": ", ".join(f"{k} {v:g}" for k, v in lt[0]["target"].items()),
-            "allocation": st[0]["allocation"], "channel_ratio": np.mean([x["channel_ratio"] for x in st]),
-            "macs_kept": np.mean([x["macs_kept"] for x in st]),
-            "latency_kept_predicted": lt[0]["predicted_keep"],
-            "latency_kept_measured": np.mean([x["measured_keep"] for x in lt]),
-            "latency_kept_seed_range": f"{min(x['measured_keep'] for x in lt):.3f}-{max(x['measured_keep'] for x in lt):.3f}",
-            "speedup_vs_dense_same_runtime": summary.loc[PIPELINE, "speedup_same_runtime_mean"],
-            "top1": summary.loc[PIPELINE, "accuracy_mean"],
-            "top1_ci95": f"[{summary.loc[PIPELINE, 'accuracy_ci95_low']:.2f}, {summary.loc[PIPELINE, 'accuracy_ci95_high']:.2f}]",
-            "dense_top1": summary.loc["dense", "accuracy_mean"], "seeds": len(reps),
-        })
+        rows.append(
+            {
+                "variant": name,
+                "budget": ", ".join(f"{k} {v:g}" for k, v in lt[0]["target"].items()),
+                "allocation": st[0]["allocation"],
+                "channel_ratio": np.mean([x["channel_ratio"] for x in st]),
+                "macs_kept": np.mean([x["macs_kept"] for x in st]),
+                "latency_kept_predicted": lt[0]["predicted_keep"],
+                "latency_kept_measured": np.mean([x["measured_keep"] for x in lt]),
+                "latency_kept_seed_range": f"{min(x['measured_keep'] for x in lt):.3f}-{max(x['measured_keep'] for x in lt):.3f}",
+                "speedup_vs_dense_same_runtime": summary.loc[PIPELINE, "speedup_same_runtime_mean"],
+                "top1": summary.loc[PIPELINE, "accuracy_mean"],
+                "top1_ci95": f"[{summary.loc[PIPELINE, 'accuracy_ci95_low']:.2f}, {summary.loc[PIPELINE, 'accuracy_ci95_high']:.2f}]",
+                "dense_top1": summary.loc["dense", "accuracy_mean"],
+                "seeds": len(reps),
+            }
+        )
     df = pd.DataFrame(rows)
     print(df.to_markdown(index=False, floatfmt=".3f"))
     n_seeds, n_images = next(iter(correct.values())).shape
@@ -98,10 +113,17 @@ def main() -> None:
     comps = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b]) for a, b in pairs])
     print("\nPaired top-1 differences (points; paired test over seeds and test images, Holm over these 3):")
     for c in comps:
-        verdict = (("a better" if c.diff > 0 else "b better") if c.significant else
-                   "no detectable difference" if c.judged else "not judged (1 seed)")
-        print(f"  {c.a} - {c.b}: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}], p={c.p_value:.3g}, "
-              f"p_holm={c.p_holm:.3g}: {verdict}")
+        verdict = (
+            ("a better" if c.diff > 0 else "b better")
+            if c.significant
+            else "no detectable difference"
+            if c.judged
+            else "not judged (1 seed)"
+        )
+        print(
+            f"  {c.a} - {c.b}: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}], p={c.p_value:.3g}, "
+            f"p_holm={c.p_holm:.3g}: {verdict}"
+        )
     first = reports(results / "latency")[0]["system"]
     print(f"\nCPU: {first['cpu']}, ISA {' '.join(first['isa'])}; {n_seeds} seeds x {n_images} test images")
 

@@ -22,7 +22,6 @@ import time
 import traceback
 import warnings
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -84,8 +83,9 @@ def ov_compiled(ov_model, threads: int):
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    compiled = ov.Core().compile_model(ov_model, "CPU", {props.inference_num_threads: threads,
-                                                         hints.inference_precision: ov.Type.f32})
+    compiled = ov.Core().compile_model(
+        ov_model, "CPU", {props.inference_num_threads: threads, hints.inference_precision: ov.Type.f32}
+    )
     return lambda x: torch.from_numpy(compiled(x.numpy())[0])
 
 
@@ -99,9 +99,15 @@ def path_fx(model: nn.Module, size: int, threads: int, steps: dict):
     int8(torch.randn(1, 3, size, size))
     steps["int8"] = True
     import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
-        torch.onnx.export(qat.weighted_inputs_graph(fake), (torch.randn(1, 3, size, size),), f"{tmp}/m.onnx",
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            qat.weighted_inputs_graph(fake),
+            (torch.randn(1, 3, size, size),),
+            f"{tmp}/m.onnx",
+            opset_version=17,
+            dynamo=False,
+        )
         run = ov_compiled(import_openvino().Core().read_model(f"{tmp}/m.onnx"), threads)
     run(torch.randn(1, 3, size, size))
     steps["openvino"] = run
@@ -201,12 +207,15 @@ def main() -> None:
                 cells.append(f"fails at {failed}: {first_line(e)}")
         lat = ""
         if a.latency and runners:
-            res = interleaved_latency(runners, runs=a.runs, warmup=10, rounds=a.rounds, threads=a.threads,
-                                      image_size=size)
+            res = interleaved_latency(
+                runners, runs=a.runs, warmup=10, rounds=a.rounds, threads=a.threads, image_size=size
+            )
             lat = " " + " / ".join(f"{res[p]['median_ms']:.2f}" if p in res else "-" for p in PATHS) + " |"
         print(f"| {name} ({size} px) | " + " | ".join(cells) + " |" + lat, flush=True)
-    print("\ntakes all steps: " + ", ".join(f"{p} {n}/{len(chosen)}" + (" (not installed)" if p in absent else "")
-                                          for p, n in totals.items()))
+    print(
+        "\ntakes all steps: "
+        + ", ".join(f"{p} {n}/{len(chosen)}" + (" (not installed)" if p in absent else "") for p, n in totals.items())
+    )
 
 
 if __name__ == "__main__":

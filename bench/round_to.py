@@ -45,10 +45,19 @@ def main() -> None:
     a = ap.parse_args()
     if a.smoke:
         a.backbones, a.width, a.round_to, a.runtimes, a.forms, a.runs, a.rounds = (
-            ["resnet20"], 0.25, [1, 8], ["openvino"], ["int8"], 20, 4)
+            ["resnet20"],
+            0.25,
+            [1, 8],
+            ["openvino"],
+            ["int8"],
+            20,
+            4,
+        )
     sysinfo = cpu_info()
     print(f"CPU: {sysinfo['cpu']}, ISA {' '.join(sysinfo['isa'])}, threads {a.threads}, torch {torch.__version__}")
-    print("| backbone | runtime | form | round_to | channel ratio | MACs kept | latency kept | latency kept / MACs kept |")
+    print(
+        "| backbone | runtime | form | round_to | channel ratio | MACs kept | latency kept | latency kept / MACs kept |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for bb in a.backbones:
         torch.manual_seed(0)
@@ -70,11 +79,16 @@ def main() -> None:
                     runners = {"reference": deployed_runner(model, meta, form, tmp, "ref", runtime, a.threads)}
                     for r, (_, m, _) in pruned.items():
                         runners[r] = deployed_runner(m, meta, form, tmp, f"r{r}", runtime, a.threads)
-                    res = interleaved_latency(runners, runs=a.runs, warmup=10, rounds=a.rounds, threads=a.threads, image_size=32)
+                    res = interleaved_latency(
+                        runners, runs=a.runs, warmup=10, rounds=a.rounds, threads=a.threads, image_size=32
+                    )
                 for r, (ratio, _, kept) in pruned.items():
                     keep = per_round_keep(res[r]["round_ms"], res["reference"]["round_ms"])
-                    print(f"| {bb} x{a.width} | {runtime} | {form} | {r} | {ratio:.3f} | {kept:.3f} | {keep:.3f} | "
-                          f"{keep / kept:.2f} |", flush=True)
+                    print(
+                        f"| {bb} x{a.width} | {runtime} | {form} | {r} | {ratio:.3f} | {kept:.3f} | {keep:.3f} | "
+                        f"{keep / kept:.2f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args()
-    backbones, datasets = (["resnet20"], ["digits"]) if a.smoke else (["resnet20", "vgg16", "resnet18"], ["digits", "c10"])
+    backbones, datasets = (
+        (["resnet20"], ["digits"]) if a.smoke else (["resnet20", "vgg16", "resnet18"], ["digits", "c10"])
+    )
     pipelines = ["dense", "pqd", "pdq"] if a.smoke else None
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
@@ -47,8 +49,24 @@ def main() -> None:
             src = ROOT / item
             (shutil.copytree if src.is_dir() else shutil.copy)(src, wd / item)
         exps = [f"{b}_{d}" for b in backbones for d in datasets]
-        pipes = pipelines or ["dense", "p", "q", "d", "pq", "pd", "qp", "qd", "dp", "dq",
-                              "pqd", "pdq", "qpd", "qdp", "dpq", "dqp"]
+        pipes = pipelines or [
+            "dense",
+            "p",
+            "q",
+            "d",
+            "pq",
+            "pd",
+            "qp",
+            "qd",
+            "dp",
+            "dq",
+            "pqd",
+            "pdq",
+            "qpd",
+            "qdp",
+            "dpq",
+            "dqp",
+        ]
         (wd / "grid.yaml").write_text(f"experiments: {exps}\npipelines: {pipes}\n")
         (wd / "edit.yaml").write_text("stages: {d: {temperature: 2.0}}\n")
         dry, out = smk(wd, "-n", "--configfile", "grid.yaml")

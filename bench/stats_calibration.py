@@ -104,16 +104,26 @@ def null_rates(world: World, rng, reps: int, n_seeds: int, n_images: int) -> dic
         sig += c.significant
         disc.append(stats.discordance(a, b))
     p = np.array(p)
-    return {"p<0.05": float((p < 0.05).mean()), "p<0.01": float((p < 0.01).mean()),
-            "p<0.001": float((p < 0.001).mean()), "called significant": sig / reps, "disagreement": float(np.mean(disc))}
+    return {
+        "p<0.05": float((p < 0.05).mean()),
+        "p<0.01": float((p < 0.01).mean()),
+        "p<0.001": float((p < 0.001).mean()),
+        "called significant": sig / reps,
+        "disagreement": float(np.mean(disc)),
+    }
 
 
 def fwer(world: World, rng, reps: int, n_seeds: int, n_images: int, n_pipes: int = 6) -> float:
     hits = 0
     for _ in range(reps):
         tables, _, _ = world.draw(rng, n_seeds, n_images, [0.0] * n_pipes)
-        comps = stats.with_holm([stats.paired_comparison(str(i), str(j), tables[i], tables[j])
-                                 for i in range(n_pipes) for j in range(i + 1, n_pipes)])
+        comps = stats.with_holm(
+            [
+                stats.paired_comparison(str(i), str(j), tables[i], tables[j])
+                for i in range(n_pipes)
+                for j in range(i + 1, n_pipes)
+            ]
+        )
         hits += any(c.significant for c in comps)
     return hits / reps
 
@@ -137,8 +147,16 @@ def accuracy_coverage(world: World, rng, reps: int, n_seeds: int, n_images: int)
     return hits / reps
 
 
-def speedup_coverage(rng, reps: int, n_seeds: int, rounds: int = 40, speedup: float = 1.8, seed_sd: float = 0.03,
-                     phi: float = 0.6, noise: float = 0.08) -> float:
+def speedup_coverage(
+    rng,
+    reps: int,
+    n_seeds: int,
+    rounds: int = 40,
+    speedup: float = 1.8,
+    seed_sd: float = 0.03,
+    phi: float = 0.6,
+    noise: float = 0.08,
+) -> float:
     """Per-round log ratio = the seed's log speedup + AR(1) timing noise (neighbouring rounds alike)."""
     hits = 0
     for _ in range(reps):
@@ -146,7 +164,7 @@ def speedup_coverage(rng, reps: int, n_seeds: int, rounds: int = 40, speedup: fl
         dense, model = [], []
         for s in range(n_seeds):
             e = np.empty(rounds)
-            e[0] = rng.normal(0, noise / np.sqrt(1 - phi ** 2))
+            e[0] = rng.normal(0, noise / np.sqrt(1 - phi**2))
             for r in range(1, rounds):
                 e[r] = phi * e[r - 1] + rng.normal(0, noise)
             m = 1.0 + 0.3 * rng.random(rounds)  # the machine's speed of the round, cancels in the ratio
@@ -168,36 +186,43 @@ def main() -> None:
     k = 1 if a.quick else 5
     rng = np.random.default_rng(a.seed)
     t0 = time.time()
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {'quick' if a.quick else 'full'} run, training noise "
-          f"{a.seed_noise} points, image difficulty sd {a.tau} logits, numpy seed {a.seed}\n")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M')}  {'quick' if a.quick else 'full'} run, training noise "
+        f"{a.seed_noise} points, image difficulty sd {a.tau} logits, numpy seed {a.seed}\n"
+    )
 
     w85 = World(0.85, a.tau, a.seed_noise)
     print("## Truly equal pipelines, 85% top-1, 10,000 images: one comparison\n")
     print("| seeds | experiments | p < 0.05 | p < 0.01 | p < 0.001 | called significant | disagreement |")
     print("|---|---|---|---|---|---|---|")
     type1 = {}
-    for s in ((3,) if a.quick else (1, 2, 3, 5)):
+    for s in (3,) if a.quick else (1, 2, 3, 5):
         reps = 2000 * k
         r = null_rates(w85, rng, reps, s, 10000)
         type1[s] = r["called significant"]
-        print(f"| {s} | {reps} | {r['p<0.05']:.3f} | {r['p<0.01']:.4f} | {r['p<0.001']:.4f} | "
-              f"{r['called significant']:.3f} | {r['disagreement']:.3f} |", flush=True)
+        print(
+            f"| {s} | {reps} | {r['p<0.05']:.3f} | {r['p<0.01']:.4f} | {r['p<0.001']:.4f} | "
+            f"{r['called significant']:.3f} | {r['disagreement']:.3f} |",
+            flush=True,
+        )
 
     print("\n## Family-wise error: 15 pairs of 6 equal pipelines, Holm, 85%, 10,000 images\n")
     print("| seeds | experiments | any pair called significant |\n|---|---|---|")
     fw = {}
-    for s in ((3,) if a.quick else (3, 5)):
+    for s in (3,) if a.quick else (3, 5):
         reps = 600 * k
         fw[s] = fwer(w85, rng, reps, s, 10000)
         print(f"| {s} | {reps} | {fw[s]:.3f} |", flush=True)
 
     print("\n## Coverage of the 95% top-1 interval (one seed: of that model's top-1; more: of the expected)\n")
-    print("| true top-1 | training noise (points) | images | seeds | experiments | coverage |\n|---|---|---|---|---|---|")
+    print(
+        "| true top-1 | training noise (points) | images | seeds | experiments | coverage |\n|---|---|---|---|---|---|"
+    )
     cov = {"acc": [], "ceiling": []}
     for acc in (0.85, 0.95, 0.997):
         w = World(acc, a.tau, a.seed_noise)
         for n in (360, 10000):
-            for s in ((1, 3) if a.quick else (1, 2, 3, 5)):
+            for s in (1, 3) if a.quick else (1, 2, 3, 5):
                 reps = 1500 if a.quick else 3000
                 c = accuracy_coverage(w, rng, reps, s, n)
                 cov["ceiling" if acc > 0.99 else "acc"].append(c)
@@ -211,15 +236,17 @@ def main() -> None:
 
     print("\n## Coverage of the 95% speedup interval (true 1.8x, 3% seed-to-seed, AR(1) rounds phi 0.6, 40 rounds)\n")
     print("| seeds | experiments | coverage |\n|---|---|---|")
-    for s in ((1, 3) if a.quick else (1, 2, 3, 5)):
+    for s in (1, 3) if a.quick else (1, 2, 3, 5):
         reps = 1000 * k
         print(f"| {s} | {reps} | {speedup_coverage(rng, reps, s):.3f} |", flush=True)
 
     print("\n## Power: one comparison, 85%, 10,000 images (significant and the right sign)\n")
-    print("| true difference | seeds | experiments | power | MDE the summary would print (median) |\n|---|---|---|---|---|")
+    print(
+        "| true difference | seeds | experiments | power | MDE the summary would print (median) |\n|---|---|---|---|---|"
+    )
     pw = {}
-    for effect in ((0.5,) if a.quick else (0.5, 1.0)):
-        for s in ((5,) if a.quick else (3, 5, 10)):
+    for effect in (0.5,) if a.quick else (0.5, 1.0):
+        for s in (5,) if a.quick else (3, 5, 10):
             reps = 400 * k
             pw[(effect, s)] = power(w85, rng, reps, s, 10000, effect)
             mdes = []
@@ -230,8 +257,10 @@ def main() -> None:
             print(f"| {effect} | {s} | {reps} | {pw[(effect, s)]:.3f} | {np.nanmedian(mdes):.2f} |", flush=True)
 
     print(f"\n({time.time() - t0:.0f} s)")
-    print(f"calibration: type1_3seeds={type1[3]:.4f} fwer15_3seeds={fw[3]:.4f} coverage_acc={min(cov['acc']):.4f} "
-          f"coverage_ceiling={min(cov['ceiling']):.4f} power05_5seeds={pw[(0.5, 5)]:.4f}")
+    print(
+        f"calibration: type1_3seeds={type1[3]:.4f} fwer15_3seeds={fw[3]:.4f} coverage_acc={min(cov['acc']):.4f} "
+        f"coverage_ceiling={min(cov['ceiling']):.4f} power05_5seeds={pw[(0.5, 5)]:.4f}"
+    )
 
 
 if __name__ == "__main__":

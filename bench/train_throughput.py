@@ -39,11 +39,18 @@ def torchvision_loader(root: Path, batch: int, workers: int, pin: bool):
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
 
-    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                    T.Normalize((0.3,) * 3, (0.3,) * 3)])
-    return torch.utils.data.DataLoader(ImageFolder(str(root), tf), batch_size=batch, shuffle=True,
-                                       num_workers=workers, drop_last=True, pin_memory=pin,
-                                       persistent_workers=workers > 0)
+    tf = T.Compose(
+        [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize((0.3,) * 3, (0.3,) * 3)]
+    )
+    return torch.utils.data.DataLoader(
+        ImageFolder(str(root), tf),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -76,8 +83,17 @@ def pqd_images_per_s(model, data, device: torch.device, precision: str, batch: i
     """Images per second of one epoch of :func:`pqd.train.fit` over ``data`` (already on the device)."""
     sync(device)
     t0 = time.perf_counter()
-    fit(model, data, epochs=1, lr=0.01, batch_size=batch, precision=precision, device=device, seed=seed,
-        log=open("/dev/null", "w"))
+    fit(
+        model,
+        data,
+        epochs=1,
+        lr=0.01,
+        batch_size=batch,
+        precision=precision,
+        device=device,
+        seed=seed,
+        log=open("/dev/null", "w"),
+    )
     sync(device)
     return len(data.train_y) // batch * batch / (time.perf_counter() - t0)
 
@@ -97,8 +113,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.smoke:
         a.backbones, a.width, a.steps, a.rounds, a.batch = "resnet20", 0.25, 2, 1, 32
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if a.device == "auto" else a.device))
+    device = torch.device(
+        "cuda" if a.device == "auto" and torch.cuda.is_available() else ("cpu" if a.device == "auto" else a.device)
+    )
     torch.set_num_threads(a.threads)
     dtype = PRECISIONS[a.precision]
     rows = []
@@ -113,8 +130,9 @@ def main() -> None:
             Image.fromarray(x.permute(1, 2, 0).numpy().astype(np.uint8)).save(d / f"{i}.png")
         n = a.steps * a.batch
         reps = -(-n // len(data.train_y))  # enough images for `steps` batches in one epoch
-        sub = dataclasses.replace(data, train_x=data.train_x.repeat(reps, 1, 1, 1)[:n],
-                                  train_y=data.train_y.repeat(reps)[:n]).to(device)
+        sub = dataclasses.replace(
+            data, train_x=data.train_x.repeat(reps, 1, 1, 1)[:n], train_y=data.train_y.repeat(reps)[:n]
+        ).to(device)
         loader = torchvision_loader(root, a.batch, a.workers, pin=device.type == "cuda")
         for name in a.backbones.split(","):
             torch.manual_seed(0)
@@ -128,12 +146,17 @@ def main() -> None:
                 theirs.append(plain_images_per_s(theirs_model, loader, device, dtype, a.steps))
             rows.append((name, statistics.median(ours), statistics.median(theirs)))
     cpu = cpu_info()
-    where = (torch.cuda.get_device_name(device) if device.type == "cuda" else
-             f"{cpu['cpu']} ({' '.join(cpu['isa'])}), torch {cpu['torch']}")
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{cpu['cpu']} ({' '.join(cpu['isa'])}), torch {cpu['torch']}"
+    )
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {where}; {a.threads} CPU threads")
-    print(f"# batch {a.batch}, width {a.width}, {a.precision}, memory format "
-          f"{'channels_last' if memory_format('auto', device) == torch.channels_last else 'contiguous'} (pqd), "
-          f"{a.steps} steps x {a.rounds} rounds alternating, median; DataLoader workers {a.workers}")
+    print(
+        f"# batch {a.batch}, width {a.width}, {a.precision}, memory format "
+        f"{'channels_last' if memory_format('auto', device) == torch.channels_last else 'contiguous'} (pqd), "
+        f"{a.steps} steps x {a.rounds} rounds alternating, median; DataLoader workers {a.workers}"
+    )
     print("| backbone | pqd fit() images/s | DataLoader + autocast images/s | ratio pqd / torchvision |")
     print("|---|---|---|---|")
     for name, o, t in rows:

@@ -39,12 +39,18 @@ def latency_rows(width: float, threads: int, runs: int, rounds: int) -> list[str
     model = build_model("vit", 10, width).eval()
     meta = {"backbone": "vit", "dataset": "bench", "num_classes": 10, "width": width, "reduce_range": True}
     with tempfile.TemporaryDirectory() as tmp:
-        runners = {f"{rt}_{form}": deployed_runner(model, meta, form, tmp, f"{rt}_{form}", rt, threads)
-                   for rt in RUNTIMES for form in ("fp32", "int8")}
+        runners = {
+            f"{rt}_{form}": deployed_runner(model, meta, form, tmp, f"{rt}_{form}", rt, threads)
+            for rt in RUNTIMES
+            for form in ("fp32", "int8")
+        }
         res = interleaved_latency(runners, runs=runs, warmup=10, rounds=rounds, threads=threads, image_size=32)
     dim = model.patch_embed.out_channels
-    return [f"| {width:g} ({dim}) | {rt} | {res[f'{rt}_fp32']['median_ms']:.3f} | {res[f'{rt}_int8']['median_ms']:.3f} | "
-            f"{res[f'{rt}_fp32']['median_ms'] / res[f'{rt}_int8']['median_ms']:.2f} |" for rt in RUNTIMES]
+    return [
+        f"| {width:g} ({dim}) | {rt} | {res[f'{rt}_fp32']['median_ms']:.3f} | {res[f'{rt}_int8']['median_ms']:.3f} | "
+        f"{res[f'{rt}_fp32']['median_ms'] / res[f'{rt}_int8']['median_ms']:.2f} |"
+        for rt in RUNTIMES
+    ]
 
 
 def accuracy_rows(width: float, epochs: int, threads: int) -> list[str]:
@@ -65,7 +71,8 @@ def accuracy_rows(width: float, epochs: int, threads: int) -> list[str]:
         fake = evaluate(quant.for_export(q), data)
         acc = {rt: evaluate(make_runner(rt, dep, onnx, threads), data) for rt in RUNTIMES}
     return [f"| {width:g} | fake-quantized (PyTorch) | {fake:.2f} | - |"] + [
-        f"| {width:g} | INT8 {rt} | {a:.2f} | {a - fake:+.2f} |" for rt, a in acc.items()]
+        f"| {width:g} | INT8 {rt} | {a:.2f} | {a - fake:+.2f} |" for rt, a in acc.items()
+    ]
 
 
 def main() -> None:
@@ -85,7 +92,7 @@ def main() -> None:
     print("| width (embedding) | runtime | FP32 ms | INT8 ms | FP32 / INT8 |\n|---|---|---|---|---|")
     for w in a.widths:
         print("\n".join(latency_rows(w, a.threads, a.runs, a.rounds)), flush=True)
-    print(f"\n| width | model | top-1 % (digits, 360 images) | vs fake-quantized |\n|---|---|---|---|")
+    print("\n| width | model | top-1 % (digits, 360 images) | vs fake-quantized |\n|---|---|---|---|")
     print("\n".join(accuracy_rows(a.acc_width, a.acc_epochs, a.threads)))
 
 

@@ -19,13 +19,26 @@ import torch.nn as nn
 from pqd import factorize
 
 # Size attributes that modules read in forward(); ints or tuples of ints.
-SIZE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
-              "normalized_shape", "num_heads", "head_dim", "inner_dim")
+SIZE_ATTRS = (
+    "in_channels",
+    "out_channels",
+    "groups",
+    "in_features",
+    "out_features",
+    "num_features",
+    "normalized_shape",
+    "num_heads",
+    "head_dim",
+    "inner_dim",
+)
 
 
 def _tensors(m: nn.Module) -> dict[str, list[int]]:
-    return {k: list(v.shape) for k, v in chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False))
-            if v is not None}
+    return {
+        k: list(v.shape)
+        for k, v in chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False))
+        if v is not None
+    }
 
 
 def _attrs(m: nn.Module) -> dict:

@@ -38,8 +38,13 @@ def probe_key(spec: BackboneSpec, width: float, runtime: str) -> str:
     from importlib import metadata
 
     code = codehash.code_hash(["pqd.probe", spec.module])
-    ident = {"spec": spec.to_dict(), "width": width, "runtime": runtime, "code": code,
-             "torch": metadata.version("torch")}
+    ident = {
+        "spec": spec.to_dict(),
+        "width": width,
+        "runtime": runtime,
+        "code": code,
+        "torch": metadata.version("torch"),
+    }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -53,14 +58,22 @@ def verdicts(spec: BackboneSpec, width: float, runtime: str) -> dict:
             path.unlink()  # a torn file from a killed probe: probe again
     path.parent.mkdir(parents=True, exist_ok=True)
     params = json.dumps({"backbone": spec.to_dict(), "width": width, "runtime": runtime})
-    print(f"pqd: probing backbone {spec.name!r} ({spec.builder}, {spec.image_size}px): which stages it can take",
-          file=sys.stderr)
+    print(
+        f"pqd: probing backbone {spec.name!r} ({spec.builder}, {spec.image_size}px): which stages it can take",
+        file=sys.stderr,
+    )
     try:
-        done = subprocess.run([sys.executable, "-m", "pqd", "probe", "--params", params, "--output", str(path)],
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
+        done = subprocess.run(
+            [sys.executable, "-m", "pqd", "probe", "--params", params, "--output", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
-        raise PqdError(f"probing backbone {spec.name!r} took over {TIMEOUT_S} s; is its image_size "
-                       f"({spec.image_size}) what you meant?") from None
+        raise PqdError(
+            f"probing backbone {spec.name!r} took over {TIMEOUT_S} s; is its image_size "
+            f"({spec.image_size}) what you meant?"
+        ) from None
     if done.returncode != 0 or not path.is_file():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise PqdError(f"probing backbone {spec.name!r} failed ({last.removeprefix('pqd: error: ')})")
@@ -73,5 +86,5 @@ def refusal(spec: BackboneSpec, stages: Iterable[StageSpec], found: dict) -> str
         v = found[stage.probe]
         if not v["ok"]:
             fix = f"; {v['fix']}" if v.get("fix") else ""
-            return (f"stage {stage.key!r} cannot run on backbone {spec.name!r}: {v['where']} ({v['what']}){fix}")
+            return f"stage {stage.key!r} cannot run on backbone {spec.name!r}: {v['where']} ({v['what']}){fix}"
     return None

@@ -26,15 +26,21 @@ def resolve(target: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        where = (f"install the package that provides it, or put {module_name.replace('.', '/')}.py in the "
-                 "workflow directory" if e.name and module_name.startswith(e.name) else "it imports a missing module")
-        raise PqdError(f"cannot import {module_name!r} (named by {target!r}): no module named {e.name!r}; {where}"
-                       ) from None
+        where = (
+            f"install the package that provides it, or put {module_name.replace('.', '/')}.py in the workflow directory"
+            if e.name and module_name.startswith(e.name)
+            else "it imports a missing module"
+        )
+        raise PqdError(
+            f"cannot import {module_name!r} (named by {target!r}): no module named {e.name!r}; {where}"
+        ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise PqdError(f"module {module_name!r} has no {attr!r} (named by {target!r}); name a callable it defines, "
-                       "as 'module:callable'") from None
+        raise PqdError(
+            f"module {module_name!r} has no {attr!r} (named by {target!r}); name a callable it defines, "
+            "as 'module:callable'"
+        ) from None
 
 
 def target_module(target: str) -> str:
@@ -71,13 +77,20 @@ class BackboneSpec:
     onnx_int8: str = "converted"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "builder": self.builder, "kwargs": dict(self.kwargs),
-                "image_size": self.image_size, "takes_width": self.takes_width, "onnx_int8": self.onnx_int8}
+        return {
+            "name": self.name,
+            "builder": self.builder,
+            "kwargs": dict(self.kwargs),
+            "image_size": self.image_size,
+            "takes_width": self.takes_width,
+            "onnx_int8": self.onnx_int8,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BackboneSpec":
-        return cls(**{k: d[k] for k in ("name", "builder", "kwargs", "image_size", "takes_width", "onnx_int8")
-                      if k in d})
+        return cls(
+            **{k: d[k] for k in ("name", "builder", "kwargs", "image_size", "takes_width", "onnx_int8") if k in d}
+        )
 
     @property
     def module(self) -> str:
@@ -119,31 +132,66 @@ def _builtin(name: str, builder: str, **kw: Any) -> BackboneSpec:
 
 # pqd's own 32x32 backbones: the defaults of the config's ``backbones:`` block (an entry there with
 # one of these names is merged over it, e.g. ``{vit: {image_size: 64, kwargs: {image_size: 64}}}``).
-BACKBONES: Registry[BackboneSpec] = Registry("backbone", {s.name: s for s in (
-    _builtin("vgg16", "pqd.models.vgg:vgg16_bn"),
-    _builtin("resnet18", "pqd.models.resnet:resnet18"),
-    _builtin("wrn28_10", "pqd.models.wrn:wrn28_10"),
-    _builtin("resnet20", "pqd.models.resnet_cifar:resnet20"),
-    _builtin("resnet32", "pqd.models.resnet_cifar:resnet32"),
-    _builtin("resnet44", "pqd.models.resnet_cifar:resnet44"),
-    _builtin("resnet56", "pqd.models.resnet_cifar:resnet56"),
-    _builtin("vit", "pqd.models.vit:vit", onnx_int8="fake_quant"),
-)})
+BACKBONES: Registry[BackboneSpec] = Registry(
+    "backbone",
+    {
+        s.name: s
+        for s in (
+            _builtin("vgg16", "pqd.models.vgg:vgg16_bn"),
+            _builtin("resnet18", "pqd.models.resnet:resnet18"),
+            _builtin("wrn28_10", "pqd.models.wrn:wrn28_10"),
+            _builtin("resnet20", "pqd.models.resnet_cifar:resnet20"),
+            _builtin("resnet32", "pqd.models.resnet_cifar:resnet32"),
+            _builtin("resnet44", "pqd.models.resnet_cifar:resnet44"),
+            _builtin("resnet56", "pqd.models.resnet_cifar:resnet56"),
+            _builtin("vit", "pqd.models.vit:vit", onnx_int8="fake_quant"),
+        )
+    },
+)
 
-DATASET_KINDS: Registry[DatasetKindSpec] = Registry("dataset kind", {s.name: s for s in (
-    DatasetKindSpec("c10", "pqd.data:load_cifar10", "CIFAR-10 through torchvision (downloaded into data_root)"),
-    DatasetKindSpec("c100", "pqd.data:load_cifar100", "CIFAR-100 through torchvision (downloaded into data_root)"),
-    DatasetKindSpec("digits", "pqd.data:load_digits", "scikit-learn's bundled digits, offline"),
-    DatasetKindSpec("imagefolder", "pqd.data:load_imagefolder", "root/train/<class>/* and root/test/<class>/*"),
-)})
+DATASET_KINDS: Registry[DatasetKindSpec] = Registry(
+    "dataset kind",
+    {
+        s.name: s
+        for s in (
+            DatasetKindSpec("c10", "pqd.data:load_cifar10", "CIFAR-10 through torchvision (downloaded into data_root)"),
+            DatasetKindSpec(
+                "c100", "pqd.data:load_cifar100", "CIFAR-100 through torchvision (downloaded into data_root)"
+            ),
+            DatasetKindSpec("digits", "pqd.data:load_digits", "scikit-learn's bundled digits, offline"),
+            DatasetKindSpec("imagefolder", "pqd.data:load_imagefolder", "root/train/<class>/* and root/test/<class>/*"),
+        )
+    },
+)
 
-RUNTIMES: Registry[RuntimeSpec] = Registry("runtime", {s.name: s for s in (
-    RuntimeSpec("torch", "pqd.runtimes:torch_runner", onnx=False, package="torch",
-                doc="PyTorch eager; INT8 through its quantized kernels"),
-    RuntimeSpec("onnxruntime", "pqd.runtimes:onnxruntime_runner", onnx=True, package="onnxruntime",
-                doc="ONNX Runtime on the exported QDQ graph"),
-    RuntimeSpec("openvino", "pqd.runtimes:openvino_runner", onnx=True, package="openvino",
+RUNTIMES: Registry[RuntimeSpec] = Registry(
+    "runtime",
+    {
+        s.name: s
+        for s in (
+            RuntimeSpec(
+                "torch",
+                "pqd.runtimes:torch_runner",
+                onnx=False,
+                package="torch",
+                doc="PyTorch eager; INT8 through its quantized kernels",
+            ),
+            RuntimeSpec(
+                "onnxruntime",
+                "pqd.runtimes:onnxruntime_runner",
+                onnx=True,
+                package="onnxruntime",
+                doc="ONNX Runtime on the exported QDQ graph",
+            ),
+            RuntimeSpec(
+                "openvino",
+                "pqd.runtimes:openvino_runner",
+                onnx=True,
+                package="openvino",
                 doc="OpenVINO's CPU plugin on the exported QDQ graph (the fastest INT8 runtime here)",
-                int8_placement="weighted_inputs"),
-)})
+                int8_placement="weighted_inputs",
+            ),
+        )
+    },
+)
 DEFAULT_RUNTIME = "openvino"

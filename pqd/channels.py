@@ -20,7 +20,6 @@ from pqd.constants import input_shape
 from pqd.errors import PqdError
 from pqd.macs import macs
 
-
 UNSUPPORTED = "use a backbone whose channel couplings Torch-Pruning can trace"
 
 
@@ -62,8 +61,11 @@ def channel_maps(model: nn.Module) -> dict:
 
 def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
     """``{qkv projection: number of heads}`` for every attention module (``qkv`` + ``num_heads``)."""
-    return {m.qkv: m.num_heads for m in model.modules() if isinstance(getattr(m, "qkv", None), nn.Linear)
-            and isinstance(getattr(m, "num_heads", None), int)}
+    return {
+        m.qkv: m.num_heads
+        for m in model.modules()
+        if isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(getattr(m, "num_heads", None), int)
+    }
 
 
 def ignored_layers(model: nn.Module) -> list[nn.Module]:
@@ -77,8 +79,16 @@ def ignored_layers(model: nn.Module) -> list[nn.Module]:
 ALLOCATIONS = ("uniform", "global")
 
 
-def make_pruner(model: nn.Module, ratio: float, image_size: int, *, importance: str = "magnitude", steps: int = 1,
-                allocation: str = "uniform", round_to: int = 1):
+def make_pruner(
+    model: nn.Module,
+    ratio: float,
+    image_size: int,
+    *,
+    importance: str = "magnitude",
+    steps: int = 1,
+    allocation: str = "uniform",
+    round_to: int = 1,
+):
     """Torch-Pruning's pruner for ``ratio`` of the channels. ``allocation``: ``uniform`` takes the
     same fraction from every coupled group; ``global`` ranks all groups' channels together by
     normalised importance, so layers with less important channels lose more (Torch-Pruning's
@@ -86,8 +96,10 @@ def make_pruner(model: nn.Module, ratio: float, image_size: int, *, importance: 
     of it (vector widths of the INT8 kernels; 1 = any count)."""
     import torch_pruning as tp
 
-    imp = {"magnitude": tp.importance.GroupMagnitudeImportance(p=2),
-           "taylor": tp.importance.GroupTaylorImportance()}.get(importance)
+    imp = {
+        "magnitude": tp.importance.GroupMagnitudeImportance(p=2),
+        "taylor": tp.importance.GroupTaylorImportance(),
+    }.get(importance)
     if imp is None:
         raise PqdError(f"unknown stages.s.importance {importance!r}; choose magnitude or taylor")
     if allocation not in ALLOCATIONS:
@@ -96,12 +108,19 @@ def make_pruner(model: nn.Module, ratio: float, image_size: int, *, importance: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return tp.pruner.MetaPruner(
-            model, torch.zeros(*input_shape(1, image_size)), importance=imp, pruning_ratio=ratio, iterative_steps=steps,
-            ignored_layers=ignored_layers(model), num_heads=heads, prune_num_heads=bool(heads),
+            model,
+            torch.zeros(*input_shape(1, image_size)),
+            importance=imp,
+            pruning_ratio=ratio,
+            iterative_steps=steps,
+            ignored_layers=ignored_layers(model),
+            num_heads=heads,
+            prune_num_heads=bool(heads),
             prune_head_dims=False,  # whole heads go; at least one stays per attention layer
             head_pruning_ratio=min(ratio, (min(heads.values()) - 1) / min(heads.values())) if heads else 0.0,
             customized_pruners=channel_maps(model),
-            global_pruning=allocation == "global", max_pruning_ratio=0.9 if allocation == "global" else 1.0,
+            global_pruning=allocation == "global",
+            max_pruning_ratio=0.9 if allocation == "global" else 1.0,
             round_to=round_to if round_to > 1 else None,
         )
 
@@ -113,8 +132,9 @@ def sync_heads(model: nn.Module, pruner) -> None:
             m.num_heads = pruner.num_heads[m.qkv]
 
 
-def prune_once(model: nn.Module, ratio: float, image_size: int, allocation: str = "uniform",
-               round_to: int = 1) -> nn.Module:
+def prune_once(
+    model: nn.Module, ratio: float, image_size: int, allocation: str = "uniform", round_to: int = 1
+) -> nn.Module:
     """A copy of ``model`` with ``ratio`` of its prunable channels removed (magnitude), allocated
     and rounded as :func:`make_pruner` says."""
     m = copy.deepcopy(model)
@@ -125,13 +145,16 @@ def prune_once(model: nn.Module, ratio: float, image_size: int, allocation: str 
         with torch.no_grad():
             m.eval()(torch.zeros(*input_shape(1, image_size)))
     except (RuntimeError, IndexError) as e:
-        raise PqdError(f"structured pruning cannot trace the channel couplings of this backbone "
-                       f"({type(e).__name__}: {str(e).splitlines()[0][:80]}); {UNSUPPORTED}") from None
+        raise PqdError(
+            f"structured pruning cannot trace the channel couplings of this backbone "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:80]}); {UNSUPPORTED}"
+        ) from None
     return m
 
 
-def ratio_for_macs(model: nn.Module, keep: float, image_size: int, tol: float = 0.005, allocation: str = "uniform",
-                   round_to: int = 1) -> float:
+def ratio_for_macs(
+    model: nn.Module, keep: float, image_size: int, tol: float = 0.005, allocation: str = "uniform", round_to: int = 1
+) -> float:
     """The channel ratio whose pruned model keeps ``keep`` of ``model``'s MACs (bisection: MACs
     fall monotonically as the ratio grows)."""
     base = macs(model, image_size)
@@ -141,11 +164,15 @@ def ratio_for_macs(model: nn.Module, keep: float, image_size: int, tol: float = 
 
     # Torch-Pruning leaves a group whole when a ratio would empty it, so on thin layers the
     # highest ratio is not always the smallest model: start from the smallest of a few
-    lo, (floor, hi) = 0.0, min((kept(r), r) for r in ((0.95, 0.9, 0.85, 0.8) if allocation == "uniform"
-                                                     else (0.85, 0.8, 0.75)))
+    lo, (floor, hi) = (
+        0.0,
+        min((kept(r), r) for r in ((0.95, 0.9, 0.85, 0.8) if allocation == "uniform" else (0.85, 0.8, 0.75))),
+    )
     if floor > keep:
-        raise PqdError(f"stages.s.macs_keep={keep} cannot be reached: channel pruning of this backbone keeps at "
-                       f"least {floor:.2f} of its MACs; raise stages.s.macs_keep above {floor:.2f}")
+        raise PqdError(
+            f"stages.s.macs_keep={keep} cannot be reached: channel pruning of this backbone keeps at "
+            f"least {floor:.2f} of its MACs; raise stages.s.macs_keep above {floor:.2f}"
+        )
     for _ in range(20):
         mid = (lo + hi) / 2
         if kept(mid) > keep:

@@ -89,8 +89,10 @@ def load_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated/garbage/unsafe files
-        raise PqdError(f"corrupt or unsafe checkpoint {path} ({_load_failure(e)}); "
-                       "re-create it, or point to a state_dict saved with torch.save") from None
+        raise PqdError(
+            f"corrupt or unsafe checkpoint {path} ({_load_failure(e)}); "
+            "re-create it, or point to a state_dict saved with torch.save"
+        ) from None
 
 
 def _load_failure(e: Exception) -> str:
@@ -145,11 +147,16 @@ def code_version() -> dict:
     root = Path(pqd.__file__).parent.parent
     commit = None
     with contextlib.suppress(Exception):
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if out.returncode == 0:
             commit = out.stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "pqd"],
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--", "pqd"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
             commit += "-dirty" if dirty else ""
     return {"pqd": pqd.__version__, "git": commit, "source_sha256": _source_hash(), "torch": str(torch.__version__)}

@@ -49,8 +49,11 @@ def cmd_data(a: argparse.Namespace) -> object:
     return prepare(p.name, p.spec, p.root, a.output, p.image_size)
 
 
-@command("check which stages a backbone can take (run by pqd.capability while the DAG is built)",
-         ("--params", REQ), ("--output", REQ))
+@command(
+    "check which stages a backbone can take (run by pqd.capability while the DAG is built)",
+    ("--params", REQ),
+    ("--output", REQ),
+)
 def cmd_probe(a: argparse.Namespace) -> object:
     from pqd.catalog import BackboneSpec
     from pqd.checkpoint import write_json
@@ -63,13 +66,18 @@ def cmd_probe(a: argparse.Namespace) -> object:
     return {k: v["ok"] for k, v in res.items()}
 
 
-@command("run one stage (dense training included) on the model after a chain's prefix",
-         ("--params", REQ), ("--data", REQ), ("--output", REQ), ("--input", {}), ("--teacher", {}),
-         ("--curve", {"help": "latency curve of the input model (a stage pruning to a latency target)"}))
+@command(
+    "run one stage (dense training included) on the model after a chain's prefix",
+    ("--params", REQ),
+    ("--data", REQ),
+    ("--output", REQ),
+    ("--input", {}),
+    ("--teacher", {}),
+    ("--curve", {"help": "latency curve of the input model (a stage pruning to a latency target)"}),
+)
 def cmd_stage(a: argparse.Namespace) -> object:
-    from pqd.runner import run_stage
-
     from pqd.resume import job_key
+    from pqd.runner import run_stage
 
     p = StageParams.from_json(a.params)
     _threads(p.threads)
@@ -78,8 +86,12 @@ def cmd_stage(a: argparse.Namespace) -> object:
     return {"accuracy": run_stage(p, a.data, a.output, a.input, a.teacher, resume_key=key, curve=a.curve)["accuracy"]}
 
 
-@command("latency of a model pruned at a grid of channel ratios, relative to the unpruned model",
-         ("--input", REQ), ("--params", REQ), ("--output", REQ))
+@command(
+    "latency of a model pruned at a grid of channel ratios, relative to the unpruned model",
+    ("--input", REQ),
+    ("--params", REQ),
+    ("--output", REQ),
+)
 def cmd_curve(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
     from pqd.latency_curve import measure_curve
@@ -98,13 +110,20 @@ def cmd_deploy(a: argparse.Namespace) -> object:
     return deploy(a.input, a.output)
 
 
-@command("top-1 accuracy, size and sparsity of the deployed model", ("--input", REQ), ("--data", REQ),
-         ("--params", REQ), ("--output", REQ), ("--onnx", {}), ("--threads", {"type": int, "default": 1}),
-         ("--predictions", {"help": "also write every test image's predicted class here (.npz)"}))
+@command(
+    "top-1 accuracy, size and sparsity of the deployed model",
+    ("--input", REQ),
+    ("--data", REQ),
+    ("--params", REQ),
+    ("--output", REQ),
+    ("--onnx", {}),
+    ("--threads", {"type": int, "default": 1}),
+    ("--predictions", {"help": "also write every test image's predicted class here (.npz)"}),
+)
 def cmd_evaluate(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
-    from pqd.measure import evaluate
     from pqd.data import data_for
+    from pqd.measure import evaluate
 
     p = EvalParams.from_json(a.params)
     _threads(a.threads)
@@ -113,9 +132,16 @@ def cmd_evaluate(a: argparse.Namespace) -> object:
     return {"accuracy": res["accuracy"]}
 
 
-@command("batch-1 latency of the deployed model against dense FP32", ("--input", REQ), ("--dense", REQ),
-         ("--params", REQ), ("--output", REQ), ("--onnx", {}), ("--dense-onnx", {}),
-         ("--reference", {"help": "the model that entered a latency-targeted s: timed too, in the deployed form"}))
+@command(
+    "batch-1 latency of the deployed model against dense FP32",
+    ("--input", REQ),
+    ("--dense", REQ),
+    ("--params", REQ),
+    ("--output", REQ),
+    ("--onnx", {}),
+    ("--dense-onnx", {}),
+    ("--reference", {"help": "the model that entered a latency-targeted s: timed too, in the deployed form"}),
+)
 def cmd_latency(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
     from pqd.measure import latency
@@ -127,17 +153,29 @@ def cmd_latency(a: argparse.Namespace) -> object:
     return {"speedup": res["speedup_vs_dense_fp32"], "median_ms": res["model"]["median_ms"]}
 
 
-@command("export the deployed model to ONNX (QDQ for INT8)", ("--input", REQ), ("--output", REQ),
-         ("--source", {"help": "the fake-quantized model it was converted from (INT8 graphs built from it)"}),
-         ("--runtime", {"help": "the runtime that will run it: decides the INT8 graph (pqd.catalog.RUNTIMES)"}))
+@command(
+    "export the deployed model to ONNX (QDQ for INT8)",
+    ("--input", REQ),
+    ("--output", REQ),
+    ("--source", {"help": "the fake-quantized model it was converted from (INT8 graphs built from it)"}),
+    ("--runtime", {"help": "the runtime that will run it: decides the INT8 graph (pqd.catalog.RUNTIMES)"}),
+)
 def cmd_export(a: argparse.Namespace) -> object:
     from pqd.runtimes import export_onnx
 
     return export_onnx(a.input, a.output, a.source, a.runtime)
 
 
-@command("report.json of one pipeline", ("--experiment", REQ), ("--pipeline", REQ), ("--input", REQ),
-         ("--eval", REQ), ("--latency", REQ), ("--dense-eval", REQ), ("--output", REQ))
+@command(
+    "report.json of one pipeline",
+    ("--experiment", REQ),
+    ("--pipeline", REQ),
+    ("--input", REQ),
+    ("--eval", REQ),
+    ("--latency", REQ),
+    ("--dense-eval", REQ),
+    ("--output", REQ),
+)
 def cmd_report(a: argparse.Namespace) -> object:
     from pqd.report import pipeline_report
 
@@ -145,11 +183,24 @@ def cmd_report(a: argparse.Namespace) -> object:
     return {k: rep[k] for k in ("accuracy", "size_ratio", "speedup")}
 
 
-@command("summary table and frontier plots of an experiment", ("--reports", {"nargs": "+", "required": True}),
-         ("--csv", REQ), ("--md", REQ), ("--plot", REQ), ("--pairwise", {}), ("--pairwise-md", {}),
-         ("--html", {"help": "the verdict and headline table as HTML (for snakemake --report)"}),
-         ("--max-loss", {"default": "1.0", "help": "top-1 points a recommended pipeline may lose against dense "
-                                                   "(report.max_loss); 'none': only what cannot be told from dense"}))
+@command(
+    "summary table and frontier plots of an experiment",
+    ("--reports", {"nargs": "+", "required": True}),
+    ("--csv", REQ),
+    ("--md", REQ),
+    ("--plot", REQ),
+    ("--pairwise", {}),
+    ("--pairwise-md", {}),
+    ("--html", {"help": "the verdict and headline table as HTML (for snakemake --report)"}),
+    (
+        "--max-loss",
+        {
+            "default": "1.0",
+            "help": "top-1 points a recommended pipeline may lose against dense "
+            "(report.max_loss); 'none': only what cannot be told from dense",
+        },
+    ),
+)
 def cmd_summary(a: argparse.Namespace) -> object:
     from pqd.report import summary
 
@@ -180,8 +231,10 @@ def check_tracked(track: str) -> None:
         return
     missing = codehash.untracked(sys.modules, track.split(","))
     if missing:
-        raise PqdError(f"internal: this job ran pqd modules its code hash does not track ({', '.join(missing)}); "
-                       "add them to the rule's tracked entry modules (rules/common.smk, tracked())")
+        raise PqdError(
+            f"internal: this job ran pqd modules its code hash does not track ({', '.join(missing)}); "
+            "add them to the rule's tracked entry modules (rules/common.smk, tracked())"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pqd: error: {e}", file=sys.stderr)
         return 2
     except interrupts.Interrupted as e:
-        print(f"pqd: error: {a.command} interrupted by {e.signal.name}{e.why}; its output was not written "
-              "(rerun to redo it)", file=sys.stderr)
+        print(
+            f"pqd: error: {a.command} interrupted by {e.signal.name}{e.why}; its output was not written "
+            "(rerun to redo it)",
+            file=sys.stderr,
+        )
         return 128 + e.signal.value
     print(f"pqd {a.command}: {json.dumps(out)}", file=sys.stderr)
     return 0

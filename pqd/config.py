@@ -24,17 +24,35 @@ from typing import Any, Optional
 
 from pqd.catalog import BACKBONES, DATASET_KINDS, DEFAULT_RUNTIME, RUNTIMES, BackboneSpec
 from pqd.errors import PqdError
+from pqd.params import CurveParams, DatasetParams, DataSettings, EvalParams, MeasureSettings, StageParams, TrainSettings
+from pqd.pipeline import (
+    CONTROL_PREFIX,
+    DENSE,
+    STAGES,
+    TEACHER_SETTING,
+    StageSpec,
+    all_stage_specs,
+    control_of,
+    is_quantized,
+    latency_target,
+    parse_experiment,
+    parse_pipeline,
+    replicate_name,
+    split_replicate,
+    stage_spec,
+    teacher_chain,
+)
 from pqd.registry import Registry
-from pqd.params import (CurveParams, DataSettings, DatasetParams, EvalParams, MeasureSettings, StageParams,
-                        TrainSettings)
-from pqd.pipeline import (DENSE, STAGES, StageSpec, all_stage_specs, is_quantized, parse_experiment, parse_pipeline,
-                          replicate_name, split_replicate, CONTROL_PREFIX, TEACHER_SETTING, control_of, teacher_chain,
-                          latency_target, stage_spec)
 
 
 def _settings_block(spec: StageSpec) -> dict:
-    return {"type": "object", "additionalProperties": False, "default": {},
-            "description": f"settings of {spec.key} ({spec.doc})", "properties": copy.deepcopy(dict(spec.settings))}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "description": f"settings of {spec.key} ({spec.doc})",
+        "properties": copy.deepcopy(dict(spec.settings)),
+    }
 
 
 def protocol_names() -> list[str]:
@@ -51,19 +69,30 @@ def build_schema(path: str) -> dict:
     props = schema["properties"]
     specs = all_stage_specs()
     props[DENSE] = _settings_block(specs[0])
-    props["stages"] = {"type": "object", "additionalProperties": False, "default": {},
-                       "description": "per-stage settings, one block per registered stage letter",
-                       "properties": {s.letter: _settings_block(s) for s in specs[1:]}}
+    props["stages"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "description": "per-stage settings, one block per registered stage letter",
+        "properties": {s.letter: _settings_block(s) for s in specs[1:]},
+    }
     props["protocols"] = {
-        "type": "object", "default": {},
+        "type": "object",
+        "default": {},
         "description": f"epochs per stage for each protocol; built-in: {', '.join(protocol_names())} "
-                       "(list only what differs from the stage defaults; a new protocol lists every stage it runs)",
-        "additionalProperties": {"type": "object", "additionalProperties": False,
-                                 "properties": {s.key: {"type": "integer", "minimum": 0} for s in specs}}}
+        "(list only what differs from the stage defaults; a new protocol lists every stage it runs)",
+        "additionalProperties": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {s.key: {"type": "integer", "minimum": 0} for s in specs},
+        },
+    }
     props["datasets"]["additionalProperties"]["properties"]["kind"] = {"enum": DATASET_KINDS.names()}
     props["measure"]["properties"]["runtime"] = {
-        "enum": RUNTIMES.names(), "default": DEFAULT_RUNTIME,
-        "description": "; ".join(f"{n}: {RUNTIMES.get(n).doc}" for n in RUNTIMES)}
+        "enum": RUNTIMES.names(),
+        "default": DEFAULT_RUNTIME,
+        "description": "; ".join(f"{n}: {RUNTIMES.get(n).doc}" for n in RUNTIMES),
+    }
     return schema
 
 
@@ -125,11 +154,14 @@ def validate(config: dict, schema: str) -> dict:
 
     bad = _non_finite(config)
     if bad:
-        raise PqdError(f"invalid config at '{bad}': {_lookup(config, bad)} is not a finite number; "
-                       "fix config/config.yaml or the --config value")
+        raise PqdError(
+            f"invalid config at '{bad}': {_lookup(config, bad)} is not a finite number; "
+            "fix config/config.yaml or the --config value"
+        )
     if "seed" in config:  # renamed when seeds became replicates: say so rather than "unexpected property"
-        raise PqdError(f"invalid config: 'seed' is now 'seeds', a list of replicate seeds; write seeds: "
-                       f"[{config['seed']}]")
+        raise PqdError(
+            f"invalid config: 'seed' is now 'seeds', a list of replicate seeds; write seeds: [{config['seed']}]"
+        )
     try:
         sm_validate(config, _schema_file(os.path.abspath(schema)))
     except WorkflowError as e:
@@ -138,8 +170,9 @@ def validate(config: dict, schema: str) -> dict:
         if err is None:
             raise PqdError(f"invalid config: {str(e).splitlines()[-1]}") from None
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise PqdError(f"invalid config at '{where}': {err.message}; fix config/config.yaml or the --config value"
-                       ) from None
+        raise PqdError(
+            f"invalid config at '{where}': {err.message}; fix config/config.yaml or the --config value"
+        ) from None
     return config
 
 
@@ -156,8 +189,10 @@ def backbones(config: dict) -> Registry[BackboneSpec]:
     entries = {name: BACKBONES.get(name).to_dict() for name in BACKBONES}
     for name, entry in (config.get("backbones") or {}).items():
         if name not in entries and "builder" not in entry:
-            raise PqdError(f"invalid config at 'backbones.{name}': a backbone pqd does not ship needs a builder "
-                           f"('module:callable', e.g. torchvision.models:resnet18 or models.mynet:build)")
+            raise PqdError(
+                f"invalid config at 'backbones.{name}': a backbone pqd does not ship needs a builder "
+                f"('module:callable', e.g. torchvision.models:resnet18 or models.mynet:build)"
+            )
         entries[name] = {**deep_merge(entries.get(name, {}), entry), "name": name}
     return Registry("backbone", {name: BackboneSpec.from_dict(e) for name, e in entries.items()})
 
@@ -186,19 +221,24 @@ def experiment(config: dict, name: str, schema: str) -> dict:
     cfg["backbone"], cfg["dataset"] = parse_experiment(exp, cfg.get("datasets", {}), table.names())
     cfg["backbone_spec"] = spec = table.get(cfg["backbone"])
     if not spec.takes_width and cfg["width"] != 1.0:
-        raise PqdError(f"experiment {exp!r}: backbone {spec.name!r} ({spec.builder}) has no width multiplier but "
-                       f"width is {cfg['width']}; set overrides.{exp}.width: 1.0")
+        raise PqdError(
+            f"experiment {exp!r}: backbone {spec.name!r} ({spec.builder}) has no width multiplier but "
+            f"width is {cfg['width']}; set overrides.{exp}.width: 1.0"
+        )
     seeds = cfg["seeds"]
     if seed is not None and (seed not in seeds or seed == seeds[0]):
         others = ", ".join(replicate_name(exp, s, seeds) for s in seeds[1:]) or "none"
-        raise PqdError(f"{name!r} is not a replicate of experiment {exp!r}: its seeds are {seeds} (results/{exp}/ "
-                       f"is seed {seeds[0]}; other replicates: {others}); add {seed} to seeds")
+        raise PqdError(
+            f"{name!r} is not a replicate of experiment {exp!r}: its seeds are {seeds} (results/{exp}/ "
+            f"is seed {seeds[0]}; other replicates: {others}); add {seed} to seeds"
+        )
     cfg["seed"] = seeds[0] if seed is None else seed
     cfg["experiment"], cfg["replicates"] = exp, [replicate_name(exp, s, seeds) for s in seeds]
     name = cfg["protocol"]
     if name not in protocol_names() and name not in cfg["protocols"]:
-        raise PqdError(f"unknown protocol {name!r}; define it under 'protocols' "
-                       f"(built-in: {', '.join(protocol_names())})")
+        raise PqdError(
+            f"unknown protocol {name!r}; define it under 'protocols' (built-in: {', '.join(protocol_names())})"
+        )
     table = {s.key: s.epochs[name] for s in all_stage_specs() if name in s.epochs}
     cfg["protocols"] = {**cfg["protocols"], name: {**table, **cfg["protocols"].get(name, {})}}
     return cfg
@@ -226,8 +266,11 @@ def dataset_params(config: dict, name: str, image_size: int) -> DatasetParams:
 
 def data_settings(cfg: dict, augment: bool = True) -> DataSettings:
     ds = cfg["datasets"][cfg["dataset"]]
-    return DataSettings(normalize=ds.get("normalize"), augment=ds.get("augment", {}) if augment else {},
-                        train_subset=ds.get("train_subset") if augment else None)
+    return DataSettings(
+        normalize=ds.get("normalize"),
+        augment=ds.get("augment", {}) if augment else {},
+        train_subset=ds.get("train_subset") if augment else None,
+    )
 
 
 def settings(cfg: dict, spec: StageSpec) -> dict:
@@ -246,11 +289,19 @@ def stage_params(cfg: dict, exp: str, chain: str) -> StageParams:
     if spec.check is not None:
         spec.check(settings(cfg, spec))
     return StageParams(
-        stage=spec.key, label=f"{chain}:{spec.name}" if chain else DENSE, experiment=cfg.get("experiment", exp),
+        stage=spec.key,
+        label=f"{chain}:{spec.name}" if chain else DENSE,
+        experiment=cfg.get("experiment", exp),
         backbone=cfg["backbone_spec"],
-        dataset=cfg["dataset"], width=cfg["width"], seed=cfg["seed"], device=cfg["device"],
-        threads=cfg["threads"]["train"], epochs=epochs(cfg, spec.key), settings=settings(cfg, spec),
-        train=TrainSettings(**cfg["train"]), data=data_settings(cfg),
+        dataset=cfg["dataset"],
+        width=cfg["width"],
+        seed=cfg["seed"],
+        device=cfg["device"],
+        threads=cfg["threads"]["train"],
+        epochs=epochs(cfg, spec.key),
+        settings=settings(cfg, spec),
+        train=TrainSettings(**cfg["train"]),
+        data=data_settings(cfg),
         # only fake-quantized models depend on the QAT settings
         quant=cfg["quant"] if is_quantized(chain) else None,
     )
@@ -262,8 +313,12 @@ def control_params(cfg: dict, exp: str, of: str) -> StageParams:
     rate (the schedule the pipeline's own stages run), plain cross-entropy throughout."""
     base = stage_params(cfg, exp, "f")
     segments = [{"letter": c, "epochs": epochs(cfg, c), "lr": settings(cfg, STAGES.get(c))["lr"]} for c in of]
-    return dataclasses.replace(base, label=f"{CONTROL_PREFIX}{of}:finetune", epochs=sum(s["epochs"] for s in segments),
-                               settings={**base.settings, "segments": segments})
+    return dataclasses.replace(
+        base,
+        label=f"{CONTROL_PREFIX}{of}:finetune",
+        epochs=sum(s["epochs"] for s in segments),
+        settings={**base.settings, "segments": segments},
+    )
 
 
 def control_name(cfg: dict, of: str) -> str:
@@ -277,8 +332,9 @@ def control_name(cfg: dict, of: str) -> str:
     def budget(letters: str) -> list:
         return [(epochs(cfg, c), settings(cfg, STAGES.get(c))["lr"]) for c in letters]
 
-    used = {c for name in cfg.get("pipelines", []) if not name.startswith(CONTROL_PREFIX) and name != DENSE
-            for c in name} | set(of)
+    used = {
+        c for name in cfg.get("pipelines", []) if not name.startswith(CONTROL_PREFIX) and name != DENSE for c in name
+    } | set(of)
     target = budget(of)
     for cand in sorted("".join(p) for p in permutations(sorted(used), len(of))):
         try:
@@ -309,8 +365,10 @@ def teacher_pipeline(cfg: dict, chain: str) -> Optional[str]:
         return chain[:-1] or DENSE
     prefix = choice.split(":", 1)[1]
     if not chain[:-1].startswith(prefix):
-        raise PqdError(f"stages.{spec.letter}.teacher {choice!r}: {prefix!r} is not a prefix of {chain[:-1]!r}, the "
-                       f"pipeline before {spec.letter!r} in {chain!r}; use dense, control, input or after:<a prefix>")
+        raise PqdError(
+            f"stages.{spec.letter}.teacher {choice!r}: {prefix!r} is not a prefix of {chain[:-1]!r}, the "
+            f"pipeline before {spec.letter!r} in {chain!r}; use dense, control, input or after:<a prefix>"
+        )
     return prefix
 
 
@@ -340,8 +398,13 @@ def curve_params(cfg: dict, chain: str) -> CurveParams:
     """The latency curve the last stage of ``chain`` reads: its pruning settings, the configured
     runtime and timing, and the form its latency target is for."""
     s = settings(cfg, stage_spec(chain))
-    return CurveParams(measure=MeasureSettings(**cfg["measure"]), form=s["latency_form"],
-                       allocation=s["allocation"], round_to=s["round_to"], ratios=list(CURVE_RATIOS))
+    return CurveParams(
+        measure=MeasureSettings(**cfg["measure"]),
+        form=s["latency_form"],
+        allocation=s["allocation"],
+        round_to=s["round_to"],
+        ratios=list(CURVE_RATIOS),
+    )
 
 
 def eval_params(cfg: dict, exp: str, chain: str = "") -> EvalParams:

@@ -14,6 +14,7 @@ def input_shape(batch: int = 1, size: int = IMAGE_SIZE) -> tuple[int, int, int, 
     """``(batch, 3, size, size)``: the shape of a batch of images of a model of input ``size``."""
     return (batch, CHANNELS, size, size)
 
+
 # How far (absolute, in fractions of the unpruned latency) a latency-targeted ``s`` may land from
 # its target before the summary warns: the curve is interpolated between grid points and timed on
 # a shared CPU whose speed drifts, and channel counts are rounded (tests/test_latency_target.py).

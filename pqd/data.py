@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pqd.catalog import DATASET_KINDS, resolve
 from pqd.checkpoint import atomic_path, load_file
 from pqd.errors import PqdError
 from pqd.params import DataSettings
-from pqd.catalog import DATASET_KINDS, resolve
 
 Arrays = dict  # {"train_x", "train_y", "test_x", "test_y", "classes"}
 
@@ -34,8 +34,13 @@ def _resize_tensor(x: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 ``N x 3 x H x W`` images resized to ``size`` (antialiased bilinear), in chunks."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
-    out = [F.interpolate(x[i:i + 1024].float(), size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False).round_().clamp_(0, 255).to(torch.uint8) for i in range(0, len(x), 1024)]
+    out = [
+        F.interpolate(x[i : i + 1024].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        for i in range(0, len(x), 1024)
+    ]
     return torch.cat(out)
 
 
@@ -79,12 +84,20 @@ def load_digits(name: str, spec: dict, root: str, size: int) -> Arrays:
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
     y = torch.tensor(d.target, dtype=torch.int64)
     idx_tr, idx_te = train_test_split(
-        np.arange(len(y)), test_size=spec.get("test_fraction", 0.2), random_state=spec.get("split_seed", 0),
+        np.arange(len(y)),
+        test_size=spec.get("test_fraction", 0.2),
+        random_state=spec.get("split_seed", 0),
         stratify=d.target,
     )
     idx_tr, idx_te = torch.from_numpy(idx_tr), torch.from_numpy(idx_te)
-    return {"train_x": x[idx_tr], "train_y": y[idx_tr], "test_x": x[idx_te], "test_y": y[idx_te],
-            "classes": [str(c) for c in d.target_names], "decoded": {"resized": len(y), "converted": len(y)}}
+    return {
+        "train_x": x[idx_tr],
+        "train_y": y[idx_tr],
+        "test_x": x[idx_te],
+        "test_y": y[idx_te],
+        "classes": [str(c) for c in d.target_names],
+        "decoded": {"resized": len(y), "converted": len(y)},
+    }
 
 
 def fit_square(im, size: int):
@@ -119,8 +132,10 @@ def load_imagefolder(name: str, spec: dict, root: str, size: int) -> Arrays:
             )
         ds = _image_folder(name, folder, ImageFolder)
         if "classes" in out and list(ds.classes) != out["classes"]:
-            raise PqdError(f"imagefolder dataset {name!r}: {folder} has classes {ds.classes} but the training "
-                           f"split has {out['classes']}; both splits need the same class folders")
+            raise PqdError(
+                f"imagefolder dataset {name!r}: {folder} has classes {ds.classes} but the training "
+                f"split has {out['classes']}; both splits need the same class folders"
+            )
         xs = np.empty((len(ds.samples), size, size, 3), dtype=np.uint8)
         counts = out["decoded"]
         for i, (path, _) in enumerate(ds.samples):
@@ -134,8 +149,10 @@ def load_imagefolder(name: str, spec: dict, root: str, size: int) -> Arrays:
                         im = fit_square(im, size)
                     xs[i] = np.asarray(im)
             except (OSError, ValueError, Image.DecompressionBombError) as e:  # truncated, not an image, ...
-                raise PqdError(f"imagefolder dataset {name!r}: cannot decode {path} ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:80]}); delete or replace that file") from None
+                raise PqdError(
+                    f"imagefolder dataset {name!r}: cannot decode {path} ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:80]}); delete or replace that file"
+                ) from None
         out[f"{split}_x"] = torch.from_numpy(xs).permute(0, 3, 1, 2).contiguous()
         out[f"{split}_y"] = torch.tensor([t for _, t in ds.samples], dtype=torch.int64)
         out["classes"] = list(ds.classes)
@@ -149,12 +166,15 @@ def _image_folder(name: str, folder: Path, image_folder_cls):
 
     classes = sorted(d for d in folder.iterdir() if d.is_dir())
     if not classes:
-        raise PqdError(f"imagefolder dataset {name!r}: {folder} has no class folders; put images under "
-                       f"{folder}/<class>/")
+        raise PqdError(
+            f"imagefolder dataset {name!r}: {folder} has no class folders; put images under {folder}/<class>/"
+        )
     for d in classes:
         if not any(f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS) for f in d.rglob("*")):
-            raise PqdError(f"imagefolder dataset {name!r}: class folder {d} holds no images "
-                           f"({', '.join(IMG_EXTENSIONS[:4])}, ...); add images or remove the folder")
+            raise PqdError(
+                f"imagefolder dataset {name!r}: class folder {d} holds no images "
+                f"({', '.join(IMG_EXTENSIONS[:4])}, ...); add images or remove the folder"
+            )
     return image_folder_cls(str(folder))
 
 
@@ -169,8 +189,13 @@ def prepare(name: str, spec: dict, root: str, output: str, image_size: int = 32)
     arrays["name"] = name
     with atomic_path(output) as tmp:
         torch.save(arrays, tmp)
-    return {"train": len(arrays["train_y"]), "test": len(arrays["test_y"]), "classes": len(arrays["classes"]),
-            "image_size": image_size, **decoded}
+    return {
+        "train": len(arrays["train_y"]),
+        "test": len(arrays["test_y"]),
+        "classes": len(arrays["classes"]),
+        "image_size": image_size,
+        **decoded,
+    }
 
 
 @dataclass
@@ -264,7 +289,7 @@ class Data:
         order = torch.randperm(len(y_all), generator=generator)[:n] if shuffle else torch.arange(n)
         order = order.to(x_all.device)
         for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             x = x_all[idx]
             if augment:
                 x = self.augment(x, generator)
@@ -287,8 +312,9 @@ def class_balanced_subset(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tenso
     return torch.sort(torch.cat(picked)).values
 
 
-def load_data(path: str, *, normalize: Optional[dict] = None, augment: Optional[dict] = None,
-              train_subset: Optional[int] = None) -> Data:
+def load_data(
+    path: str, *, normalize: Optional[dict] = None, augment: Optional[dict] = None, train_subset: Optional[int] = None
+) -> Data:
     """Load a cache written by :func:`prepare`; ``normalize`` overrides the train statistics,
     ``train_subset`` keeps a fixed class-balanced part of the training split."""
     blob = load_file(path)
@@ -300,10 +326,19 @@ def load_data(path: str, *, normalize: Optional[dict] = None, augment: Optional[
         mean = torch.tensor(normalize["mean"], dtype=torch.float32)
         std = torch.tensor(normalize["std"], dtype=torch.float32)
     augment = augment or {}
-    return Data(blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], list(blob["classes"]),
-                mean, std, crop_pad=int(augment.get("crop_pad", 0)), flip=bool(augment.get("flip", False)),
-                resized_crop=tuple(augment["resized_crop"]) if augment.get("resized_crop") else None,
-                name=blob.get("name", ""))
+    return Data(
+        blob["train_x"],
+        blob["train_y"],
+        blob["test_x"],
+        blob["test_y"],
+        list(blob["classes"]),
+        mean,
+        std,
+        crop_pad=int(augment.get("crop_pad", 0)),
+        flip=bool(augment.get("flip", False)),
+        resized_crop=tuple(augment["resized_crop"]) if augment.get("resized_crop") else None,
+        name=blob.get("name", ""),
+    )
 
 
 def data_for(settings: DataSettings, path: str) -> Data:

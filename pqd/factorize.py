@@ -29,8 +29,9 @@ def skeleton(layer: nn.Module, rank: int = 1) -> LowRank:
     if isinstance(layer, nn.Conv2d):
         if layer.groups != 1:
             raise PqdError("low-rank factorisation supports ungrouped convolutions only")
-        first = nn.Conv2d(layer.in_channels, rank, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
-                          bias=False)
+        first = nn.Conv2d(
+            layer.in_channels, rank, layer.kernel_size, layer.stride, layer.padding, layer.dilation, bias=False
+        )
         second = nn.Conv2d(rank, layer.out_channels, 1, bias=layer.bias is not None)
     elif isinstance(layer, nn.Linear):
         first = nn.Linear(layer.in_features, rank, bias=False)
@@ -74,8 +75,14 @@ def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def factorize_model(model: nn.Module, *, energy: Optional[float] = 0.9, rank_ratio: Optional[float] = None,
-                    exclude_first_conv: bool = True, exclude_classifier: bool = True) -> dict[str, dict]:
+def factorize_model(
+    model: nn.Module,
+    *,
+    energy: Optional[float] = 0.9,
+    rank_ratio: Optional[float] = None,
+    exclude_first_conv: bool = True,
+    exclude_classifier: bool = True,
+) -> dict[str, dict]:
     """Factorise every eligible layer in place; returns per-layer rank and kept energy."""
     report = {}
     for name, layer in prunable_layers(model, exclude_first_conv, exclude_classifier):
@@ -87,7 +94,12 @@ def factorize_model(model: nn.Module, *, energy: Optional[float] = 0.9, rank_rat
         if factor_params(layer, rank) >= w.numel():
             continue  # a factor pair would be larger than the layer
         set_submodule(model, name, factorize(layer, rank))
-        kept = float((s[:rank] ** 2).sum() / (s ** 2).sum())
-        report[name] = {"rank": rank, "full_rank": len(s), "kept_energy": kept,
-                        "params_before": w.numel(), "params_after": factor_params(layer, rank)}
+        kept = float((s[:rank] ** 2).sum() / (s**2).sum())
+        report[name] = {
+            "rank": rank,
+            "full_rank": len(s),
+            "kept_energy": kept,
+            "params_before": w.numel(),
+            "params_after": factor_params(layer, rank),
+        }
     return report

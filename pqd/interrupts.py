@@ -107,7 +107,7 @@ def pqd_jobs(root: int) -> list[int]:
                 argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"-m" in argv and b"pqd" in argv[argv.index(b"-m") + 1:argv.index(b"-m") + 2]:
+            if b"-m" in argv and b"pqd" in argv[argv.index(b"-m") + 1 : argv.index(b"-m") + 2]:
                 found.append(child)
     return found
 
@@ -162,8 +162,9 @@ def job_deadline() -> Optional[float]:
     if not job or shutil.which("squeue") is None:
         return None
     try:
-        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True,
-                             timeout=20).stdout.strip()
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True, timeout=20
+        ).stdout.strip()
         return time.mktime(time.strptime(out, "%Y-%m-%dT%H:%M:%S"))  # squeue prints local time
     except (OSError, subprocess.SubprocessError, ValueError):  # no controller, "Unknown", no limit
         return None

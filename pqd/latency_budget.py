@@ -32,8 +32,10 @@ def ratio_for_latency(curve: dict, keep: float) -> tuple[float, float]:
     if keep >= 1.0:
         return 0.0, 1.0
     ratio, fastest = min(pts, key=lambda p: p[1])
-    raise PqdError(f"a latency of {keep:.2f} of the unpruned model cannot be reached by channel pruning in "
-                   f"{curve.get('runtime')} ({curve['form']}, {curve['threads']} threads): the fastest point measured "
-                   f"keeps {fastest:.2f} (ratio {ratio}, {fastest * curve['reference_ms']:.3g} ms); set "
-                   f"stages.s.latency_keep to {fastest:.2f} or more (latency_ms to {fastest * curve['reference_ms']:.3g} "
-                   "or more)")
+    raise PqdError(
+        f"a latency of {keep:.2f} of the unpruned model cannot be reached by channel pruning in "
+        f"{curve.get('runtime')} ({curve['form']}, {curve['threads']} threads): the fastest point measured "
+        f"keeps {fastest:.2f} (ratio {ratio}, {fastest * curve['reference_ms']:.3g} ms); set "
+        f"stages.s.latency_keep to {fastest:.2f} or more (latency_ms to {fastest * curve['reference_ms']:.3g} "
+        "or more)"
+    )

@@ -29,8 +29,8 @@ from pqd.channels import prune_once
 from pqd.checkpoint import code_version
 from pqd.errors import PqdError
 from pqd.macs import macs
-from pqd.models import backbone_of
 from pqd.measure import cpu_info, deployed_runner, interleaved_latency, load_unpruned
+from pqd.models import backbone_of
 from pqd.params import CurveParams
 from pqd.runtimes import runtime_versions
 
@@ -52,15 +52,37 @@ def measure_curve(model_path: str, p: CurveParams) -> dict:
         for i, ratio in enumerate(p.ratios):
             m = model if ratio == 0 else prune_once(model, ratio, size, p.allocation, p.round_to).eval()
             runners[f"r{i}"] = deployed_runner(m, meta, p.form, tmp, f"r{i}", runtime, threads)
-            points.append({"ratio": ratio, "macs": macs(m, size),
-                           "out_channels": sum(c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d))})
-        res = interleaved_latency(runners, runs=p.measure.runs, warmup=p.measure.warmup, rounds=p.measure.rounds,
-                                  threads=threads, image_size=size)
+            points.append(
+                {
+                    "ratio": ratio,
+                    "macs": macs(m, size),
+                    "out_channels": sum(c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d)),
+                }
+            )
+        res = interleaved_latency(
+            runners,
+            runs=p.measure.runs,
+            warmup=p.measure.warmup,
+            rounds=p.measure.rounds,
+            threads=threads,
+            image_size=size,
+        )
     ref = res["r0"]
     for i, point in enumerate(points):
         r = res[f"r{i}"]
-        point.update(median_ms=r["median_ms"], keep=per_round_keep(r["round_ms"], ref["round_ms"]),
-                     round_ms=r["round_ms"])
-    return {"form": p.form, **runtime_versions(runtime), "threads": threads, "allocation": p.allocation,
-            "round_to": p.round_to, "reference_ms": ref["median_ms"], "points": points, "source": str(model_path),
-            "system": cpu_info(), "code_version": code_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        point.update(
+            median_ms=r["median_ms"], keep=per_round_keep(r["round_ms"], ref["round_ms"]), round_ms=r["round_ms"]
+        )
+    return {
+        "form": p.form,
+        **runtime_versions(runtime),
+        "threads": threads,
+        "allocation": p.allocation,
+        "round_to": p.round_to,
+        "reference_ms": ref["median_ms"],
+        "points": points,
+        "source": str(model_path),
+        "system": cpu_info(),
+        "code_version": code_version(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

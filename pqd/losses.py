@@ -16,16 +16,18 @@ import torch.nn.functional as F
 from pqd.train import LossFn
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
-            temperature: float, alpha: float) -> torch.Tensor:
+def kd_loss(
+    student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
     """``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``.
 
     The ``T^2`` factor keeps the soft-target gradients on the same scale as the
     hard-label ones when the temperature changes (Hinton et al., section 2).
     """
-    soft = F.kl_div(F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1),
-                    reduction="batchmean")
-    return alpha * temperature ** 2 * soft + (1 - alpha) * F.cross_entropy(student, target)
+    soft = F.kl_div(
+        F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1), reduction="batchmean"
+    )
+    return alpha * temperature**2 * soft + (1 - alpha) * F.cross_entropy(student, target)
 
 
 def kd_objective(teacher: Callable[[torch.Tensor], torch.Tensor], temperature: float, alpha: float) -> LossFn:

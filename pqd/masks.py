@@ -19,14 +19,17 @@ from torch.nn.utils import prune as tprune
 Masks = dict[str, torch.Tensor]
 
 
-def prunable_layers(model: nn.Module, exclude_first: bool = True, exclude_classifier: bool = True
-                    ) -> list[tuple[str, nn.Module]]:
+def prunable_layers(
+    model: nn.Module, exclude_first: bool = True, exclude_classifier: bool = True
+) -> list[tuple[str, nn.Module]]:
     """Conv and linear layers (QAT-fused ones included) in execution/registration order,
     optionally without the first conv (few weights, large accuracy effect) and the
     final classifier."""
-    layers = [(n, m) for n, m in model.named_modules()
-              if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(getattr(m, "weight", None),
-                                                                              nn.Parameter)]
+    layers = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(getattr(m, "weight", None), nn.Parameter)
+    ]
     convs = [n for n, m in layers if isinstance(m, nn.modules.conv._ConvNd)]
     linears = [n for n, m in layers if isinstance(m, nn.Linear)]
     drop = set()
@@ -40,8 +43,9 @@ def prunable_layers(model: nn.Module, exclude_first: bool = True, exclude_classi
 def global_magnitude_prune(model: nn.Module, sparsity: float, layers: list[tuple[str, nn.Module]]) -> Masks:
     """Zero the ``sparsity`` fraction of smallest-magnitude weights across ``layers``."""
     if sparsity > 0:
-        tprune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=tprune.L1Unstructured,
-                                   amount=float(sparsity))
+        tprune.global_unstructured(
+            [(m, "weight") for _, m in layers], pruning_method=tprune.L1Unstructured, amount=float(sparsity)
+        )
         for _, m in layers:
             tprune.remove(m, "weight")
     return {f"{n}.weight": (m.weight.detach() != 0) for n, m in layers}

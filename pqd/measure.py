@@ -35,8 +35,15 @@ from pqd.models import backbone_of, build_model
 from pqd.params import MeasureSettings
 from pqd.runtimes import export_onnx, import_openvino, make_runner, runtime_versions
 
-
-META_KEYS = ("experiment", "backbone", "model", "dataset", "num_classes", "width", "reduce_range")  # what rebuilding a deployed model needs
+META_KEYS = (
+    "experiment",
+    "backbone",
+    "model",
+    "dataset",
+    "num_classes",
+    "width",
+    "reduce_range",
+)  # what rebuilding a deployed model needs
 
 
 def deploy(src: str, output: str) -> dict:
@@ -47,13 +54,15 @@ def deploy(src: str, output: str) -> dict:
     if meta["form"] == "qat":
         model, form = qat.convert(model), "int8"
     keep = {k: meta[k] for k in (*META_KEYS, "arch") if k in meta}
-    save_checkpoint(output, model.state_dict(), {**keep, "form": form, "source": str(src),
-                                                 "code_version": code_version()})
+    save_checkpoint(
+        output, model.state_dict(), {**keep, "form": form, "source": str(src), "code_version": code_version()}
+    )
     return {"form": form}
 
 
-def deployed_runner(model: nn.Module, meta: dict, form: str, workdir: str, name: str, runtime: str,
-                    threads: int) -> Callable:
+def deployed_runner(
+    model: nn.Module, meta: dict, form: str, workdir: str, name: str, runtime: str, threads: int
+) -> Callable:
     """``model`` (FP32) deployed in ``form`` and ready to time in ``runtime``: written under ``workdir``
     as a checkpoint and, for an ONNX runtime, its ONNX export. INT8 goes through the pipeline's own
     path (QAT prepare, then :func:`deploy`'s convert), after a few random batches have given the
@@ -85,8 +94,10 @@ def load_unpruned(model_path: str) -> tuple[nn.Module, dict]:
     """The model that enters structured pruning (FP32, as ``s`` runs before ``q``), in eval mode."""
     model, meta = load_model(model_path)
     if meta.get("form", "fp32") != "fp32":
-        raise PqdError(f"{model_path} is {meta['form']}, but structured pruning and its latency reference start "
-                       "from an FP32 model; put s before q in the pipeline")
+        raise PqdError(
+            f"{model_path} is {meta['form']}, but structured pruning and its latency reference start "
+            "from an FP32 model; put s before q in the pipeline"
+        )
     return model.eval(), meta
 
 
@@ -102,8 +113,9 @@ def layer_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     ints = qat.int8_layers(model)
     if ints:
         return ints
-    return {n: m.weight.detach() for n, m in model.named_modules()
-            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
+    return {
+        n: m.weight.detach() for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+    }
 
 
 def sizes(path: str) -> dict:
@@ -116,8 +128,11 @@ def sparsity_report(model: nn.Module) -> dict:
     w = layer_weights(model)
     names = list(w)
     inner = {n: w[n] for n in names[1:-1]}
-    return {"weight_sparsity": sparsity(w), "weight_sparsity_inner": sparsity(inner),
-            "conv_linear_params": sum(t.numel() for t in w.values())}
+    return {
+        "weight_sparsity": sparsity(w),
+        "weight_sparsity_inner": sparsity(inner),
+        "conv_linear_params": sum(t.numel() for t in w.values()),
+    }
 
 
 # The instruction sets that decide INT8/BF16 kernel speed: a figure is only comparable with figures
@@ -136,16 +151,29 @@ def cpu_info() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": model_name, "isa": [f for f in ISA_FLAGS if f in flags], "machine": platform.machine(),
-            "logical_cpus": os.cpu_count(),
-            "torch": str(torch.__version__), "quantized_engine": torch.backends.quantized.engine,
-            "python": platform.python_version()}
+    return {
+        "cpu": model_name,
+        "isa": [f for f in ISA_FLAGS if f in flags],
+        "machine": platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "torch": str(torch.__version__),
+        "quantized_engine": torch.backends.quantized.engine,
+        "python": platform.python_version(),
+    }
 
 
 @torch.inference_mode()  # no autograd graph: it would slow the FP32 modules and not the INT8 ones
-def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]], *, runs: int = 200,
-                        warmup: int = 20, rounds: int = 40, threads: int = 1, batch_size: int = 1,
-                        image_size: int, settle_ms: float = 20.0) -> dict[str, dict]:
+def interleaved_latency(
+    models: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    *,
+    runs: int = 200,
+    warmup: int = 20,
+    rounds: int = 40,
+    threads: int = 1,
+    batch_size: int = 1,
+    image_size: int,
+    settle_ms: float = 20.0,
+) -> dict[str, dict]:
     """Batch-``batch_size`` latency of each model on ``image_size`` inputs, timed in alternating rounds.
 
     Each round runs every model ``runs / rounds`` times back to back, so slow and fast
@@ -182,9 +210,14 @@ def interleaved_latency(models: dict[str, Callable[[torch.Tensor], torch.Tensor]
         ts_sorted = sorted(ts)
         # per-round medians: the models of one round ran back to back, so round r of the model and
         # round r of dense form a pair (pqd.stats resamples them for the latency and speedup CIs)
-        round_ms = [statistics.median(ts[r * per_round:(r + 1) * per_round]) for r in range(rounds)]
-        out[name] = {"median_ms": statistics.median(ts), "p90_ms": ts_sorted[int(0.9 * (len(ts) - 1))],
-                     "mean_ms": statistics.fmean(ts), "runs": len(ts), "round_ms": round_ms}
+        round_ms = [statistics.median(ts[r * per_round : (r + 1) * per_round]) for r in range(rounds)]
+        out[name] = {
+            "median_ms": statistics.median(ts),
+            "p90_ms": ts_sorted[int(0.9 * (len(ts) - 1))],
+            "mean_ms": statistics.fmean(ts),
+            "runs": len(ts),
+            "round_ms": round_ms,
+        }
     return out
 
 
@@ -207,11 +240,12 @@ def int8_peak_kernels(threads: int, size: int = 1024) -> dict[str, tuple[Callabl
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=UserWarning)
     lin = torch.ao.nn.quantized.Linear(size, size)
-    w = torch.quantize_per_channel(torch.randn(size, size), torch.full((size,), 0.02), torch.zeros(size, dtype=torch.long),
-                                   0, torch.qint8)
+    w = torch.quantize_per_channel(
+        torch.randn(size, size), torch.full((size,), 0.02), torch.zeros(size, dtype=torch.long), 0, torch.qint8
+    )
     lin.set_weight_bias(w, None)
     x = torch.quantize_per_tensor(torch.rand(size, size), 1 / 255, 0, torch.quint8)
-    kernels = {"fbgemm_gemm": ((lambda _: lin(x)), size ** 3)}
+    kernels = {"fbgemm_gemm": ((lambda _: lin(x)), size**3)}
     if import_openvino() is None:
         return kernels
     # WRN-28-10's widest layer shape: the fastest of the conv shapes tried (256-640 channels)
@@ -226,8 +260,9 @@ def timed_with_peak(models: dict[str, Callable[[torch.Tensor], object]], threads
     rounds, so that a model's fraction of the peak does not depend on the CPU's speed drift
     (up to 2x within seconds here). Returns (model timings, peak record)."""
     kernels = int8_peak_kernels(threads)
-    res = interleaved_latency({**models, **{f"peak:{k}": fn for k, (fn, _) in kernels.items()}}, threads=threads,
-                              **timing)
+    res = interleaved_latency(
+        {**models, **{f"peak:{k}": fn for k, (fn, _) in kernels.items()}}, threads=threads, **timing
+    )
     rates = {k: n / (res.pop(f"peak:{k}")["median_ms"] / 1e3) for k, (_, n) in kernels.items()}
     return res, {"int8_peak_macs_per_s": max(rates.values()), "int8_peak_by_kernel": rates}
 
@@ -240,11 +275,13 @@ def _openvino_qdq_kernel(kind: str, x_shape: tuple, w_shape: tuple, threads: int
     import openvino.properties as props
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.integers(-127, 128, w_shape, dtype=np.int8), "w"),
-             numpy_helper.from_array(np.array(0.02, np.float32), "ws"),
-             numpy_helper.from_array(np.array(0, np.int8), "wz"),
-             numpy_helper.from_array(np.array(1 / 255, np.float32), "xs"),
-             numpy_helper.from_array(np.array(0, np.uint8), "xz")]
+    inits = [
+        numpy_helper.from_array(rng.integers(-127, 128, w_shape, dtype=np.int8), "w"),
+        numpy_helper.from_array(np.array(0.02, np.float32), "ws"),
+        numpy_helper.from_array(np.array(0, np.int8), "wz"),
+        numpy_helper.from_array(np.array(1 / 255, np.float32), "xs"),
+        numpy_helper.from_array(np.array(0, np.uint8), "xz"),
+    ]
     if kind == "gemm":
         op = helper.make_node("MatMul", ["xd", "wd"], ["y"])
         y_shape = [x_shape[0], w_shape[1]]
@@ -253,20 +290,36 @@ def _openvino_qdq_kernel(kind: str, x_shape: tuple, w_shape: tuple, threads: int
         op = helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1])
         y_shape = [x_shape[0], w_shape[0], x_shape[2], x_shape[3]]
         n_macs = x_shape[0] * x_shape[2] * x_shape[3] * int(np.prod(w_shape))
-    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]), op]
-    graph = helper.make_graph(nodes, kind, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
+        op,
+    ]
+    graph = helper.make_graph(
+        nodes,
+        kind,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        inits,
+    )
     core = ov.Core()
-    model = core.read_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), b"")
+    model = core.read_model(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), b""
+    )
     req = core.compile_model(model, "CPU", {props.inference_num_threads: threads}).create_infer_request()
     xin = rng.random(x_shape, dtype=np.float32)
     return (lambda: req.infer({0: xin})), n_macs
 
 
-def latency(deployed: str, dense: str, settings: MeasureSettings, onnx_path: Optional[str] = None,
-            dense_onnx: Optional[str] = None, reference: Optional[str] = None) -> dict:
+def latency(
+    deployed: str,
+    dense: str,
+    settings: MeasureSettings,
+    onnx_path: Optional[str] = None,
+    dense_onnx: Optional[str] = None,
+    reference: Optional[str] = None,
+) -> dict:
     """Latency of the deployed model in the configured runtime and of the dense FP32 model in
     PyTorch eager (the common baseline), measured together. When the runtime is not PyTorch,
     the dense FP32 model is also timed in that runtime (from ``dense_onnx``), so the report can
@@ -283,22 +336,45 @@ def latency(deployed: str, dense: str, settings: MeasureSettings, onnx_path: Opt
     with tempfile.TemporaryDirectory(prefix="pqd-reference-") as tmp:
         if reference:
             models["reference"] = reference_runner(reference, meta["form"], runtime, threads, tmp)
-        res, peak = timed_with_peak(models, threads, runs=settings.runs, warmup=settings.warmup,
-                                    rounds=settings.rounds, image_size=backbone_of(meta).image_size)
+        res, peak = timed_with_peak(
+            models,
+            threads,
+            runs=settings.runs,
+            warmup=settings.warmup,
+            rounds=settings.rounds,
+            image_size=backbone_of(meta).image_size,
+        )
     if "dense_runtime" not in res:
         res["dense_runtime"] = res["dense_fp32"]
     n_macs = deployed_macs(deployed, meta)
     rate = n_macs / (res["model"]["median_ms"] / 1e3)
-    return {"form": meta["form"], **runtime_versions(runtime), "threads": threads, "batch_size": 1,
-            "image_size": backbone_of(meta).image_size, **res,
-            "speedup_vs_dense_fp32": res["dense_fp32"]["median_ms"] / res["model"]["median_ms"],
-            "speedup_vs_dense_same_runtime": res["dense_runtime"]["median_ms"] / res["model"]["median_ms"],
-            "macs": n_macs, "macs_per_s": rate, **peak, "int8_peak_fraction": rate / peak["int8_peak_macs_per_s"],
-            "system": cpu_info(), "code_version": code_version(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "form": meta["form"],
+        **runtime_versions(runtime),
+        "threads": threads,
+        "batch_size": 1,
+        "image_size": backbone_of(meta).image_size,
+        **res,
+        "speedup_vs_dense_fp32": res["dense_fp32"]["median_ms"] / res["model"]["median_ms"],
+        "speedup_vs_dense_same_runtime": res["dense_runtime"]["median_ms"] / res["model"]["median_ms"],
+        "macs": n_macs,
+        "macs_per_s": rate,
+        **peak,
+        "int8_peak_fraction": rate / peak["int8_peak_macs_per_s"],
+        "system": cpu_info(),
+        "code_version": code_version(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
-def evaluate(deployed: str, data, runtime: str = "torch", onnx_path: Optional[str] = None, threads: int = 1,
-             predictions: Optional[str] = None) -> dict:
+def evaluate(
+    deployed: str,
+    data,
+    runtime: str = "torch",
+    onnx_path: Optional[str] = None,
+    threads: int = 1,
+    predictions: Optional[str] = None,
+) -> dict:
     """Accuracy of the deployed artifact in ``runtime`` and, for comparison, in PyTorch. With
     ``predictions``, the runtime's predicted class of every test image and the labels go there
     (``.npz``, int16: 20 KB per 10,000 images), for paired per-image comparisons."""
@@ -315,6 +391,14 @@ def evaluate(deployed: str, data, runtime: str = "torch", onnx_path: Optional[st
     if predictions:
         with atomic_path(predictions) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, predictions=preds.numpy().astype(np.int16), labels=labels.numpy().astype(np.int16))
-    return {"form": meta["form"], "runtime": runtime, "accuracy": top1(preds), "accuracy_torch": top1(preds_torch),
-            "test_images": len(labels), **sparsity_report(model), **sizes(deployed),
-            **({"onnx_bytes": sizes(onnx_path)["bytes"]} if onnx_path else {}), "code_version": code_version()}
+    return {
+        "form": meta["form"],
+        "runtime": runtime,
+        "accuracy": top1(preds),
+        "accuracy_torch": top1(preds_torch),
+        "test_images": len(labels),
+        **sparsity_report(model),
+        **sizes(deployed),
+        **({"onnx_bytes": sizes(onnx_path)["bytes"]} if onnx_path else {}),
+        "code_version": code_version(),
+    }

@@ -44,6 +44,7 @@ def load_model(path: str) -> tuple[nn.Module, dict]:
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as e:
-        raise PqdError(f"{path} does not match its recorded architecture ({str(e).splitlines()[0]}); "
-                       "delete it and rerun its rule") from None
+        raise PqdError(
+            f"{path} does not match its recorded architecture ({str(e).splitlines()[0]}); delete it and rerun its rule"
+        ) from None
     return model, meta

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Type, TypeVar
 
 from pqd.catalog import BackboneSpec
@@ -26,11 +26,16 @@ def _build(cls: Type[T], data: Any) -> T:
         raise PqdError(f"job parameters for {cls.__name__} are not a JSON object; rerun the job")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
-    missing = sorted(n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
-                     and f.default_factory is dataclasses.MISSING)
+    missing = sorted(
+        n
+        for n, f in fields.items()
+        if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
     if unknown or missing:
-        raise PqdError(f"job parameters do not fit {cls.__name__} (unknown: {unknown}, missing: {missing}); "
-                       "they come from another pqd version: rerun the workflow")
+        raise PqdError(
+            f"job parameters do not fit {cls.__name__} (unknown: {unknown}, missing: {missing}); "
+            "they come from another pqd version: rerun the workflow"
+        )
     kwargs = {}
     for name, value in data.items():
         sub = _NESTED.get((cls.__name__, name))
@@ -135,5 +140,10 @@ class CurveParams(_Json):
     ratios: list
 
 
-_NESTED = {("StageParams", "train"): TrainSettings, ("StageParams", "backbone"): BackboneSpec, ("StageParams", "data"): DataSettings,
-           ("EvalParams", "data"): DataSettings, ("CurveParams", "measure"): MeasureSettings}
+_NESTED = {
+    ("StageParams", "train"): TrainSettings,
+    ("StageParams", "backbone"): BackboneSpec,
+    ("StageParams", "data"): DataSettings,
+    ("EvalParams", "data"): DataSettings,
+    ("CurveParams", "measure"): MeasureSettings,
+}

@@ -33,7 +33,12 @@ def _lr(default: float) -> dict:
 
 
 def _temperature() -> dict:
-    return {"type": "number", "exclusiveMinimum": 0, "default": 4.0, "description": "softmax temperature of the KD loss"}
+    return {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "default": 4.0,
+        "description": "softmax temperature of the KD loss",
+    }
 
 
 def _alpha(default: float = 0.9, what: str = "weight of the soft-target term") -> dict:
@@ -45,12 +50,19 @@ def _flag(default: bool, what: str) -> dict:
 
 
 def _sparsity() -> dict:
-    return {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.5,
-            "description": "fraction of the prunable weights set to zero"}
+    return {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMaximum": 1,
+        "default": 0.5,
+        "description": "fraction of the prunable weights set to zero",
+    }
 
 
-EXCLUDE = {"exclude_first_conv": _flag(True, "leave the first conv dense (few weights, large effect)"),
-           "exclude_classifier": _flag(True, "leave the classifier dense")}
+EXCLUDE = {
+    "exclude_first_conv": _flag(True, "leave the first conv dense (few weights, large effect)"),
+    "exclude_classifier": _flag(True, "leave the classifier dense"),
+}
 
 
 @dataclass(frozen=True)
@@ -127,118 +139,281 @@ def _check_budget(s: Mapping[str, Any]) -> None:
     """Exactly one budget applies: macs_keep, or one of latency_keep / latency_ms under target: latency."""
     set_latency = [k for k in ("latency_keep", "latency_ms") if s.get(k) is not None]
     if s.get("target") == "latency" and len(set_latency) != 1:
-        raise PqdError("stages.s.target is latency: set exactly one of stages.s.latency_keep (a fraction of the "
-                       f"unpruned latency) and stages.s.latency_ms (got {set_latency or 'neither'})")
+        raise PqdError(
+            "stages.s.target is latency: set exactly one of stages.s.latency_keep (a fraction of the "
+            f"unpruned latency) and stages.s.latency_ms (got {set_latency or 'neither'})"
+        )
     if s.get("target") != "latency" and set_latency:
-        raise PqdError(f"stages.s.{set_latency[0]} is set but stages.s.target is macs, so it would be ignored; "
-                       "set stages.s.target: latency (or remove it)")
+        raise PqdError(
+            f"stages.s.{set_latency[0]} is set but stages.s.target is macs, so it would be ignored; "
+            "set stages.s.target: latency (or remove it)"
+        )
 
 
 DENSE_STAGE = StageSpec(
-    "", DENSE, DENSE, "pqd.stages.dense", starts=True, imports="checkpoint",
-    settings={"lr": _lr(0.1),
-              "checkpoint": {"type": ["string", "null"], "default": None,
-                             "description": "bring your own trained model (state dict, optionally "
-                                            "module.-prefixed); skips training"}},
+    "",
+    DENSE,
+    DENSE,
+    "pqd.stages.dense",
+    starts=True,
+    imports="checkpoint",
+    settings={
+        "lr": _lr(0.1),
+        "checkpoint": {
+            "type": ["string", "null"],
+            "default": None,
+            "description": "bring your own trained model (state dict, optionally module.-prefixed); skips training",
+        },
+    },
     epochs={"quick": 8, "paper": 200},
-    doc="train the dense FP32 model from scratch, or import dense.checkpoint")
+    doc="train the dense FP32 model from scratch, or import dense.checkpoint",
+)
 
 # StageSpec.teacher value: the teacher is the stage's `teacher` setting (pqd.config.teacher_pipeline)
 TEACHER_SETTING = "setting"
 
-STAGES: Registry[StageSpec] = Registry("stage letter", {s.letter: s for s in (
-    StageSpec("p", "prune", "pruned", "pqd.stages.prune", probe="masks",
-              settings={"lr": _lr(0.01), "sparsity": _sparsity(),
-                        "schedule": {"enum": ["oneshot", "gradual"], "default": "gradual",
-                                     "description": "cubic ramp over the epochs, or all at once"}, **EXCLUDE},
-              epochs={"quick": 1, "paper": 20}, record=("sparsity_target", "sparsity_prunable"),
-              doc="global unstructured magnitude pruning with fine-tuning"),
-    StageSpec("q", "qat", "qat", "pqd.stages.qat", quantizes=True, probe="quantize",
-              settings={"lr": _lr(0.01)}, epochs={"quick": 1, "paper": 40},
-              doc="INT8 quantization-aware training (FX graph mode, x86 backend)"),
-    StageSpec("d", "distill", "distilled", "pqd.stages.distill", teacher=TEACHER_SETTING,
-              settings={"lr": _lr(0.01), "temperature": _temperature(), "alpha": _alpha(),
-                        "teacher": {"anyOf": [{"enum": ["dense", "control", "input"]},
-                                              {"type": "string", "pattern": "^after:[a-z]+$"}],
-                                    "default": "dense",
-                                    "description": "dense (the dense model), control (the equal-budget control of "
-                                                   "the pipeline up to this stage, ctl-<pipeline>), input (the model "
-                                                   "entering this stage) or after:<letters> (the model after that "
-                                                   "prefix of the pipeline)"}},
-              epochs={"quick": 1, "paper": 40}, record=("teacher",),
-              doc="Hinton knowledge distillation from a chosen teacher (the dense FP32 model by default)"),
-    StageSpec("f", "finetune", "finetuned", "pqd.stages.finetune", settings={"lr": _lr(0.01)},
-              epochs={"quick": 1, "paper": 40}, record=("segments",),
-              doc="plain cross-entropy fine-tuning; ctl-<pipeline> runs it with that pipeline's epochs and "
-                  "learning rates (the equal-budget control)"),
-    StageSpec("s", "structured", "slim", "pqd.stages.structured", structural=True, probe="structured",
-              settings={"lr": _lr(0.01),
-                        "target": {"enum": ["macs", "latency"], "default": "macs",
-                                   "description": "what the budget counts: macs (macs_keep of the MACs) or latency "
-                                                  "(latency_keep of the unpruned model's latency, or latency_ms, "
-                                                  "measured where latency is measured)"},
-                        "macs_keep": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.5,
-                                      "description": "fraction of the MACs the pruned model keeps (target: macs)"},
-                        "latency_keep": {"type": ["number", "null"], "exclusiveMinimum": 0, "exclusiveMaximum": 1,
-                                         "default": None,
-                                         "description": "target: latency: fraction of the unpruned model's batch-1 "
-                                                        "latency, in latency_form, measure.runtime and measure.threads"},
-                        "latency_ms": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
-                                       "description": "target: latency: batch-1 milliseconds instead (absolute: "
-                                                      "holds only on the machine that measured the curve)"},
-                        "latency_form": {"enum": ["int8", "fp32"], "default": "int8",
-                                         "description": "the deployed form the latency target is for: int8 when a "
-                                                        "q stage follows, fp32 otherwise (a setting, not read from "
-                                                        "the pipeline: pipelines share the s prefix's model)"},
-                        "importance": {"enum": ["magnitude", "taylor"], "default": "magnitude",
-                                       "description": "group L2 magnitude, or first-order Taylor |w dL/dw| "
-                                                      "accumulated over taylor_batches"},
-                        "taylor_batches": {"type": "integer", "minimum": 1, "default": 8},
-                        "allocation": {"enum": ["uniform", "global"], "default": "uniform",
-                                       "description": "uniform: the same fraction of every layer's channels; "
-                                                      "global: channels ranked across layers by importance "
-                                                      "(Torch-Pruning's global pruning)"},
-                        "round_to": {"type": "integer", "minimum": 1, "default": 1,
-                                     "description": "kept channel counts are multiples of this (1: any)"},
-                        "steps": {"type": "integer", "minimum": 1, "default": 2,
-                                  "description": "pruning rounds, each followed by fine-tuning (at most one per epoch)"},
-                        "distill": _flag(True, "distil from the unpruned model while pruning (CPD)"),
-                        "temperature": _temperature(), "alpha": _alpha()},
-              epochs={"quick": 2, "paper": 40}, record=("structured",), latency_curve=True,
-              check=_check_budget,
-              doc="dependency-aware channel/head pruning (Torch-Pruning), optionally distilling while pruning (CPD)"),
-    StageSpec("l", "lowrank", "lowrank", "pqd.stages.lowrank", structural=True, probe="lowrank",
-              settings={"lr": _lr(0.01),
-                        "energy": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.9,
-                                   "description": "per layer, the smallest rank keeping this fraction of the "
-                                                  "squared singular values"},
-                        "rank_ratio": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1, "default": None,
-                                       "description": "if set, rank = ceil(ratio * full rank) instead of the energy rule"},
-                        **EXCLUDE},
-              epochs={"quick": 1, "paper": 20}, record=("factorized",),
-              doc="truncated-SVD factorisation of conv/linear layers into thin pairs, then fine-tuning"),
-    StageSpec("k", "pqk", "pqk", "pqd.stages.pqk", teacher="before:p", requires="p", probe="masks",
-              settings={"lr": _lr(0.01), "temperature": _temperature(), "alpha": _alpha(),
-                        "bn_batches": {"type": "integer", "minimum": 1, "default": 10,
-                                       "description": "batches re-estimating the teacher's BatchNorm statistics "
-                                                      "(at the start; each epoch when shared is follow)"},
-                        "shared": {"enum": ["frozen", "follow"], "default": "frozen",
-                                   "description": "the teacher's kept weights: the student's at the start (frozen) "
-                                                  "or re-read before every teacher forward (follow)"}},
-              epochs={"quick": 1, "paper": 40}, record=("teacher",),
-              doc="PQK: distil from a teacher made of the student's kept weights plus the pruned-away ones"),
-    StageSpec("e", "epsd", "epsd", "pqd.stages.epsd", starts=True, probe="masks",
-              settings={"lr": _lr(0.1), "sparsity": _sparsity(),
-                        "criterion": {"enum": ["epsd", "snip"], "default": "epsd",
-                                      "description": "saliency loss: self-distillation (EPSD) or cross-entropy "
-                                                     "(SNIP baseline)"},
-                        "warmup_steps": {"type": "integer", "minimum": 0, "default": 20},
-                        "score_batches": {"type": "integer", "minimum": 1, "default": 4},
-                        "sd_alpha": _alpha(0.8, "weight of the self-distillation term (PS-KD's final alpha)"),
-                        "temperature": _temperature(), **EXCLUDE},
-              epochs={"quick": 8, "paper": 200}, record=("epsd",),
-              doc="EPSD: prune at initialisation by a self-distillation saliency, then train with self-distillation"),
-)})
+STAGES: Registry[StageSpec] = Registry(
+    "stage letter",
+    {
+        s.letter: s
+        for s in (
+            StageSpec(
+                "p",
+                "prune",
+                "pruned",
+                "pqd.stages.prune",
+                probe="masks",
+                settings={
+                    "lr": _lr(0.01),
+                    "sparsity": _sparsity(),
+                    "schedule": {
+                        "enum": ["oneshot", "gradual"],
+                        "default": "gradual",
+                        "description": "cubic ramp over the epochs, or all at once",
+                    },
+                    **EXCLUDE,
+                },
+                epochs={"quick": 1, "paper": 20},
+                record=("sparsity_target", "sparsity_prunable"),
+                doc="global unstructured magnitude pruning with fine-tuning",
+            ),
+            StageSpec(
+                "q",
+                "qat",
+                "qat",
+                "pqd.stages.qat",
+                quantizes=True,
+                probe="quantize",
+                settings={"lr": _lr(0.01)},
+                epochs={"quick": 1, "paper": 40},
+                doc="INT8 quantization-aware training (FX graph mode, x86 backend)",
+            ),
+            StageSpec(
+                "d",
+                "distill",
+                "distilled",
+                "pqd.stages.distill",
+                teacher=TEACHER_SETTING,
+                settings={
+                    "lr": _lr(0.01),
+                    "temperature": _temperature(),
+                    "alpha": _alpha(),
+                    "teacher": {
+                        "anyOf": [
+                            {"enum": ["dense", "control", "input"]},
+                            {"type": "string", "pattern": "^after:[a-z]+$"},
+                        ],
+                        "default": "dense",
+                        "description": "dense (the dense model), control (the equal-budget control of "
+                        "the pipeline up to this stage, ctl-<pipeline>), input (the model "
+                        "entering this stage) or after:<letters> (the model after that "
+                        "prefix of the pipeline)",
+                    },
+                },
+                epochs={"quick": 1, "paper": 40},
+                record=("teacher",),
+                doc="Hinton knowledge distillation from a chosen teacher (the dense FP32 model by default)",
+            ),
+            StageSpec(
+                "f",
+                "finetune",
+                "finetuned",
+                "pqd.stages.finetune",
+                settings={"lr": _lr(0.01)},
+                epochs={"quick": 1, "paper": 40},
+                record=("segments",),
+                doc="plain cross-entropy fine-tuning; ctl-<pipeline> runs it with that pipeline's epochs and "
+                "learning rates (the equal-budget control)",
+            ),
+            StageSpec(
+                "s",
+                "structured",
+                "slim",
+                "pqd.stages.structured",
+                structural=True,
+                probe="structured",
+                settings={
+                    "lr": _lr(0.01),
+                    "target": {
+                        "enum": ["macs", "latency"],
+                        "default": "macs",
+                        "description": "what the budget counts: macs (macs_keep of the MACs) or latency "
+                        "(latency_keep of the unpruned model's latency, or latency_ms, "
+                        "measured where latency is measured)",
+                    },
+                    "macs_keep": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "exclusiveMaximum": 1,
+                        "default": 0.5,
+                        "description": "fraction of the MACs the pruned model keeps (target: macs)",
+                    },
+                    "latency_keep": {
+                        "type": ["number", "null"],
+                        "exclusiveMinimum": 0,
+                        "exclusiveMaximum": 1,
+                        "default": None,
+                        "description": "target: latency: fraction of the unpruned model's batch-1 "
+                        "latency, in latency_form, measure.runtime and measure.threads",
+                    },
+                    "latency_ms": {
+                        "type": ["number", "null"],
+                        "exclusiveMinimum": 0,
+                        "default": None,
+                        "description": "target: latency: batch-1 milliseconds instead (absolute: "
+                        "holds only on the machine that measured the curve)",
+                    },
+                    "latency_form": {
+                        "enum": ["int8", "fp32"],
+                        "default": "int8",
+                        "description": "the deployed form the latency target is for: int8 when a "
+                        "q stage follows, fp32 otherwise (a setting, not read from "
+                        "the pipeline: pipelines share the s prefix's model)",
+                    },
+                    "importance": {
+                        "enum": ["magnitude", "taylor"],
+                        "default": "magnitude",
+                        "description": "group L2 magnitude, or first-order Taylor |w dL/dw| "
+                        "accumulated over taylor_batches",
+                    },
+                    "taylor_batches": {"type": "integer", "minimum": 1, "default": 8},
+                    "allocation": {
+                        "enum": ["uniform", "global"],
+                        "default": "uniform",
+                        "description": "uniform: the same fraction of every layer's channels; "
+                        "global: channels ranked across layers by importance "
+                        "(Torch-Pruning's global pruning)",
+                    },
+                    "round_to": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "default": 1,
+                        "description": "kept channel counts are multiples of this (1: any)",
+                    },
+                    "steps": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "default": 2,
+                        "description": "pruning rounds, each followed by fine-tuning (at most one per epoch)",
+                    },
+                    "distill": _flag(True, "distil from the unpruned model while pruning (CPD)"),
+                    "temperature": _temperature(),
+                    "alpha": _alpha(),
+                },
+                epochs={"quick": 2, "paper": 40},
+                record=("structured",),
+                latency_curve=True,
+                check=_check_budget,
+                doc="dependency-aware channel/head pruning (Torch-Pruning), optionally distilling while pruning (CPD)",
+            ),
+            StageSpec(
+                "l",
+                "lowrank",
+                "lowrank",
+                "pqd.stages.lowrank",
+                structural=True,
+                probe="lowrank",
+                settings={
+                    "lr": _lr(0.01),
+                    "energy": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "maximum": 1,
+                        "default": 0.9,
+                        "description": "per layer, the smallest rank keeping this fraction of the "
+                        "squared singular values",
+                    },
+                    "rank_ratio": {
+                        "type": ["number", "null"],
+                        "exclusiveMinimum": 0,
+                        "maximum": 1,
+                        "default": None,
+                        "description": "if set, rank = ceil(ratio * full rank) instead of the energy rule",
+                    },
+                    **EXCLUDE,
+                },
+                epochs={"quick": 1, "paper": 20},
+                record=("factorized",),
+                doc="truncated-SVD factorisation of conv/linear layers into thin pairs, then fine-tuning",
+            ),
+            StageSpec(
+                "k",
+                "pqk",
+                "pqk",
+                "pqd.stages.pqk",
+                teacher="before:p",
+                requires="p",
+                probe="masks",
+                settings={
+                    "lr": _lr(0.01),
+                    "temperature": _temperature(),
+                    "alpha": _alpha(),
+                    "bn_batches": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "default": 10,
+                        "description": "batches re-estimating the teacher's BatchNorm statistics "
+                        "(at the start; each epoch when shared is follow)",
+                    },
+                    "shared": {
+                        "enum": ["frozen", "follow"],
+                        "default": "frozen",
+                        "description": "the teacher's kept weights: the student's at the start (frozen) "
+                        "or re-read before every teacher forward (follow)",
+                    },
+                },
+                epochs={"quick": 1, "paper": 40},
+                record=("teacher",),
+                doc="PQK: distil from a teacher made of the student's kept weights plus the pruned-away ones",
+            ),
+            StageSpec(
+                "e",
+                "epsd",
+                "epsd",
+                "pqd.stages.epsd",
+                starts=True,
+                probe="masks",
+                settings={
+                    "lr": _lr(0.1),
+                    "sparsity": _sparsity(),
+                    "criterion": {
+                        "enum": ["epsd", "snip"],
+                        "default": "epsd",
+                        "description": "saliency loss: self-distillation (EPSD) or cross-entropy (SNIP baseline)",
+                    },
+                    "warmup_steps": {"type": "integer", "minimum": 0, "default": 20},
+                    "score_batches": {"type": "integer", "minimum": 1, "default": 4},
+                    "sd_alpha": _alpha(0.8, "weight of the self-distillation term (PS-KD's final alpha)"),
+                    "temperature": _temperature(),
+                    **EXCLUDE,
+                },
+                epochs={"quick": 8, "paper": 200},
+                record=("epsd",),
+                doc="EPSD: prune at initialisation by a self-distillation saliency, then train with self-distillation",
+            ),
+        )
+    },
+)
 
 
 # Kinds of job and the cluster resources each asks for by default (``resources.<kind>`` in the
@@ -282,16 +457,22 @@ def parse_pipeline(pipeline: str) -> str:
             raise PqdError(f"pipeline {pipeline!r} repeats stage {letter!r}; each stage may appear once")
         spec = STAGES.get(letter)
         if spec.starts and seen:
-            raise PqdError(f"stage {letter!r} ({spec.name}) trains its model from scratch, so it must come first "
-                           f"in pipeline {pipeline!r}; write e.g. {letter + pipeline.replace(letter, '')!r}")
+            raise PqdError(
+                f"stage {letter!r} ({spec.name}) trains its model from scratch, so it must come first "
+                f"in pipeline {pipeline!r}; write e.g. {letter + pipeline.replace(letter, '')!r}"
+            )
         if spec.structural and is_quantized("".join(seen)):
-            raise PqdError(f"stage {letter!r} ({spec.name}) reshapes FP32 layers, so it must come before the "
-                           f"quantizing stage in pipeline {pipeline!r}; write e.g. "
-                           f"{''.join(sorted(pipeline, key=lambda c: not STAGES.get(c).structural))!r}")
+            raise PqdError(
+                f"stage {letter!r} ({spec.name}) reshapes FP32 layers, so it must come before the "
+                f"quantizing stage in pipeline {pipeline!r}; write e.g. "
+                f"{''.join(sorted(pipeline, key=lambda c: not STAGES.get(c).structural))!r}"
+            )
         missing = [r for r in spec.requires if r not in seen]
         if missing:
-            raise PqdError(f"stage {letter!r} ({spec.name}) needs stage {missing[0]!r} "
-                           f"({STAGES.get(missing[0]).name}) earlier in pipeline {pipeline!r}")
+            raise PqdError(
+                f"stage {letter!r} ({spec.name}) needs stage {missing[0]!r} "
+                f"({STAGES.get(missing[0]).name}) earlier in pipeline {pipeline!r}"
+            )
         seen.add(letter)
     return pipeline
 
@@ -306,13 +487,15 @@ def control_of(pipeline: str) -> Optional[str]:
     what the pipeline gains over it is compression's doing, not more training's."""
     if not pipeline.startswith(CONTROL_PREFIX):
         return None
-    of = parse_pipeline(pipeline[len(CONTROL_PREFIX):])
+    of = parse_pipeline(pipeline[len(CONTROL_PREFIX) :])
     if not of:
         raise PqdError(f"{pipeline!r}: the equal-budget control needs stage letters, e.g. ctl-pqd")
     first = STAGES.get(of[0])
     if first.starts:
-        raise PqdError(f"{pipeline!r}: {of!r} trains from scratch (stage {first.key!r}), so it has no equal-budget "
-                       "control made from the dense model; compare it with dense instead")
+        raise PqdError(
+            f"{pipeline!r}: {of!r} trains from scratch (stage {first.key!r}), so it has no equal-budget "
+            "control made from the dense model; compare it with dense instead"
+        )
     return of
 
 
@@ -337,7 +520,7 @@ def teacher_chain(chain: str) -> Optional[str]:
     if teacher == "dense":
         return ""
     if teacher.startswith("before:"):
-        return chain[:chain.index(teacher.split(":", 1)[1])]
+        return chain[: chain.index(teacher.split(":", 1)[1])]
     raise PqdError(f"stage {chain[-1]!r} names an unknown teacher {teacher!r}")
 
 
@@ -385,12 +568,14 @@ def parse_experiment(exp: str, datasets: Iterable[str], backbones: Iterable[str]
     datasets, backbones = list(datasets), list(backbones)
     for backbone in sorted(backbones, key=len, reverse=True):
         if exp.startswith(backbone + "_"):
-            dataset = exp[len(backbone) + 1:]
+            dataset = exp[len(backbone) + 1 :]
             if dataset in datasets:
                 return backbone, dataset
             if not datasets:
-                raise PqdError(f"experiment {exp!r} names dataset {dataset!r} but the config defines no datasets; "
-                               "define them under 'datasets' (see config/config.yaml)")
+                raise PqdError(
+                    f"experiment {exp!r} names dataset {dataset!r} but the config defines no datasets; "
+                    "define them under 'datasets' (see config/config.yaml)"
+                )
             raise PqdError(
                 f"unknown dataset {dataset!r} in experiment {exp!r}; choose one of: "
                 f"{', '.join(sorted(datasets))} (or define it under 'datasets' in the config)"

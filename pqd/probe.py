@@ -97,11 +97,17 @@ def check_build(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
     try:
         out = _forward(model.eval(), spec.image_size)
     except Exception as e:  # noqa: BLE001 - any failure of the user's forward is the answer
-        raise Refusal(_where(e, "forward"), f"the model does not run on {spec.image_size}x{spec.image_size} "
-                      f"inputs ({_first_line(e)})", "set the backbone's image_size to a size it accepts") from None
+        raise Refusal(
+            _where(e, "forward"),
+            f"the model does not run on {spec.image_size}x{spec.image_size} inputs ({_first_line(e)})",
+            "set the backbone's image_size to a size it accepts",
+        ) from None
     if tuple(out.shape) != (2, PROBE_CLASSES):
-        raise Refusal("forward", f"returned shape {tuple(out.shape)} for a batch of 2 and {PROBE_CLASSES} classes",
-                      "make it return logits of shape (batch, num_classes)")
+        raise Refusal(
+            "forward",
+            f"returned shape {tuple(out.shape)} for a batch of 2 and {PROBE_CLASSES} classes",
+            "make it return logits of shape (batch, num_classes)",
+        )
     try:
         macs(model, spec.image_size)
     except Exception as e:  # noqa: BLE001
@@ -116,14 +122,24 @@ def check_masks(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
     from pqd.masks import prunable_layers
 
     if not prunable_layers(model):
-        raise Refusal("model", "no conv or linear layer to prune besides the first conv and the classifier",
-                      "use a model with more layers, or set exclude_first_conv/exclude_classifier: false")
+        raise Refusal(
+            "model",
+            "no conv or linear layer to prune besides the first conv and the classifier",
+            "use a model with more layers, or set exclude_first_conv/exclude_classifier: false",
+        )
 
 
 def _meta(spec: BackboneSpec, ctx: dict) -> dict:
     """Checkpoint metadata of a probe model, as a stage job writes it (what reloading reads)."""
-    return {"experiment": "probe", "backbone": spec.name, "model": spec.to_dict(), "dataset": "probe",
-            "num_classes": PROBE_CLASSES, "width": ctx["width"], "reduce_range": True}
+    return {
+        "experiment": "probe",
+        "backbone": spec.name,
+        "model": spec.to_dict(),
+        "dataset": "probe",
+        "num_classes": PROBE_CLASSES,
+        "width": ctx["width"],
+        "reduce_range": True,
+    }
 
 
 def _export(model: nn.Module, spec: BackboneSpec, ctx: dict, form: str, source: nn.Module | None = None) -> None:
@@ -139,11 +155,15 @@ def _export(model: nn.Module, spec: BackboneSpec, ctx: dict, form: str, source: 
             src = Path(tmp) / "qat.pt"
             save_checkpoint(src, source.state_dict(), {**meta, "form": "qat"})
         try:
-            export_onnx(str(path), str(Path(tmp) / "model.onnx"), source=str(src) if src else None,
-                        runtime=ctx["runtime"])
+            export_onnx(
+                str(path), str(Path(tmp) / "model.onnx"), source=str(src) if src else None, runtime=ctx["runtime"]
+            )
         except PqdError as e:
-            raise Refusal(f"the {form.upper()} ONNX export", str(e).split(": ", 1)[-1].split("; measure")[0],
-                          f"set measure.runtime: torch (no ONNX), or change the operation") from None
+            raise Refusal(
+                f"the {form.upper()} ONNX export",
+                str(e).split(": ", 1)[-1].split("; measure")[0],
+                "set measure.runtime: torch (no ONNX), or change the operation",
+            ) from None
 
 
 def check_quantize(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
@@ -153,11 +173,17 @@ def check_quantize(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
         fake = qat.prepare_qat(copy.deepcopy(model), spec.image_size)
     except Exception as e:  # noqa: BLE001
         kind = type(e).__name__
-        why = ("data-dependent control flow or an untraceable call" if "TraceError" in kind or "traced" in str(e)
-               else _first_line(e))
-        raise Refusal(f"FX tracing stops at {_where(e, 'the model')}", why,
-                      "make forward() traceable by torch.fx (no Python branching on tensor values; wrap the "
-                      "offending call with torch.fx.wrap) or drop 'q'") from None
+        why = (
+            "data-dependent control flow or an untraceable call"
+            if "TraceError" in kind or "traced" in str(e)
+            else _first_line(e)
+        )
+        raise Refusal(
+            f"FX tracing stops at {_where(e, 'the model')}",
+            why,
+            "make forward() traceable by torch.fx (no Python branching on tensor values; wrap the "
+            "offending call with torch.fx.wrap) or drop 'q'",
+        ) from None
     try:
         fake.train()
         with torch.no_grad():
@@ -165,8 +191,9 @@ def check_quantize(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
         int8 = qat.convert(copy.deepcopy(fake))
         _forward(int8, spec.image_size)
     except Exception as e:  # noqa: BLE001
-        raise Refusal(_where(e, "INT8 conversion"), _first_line(e), "drop 'q' from this experiment's pipelines"
-                      ) from None
+        raise Refusal(
+            _where(e, "INT8 conversion"), _first_line(e), "drop 'q' from this experiment's pipelines"
+        ) from None
     if ctx["onnx"]:
         try:
             _export(int8, spec, ctx, form="int8", source=qat.for_export(fake))
@@ -174,12 +201,21 @@ def check_quantize(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
             if spec.onnx_int8 == "fake_quant" or RUNTIMES.get(ctx["runtime"]).int8_placement != "every_op":
                 raise
             try:  # the other export path (what the ViT uses): if it works, say so
-                _export(int8, dataclasses.replace(spec, onnx_int8="fake_quant"), ctx, form="int8",
-                        source=qat.for_export(fake))
+                _export(
+                    int8,
+                    dataclasses.replace(spec, onnx_int8="fake_quant"),
+                    ctx,
+                    form="int8",
+                    source=qat.for_export(fake),
+                )
             except Refusal:
                 raise r from None
-            raise Refusal(r.where, r.what, f"set backbones.{spec.name}.onnx_int8: fake_quant (its fake-quantized "
-                          "graph exports), or measure.runtime: torch") from None
+            raise Refusal(
+                r.where,
+                r.what,
+                f"set backbones.{spec.name}.onnx_int8: fake_quant (its fake-quantized "
+                "graph exports), or measure.runtime: torch",
+            ) from None
 
 
 def _round_trip(model: nn.Module, spec: BackboneSpec, ctx: dict, what: str) -> None:
@@ -198,12 +234,17 @@ def _round_trip(model: nn.Module, spec: BackboneSpec, ctx: dict, what: str) -> N
         with torch.no_grad():
             same = torch.allclose(rebuilt.eval()(x), model.eval()(x), atol=1e-4, rtol=1e-3)
     except Exception as e:  # noqa: BLE001
-        raise Refusal(_where(e, f"reloading the {what} model"), _first_line(e),
-                      f"a module of the model keeps a size pqd does not record (pqd.arch.SIZE_ATTRS); drop the stage"
-                      ) from None
+        raise Refusal(
+            _where(e, f"reloading the {what} model"),
+            _first_line(e),
+            "a module of the model keeps a size pqd does not record (pqd.arch.SIZE_ATTRS); drop the stage",
+        ) from None
     if not same:
-        raise Refusal(f"reloading the {what} model", "the rebuilt model computes something else",
-                      "a module keeps a size in an attribute pqd does not record (pqd.arch.SIZE_ATTRS); drop the stage")
+        raise Refusal(
+            f"reloading the {what} model",
+            "the rebuilt model computes something else",
+            "a module keeps a size in an attribute pqd does not record (pqd.arch.SIZE_ATTRS); drop the stage",
+        )
 
 
 def check_structured(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
@@ -214,11 +255,17 @@ def check_structured(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
     try:
         pruned = prune_once(model.eval(), 0.3, spec.image_size)
     except PqdError as e:
-        raise Refusal("channel dependency graph", str(e).split("; use a backbone")[0],
-                      "use stage 'l' (low-rank) or 'p' (unstructured) instead") from None
+        raise Refusal(
+            "channel dependency graph",
+            str(e).split("; use a backbone")[0],
+            "use stage 'l' (low-rank) or 'p' (unstructured) instead",
+        ) from None
     except Exception as e:  # noqa: BLE001
-        raise Refusal(_where(e, "channel dependency graph"), _first_line(e),
-                      "use stage 'l' (low-rank) or 'p' (unstructured) instead") from None
+        raise Refusal(
+            _where(e, "channel dependency graph"),
+            _first_line(e),
+            "use stage 'l' (low-rank) or 'p' (unstructured) instead",
+        ) from None
     _round_trip(pruned, spec, ctx, "channel-pruned")
 
 
@@ -239,7 +286,10 @@ def check_lowrank(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
 
 
 CHECKS: dict[str, Callable[[nn.Module, BackboneSpec, dict], None]] = {
-    "build": check_build, "masks": check_masks, "quantize": check_quantize, "structured": check_structured,
+    "build": check_build,
+    "masks": check_masks,
+    "quantize": check_quantize,
+    "structured": check_structured,
     "lowrank": check_lowrank,
 }
 
@@ -256,8 +306,13 @@ def probe(spec: BackboneSpec, width: float, runtime: str) -> dict:
         failure = {"ok": False, "where": "builder", "what": str(e), "fix": "", "s": 0.0}
         return {name: failure for name in CHECKS}
     except Exception as e:  # noqa: BLE001 - the user's constructor
-        failure = {"ok": False, "where": _where(e, spec.builder), "what": f"building the model failed ({_first_line(e)})",
-                   "fix": "fix the builder or its kwargs", "s": 0.0}
+        failure = {
+            "ok": False,
+            "where": _where(e, spec.builder),
+            "what": f"building the model failed ({_first_line(e)})",
+            "fix": "fix the builder or its kwargs",
+            "s": 0.0,
+        }
         return {name: failure for name in CHECKS}
     for name, check in CHECKS.items():
         t0 = time.perf_counter()
@@ -267,9 +322,14 @@ def probe(spec: BackboneSpec, width: float, runtime: str) -> dict:
         except Refusal as r:
             out[name] = {"ok": False, "where": r.where, "what": r.what, "fix": r.fix, "s": time.perf_counter() - t0}
         except Exception as e:  # noqa: BLE001 - a check's own failure is still an answer, with its trace
-            out[name] = {"ok": False, "where": _where(e, name), "what": _first_line(e),
-                         "fix": "report it with the probe log", "trace": traceback.format_exc()[-2000:],
-                         "s": time.perf_counter() - t0}
+            out[name] = {
+                "ok": False,
+                "where": _where(e, name),
+                "what": _first_line(e),
+                "fix": "report it with the probe log",
+                "trace": traceback.format_exc()[-2000:],
+                "s": time.perf_counter() - t0,
+            }
         if name == "build" and not out[name]["ok"]:
             return {n: out["build"] for n in CHECKS}
     return out

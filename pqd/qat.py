@@ -34,8 +34,8 @@ warnings.filterwarnings("ignore", message=r".*quantized tensor creation function
 # sigmoid/hardsigmoid (squeeze-excitation gates) want fixed output ranges: they stay float, once per model
 warnings.filterwarnings("ignore", message=r".*QConfig must specify a FixedQParamsObserver.*")
 
-import torch.ao.quantization as tq  # noqa: E402
 import torch.ao.nn.qat as nnqat  # noqa: E402
+import torch.ao.quantization as tq  # noqa: E402
 from torch.ao.nn.intrinsic import qat as nniqat  # noqa: E402
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_qat_fx  # noqa: E402
 
@@ -49,12 +49,19 @@ def qconfig(reduce_range: bool = True) -> tq.QConfig:
     without VNNI to avoid saturating the int16 accumulation of fbgemm's kernels.
     """
     act = tq.FakeQuantize.with_args(
-        observer=tq.MovingAverageMinMaxObserver, quant_min=0, quant_max=127 if reduce_range else 255,
-        dtype=torch.quint8, qscheme=torch.per_tensor_affine,
+        observer=tq.MovingAverageMinMaxObserver,
+        quant_min=0,
+        quant_max=127 if reduce_range else 255,
+        dtype=torch.quint8,
+        qscheme=torch.per_tensor_affine,
     )
     weight = tq.FakeQuantize.with_args(
-        observer=tq.MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
-        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0,
+        observer=tq.MovingAveragePerChannelMinMaxObserver,
+        quant_min=-128,
+        quant_max=127,
+        dtype=torch.qint8,
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=0,
     )
     return tq.QConfig(activation=act, weight=weight)
 
@@ -143,10 +150,32 @@ PLACEMENTS = ("every_op", "weighted_inputs")
 _WEIGHTED_FUNCS = {torch.matmul, operator.matmul, torch.bmm, F.linear, F.conv2d}
 # ops that only move or select values (and max pooling, which commutes with a monotone quantizer):
 # a quantizer before them still quantizes the weighted layer's input behind them
-_PASS_METHODS = {"view", "reshape", "permute", "transpose", "flatten", "contiguous", "squeeze", "unsqueeze",
-                 "chunk", "split", "unbind", "expand"}
-_PASS_FUNCS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
-               torch.chunk, torch.split, torch.unbind, operator.getitem}
+_PASS_METHODS = {
+    "view",
+    "reshape",
+    "permute",
+    "transpose",
+    "flatten",
+    "contiguous",
+    "squeeze",
+    "unsqueeze",
+    "chunk",
+    "split",
+    "unbind",
+    "expand",
+}
+_PASS_FUNCS = {
+    torch.flatten,
+    torch.reshape,
+    torch.permute,
+    torch.transpose,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.chunk,
+    torch.split,
+    torch.unbind,
+    operator.getitem,
+}
 _PASS_MODULES = (nn.Flatten, nn.Dropout, nn.Identity, nn.MaxPool2d)
 
 
@@ -186,8 +215,18 @@ def _fold_batchnorm(model: nn.Module) -> None:
         bn = m.bn
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         cls = nniqat.ConvReLU2d if isinstance(m, nniqat.ConvBnReLU2d) else nnqat.Conv2d
-        folded = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
-                     True, m.padding_mode, qconfig=m.qconfig)
+        folded = cls(
+            m.in_channels,
+            m.out_channels,
+            m.kernel_size,
+            m.stride,
+            m.padding,
+            m.dilation,
+            m.groups,
+            True,
+            m.padding_mode,
+            qconfig=m.qconfig,
+        )
         with torch.no_grad():
             folded.weight.copy_(m.weight * scale.reshape(-1, 1, 1, 1))
             bias = m.bias if m.bias is not None else torch.zeros_like(bn.running_mean)

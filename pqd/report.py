@@ -8,35 +8,66 @@ from typing import Optional
 from pqd.checkpoint import atomic_path, code_version, load_checkpoint, read_json, write_json
 
 
-def pipeline_report(experiment: str, pipeline: str, model_path: str, eval_path: str, latency_path: str,
-                    dense_eval_path: str, output: str) -> dict:
+def pipeline_report(
+    experiment: str,
+    pipeline: str,
+    model_path: str,
+    eval_path: str,
+    latency_path: str,
+    dense_eval_path: str,
+    output: str,
+) -> dict:
     """Combine the measurements of one pipeline with the provenance of its stages."""
     ev, lat, dense = read_json(eval_path), read_json(latency_path), read_json(dense_eval_path)
     meta = load_checkpoint(model_path)["meta"]
-    stages = [{"stage": h["stage"], "name": h.get("name", h["stage"]), "epochs": h["epochs"],
-               "threads": h.get("threads"),
-               "wall_s": h.get("wall_s"), "accuracy_after": h.get("accuracy"), "settings": h["settings"],
-               **({"imported_from": h["imported_from"]} if "imported_from" in h else {}),
-               # what each stage's spec says its record adds to the report (StageSpec.record)
-               **{k: h[k] for k in h.get("reported", ()) if k in h}}
-              for h in meta["history"]]
+    stages = [
+        {
+            "stage": h["stage"],
+            "name": h.get("name", h["stage"]),
+            "epochs": h["epochs"],
+            "threads": h.get("threads"),
+            "wall_s": h.get("wall_s"),
+            "accuracy_after": h.get("accuracy"),
+            "settings": h["settings"],
+            **({"imported_from": h["imported_from"]} if "imported_from" in h else {}),
+            # what each stage's spec says its record adds to the report (StageSpec.record)
+            **{k: h[k] for k in h.get("reported", ()) if k in h},
+        }
+        for h in meta["history"]
+    ]
     config = meta["history"][-1].get("config") or {}
     rep = {
-        "experiment": config.get("experiment", experiment), "replicate": experiment, "seed": config.get("seed"),
-        "backbone": meta["backbone"], "dataset": meta["dataset"], "pipeline": pipeline,
+        "experiment": config.get("experiment", experiment),
+        "replicate": experiment,
+        "seed": config.get("seed"),
+        "backbone": meta["backbone"],
+        "dataset": meta["dataset"],
+        "pipeline": pipeline,
         "image_size": lat.get("image_size", 32),
-        "deployed_form": ev["form"], "runtime": ev["runtime"], "accuracy_torch": ev["accuracy_torch"],
-        "accuracy": ev["accuracy"], "dense_accuracy": dense["accuracy"], "accuracy_delta": ev["accuracy"] - dense["accuracy"],
-        "size_bytes": ev["bytes"], "size_gzip_bytes": ev["gzip_bytes"], "dense_size_bytes": dense["bytes"],
-        "size_ratio": dense["bytes"] / ev["bytes"], "size_gzip_ratio": dense["bytes"] / ev["gzip_bytes"],
-        "weight_sparsity": ev["weight_sparsity"], "weight_sparsity_inner": ev["weight_sparsity_inner"],
-        "latency_ms": lat["model"]["median_ms"], "latency_p90_ms": lat["model"]["p90_ms"],
-        "dense_latency_ms": lat["dense_fp32"]["median_ms"], "speedup": lat["speedup_vs_dense_fp32"],
+        "deployed_form": ev["form"],
+        "runtime": ev["runtime"],
+        "accuracy_torch": ev["accuracy_torch"],
+        "accuracy": ev["accuracy"],
+        "dense_accuracy": dense["accuracy"],
+        "accuracy_delta": ev["accuracy"] - dense["accuracy"],
+        "size_bytes": ev["bytes"],
+        "size_gzip_bytes": ev["gzip_bytes"],
+        "dense_size_bytes": dense["bytes"],
+        "size_ratio": dense["bytes"] / ev["bytes"],
+        "size_gzip_ratio": dense["bytes"] / ev["gzip_bytes"],
+        "weight_sparsity": ev["weight_sparsity"],
+        "weight_sparsity_inner": ev["weight_sparsity_inner"],
+        "latency_ms": lat["model"]["median_ms"],
+        "latency_p90_ms": lat["model"]["p90_ms"],
+        "dense_latency_ms": lat["dense_fp32"]["median_ms"],
+        "speedup": lat["speedup_vs_dense_fp32"],
         "speedup_same_runtime": lat["speedup_vs_dense_same_runtime"],
-        "latency_threads": lat["threads"], "latency_runs": lat["model"]["runs"],
+        "latency_threads": lat["threads"],
+        "latency_runs": lat["model"]["runs"],
         # per-round medians, paired by round across the three models (pqd.stats CIs)
         "latency_rounds_ms": {k: lat[k].get("round_ms") for k in ("model", "dense_fp32", "dense_runtime")},
-        "macs": lat["macs"], "int8_peak_fraction": lat["int8_peak_fraction"] if ev["form"] == "int8" else None,
+        "macs": lat["macs"],
+        "int8_peak_fraction": lat["int8_peak_fraction"] if ev["form"] == "int8" else None,
         "int8_peak_macs_per_s": lat["int8_peak_macs_per_s"],
         "train_wall_s": sum(s["wall_s"] or 0 for s in stages),
         "latency_target": latency_target_report(stages, lat, ev["form"]),
@@ -61,19 +92,50 @@ def latency_target_report(stages: list[dict], lat: dict, deployed_form: str) -> 
         return None
     keep = stats.ratio_interval([lat["model"]["round_ms"]], [lat["reference"]["round_ms"]])
     predicted = budget.get("predicted_keep")
-    return {"target": budget["target"], "target_keep": predicted, "form": budget.get("form", deployed_form),
-            "deployed_form": deployed_form, "runtime": lat["runtime"], "threads": lat["threads"],
-            "predicted_keep": predicted, "predicted_ms": budget.get("predicted_ms"),
-            "measured_keep": keep.mean, "measured_keep_ci95": [keep.low, keep.high],
-            "measured_ms": lat["model"]["median_ms"], "reference_ms": lat["reference"]["median_ms"],
-            "error": None if predicted is None else keep.mean - predicted}
+    return {
+        "target": budget["target"],
+        "target_keep": predicted,
+        "form": budget.get("form", deployed_form),
+        "deployed_form": deployed_form,
+        "runtime": lat["runtime"],
+        "threads": lat["threads"],
+        "predicted_keep": predicted,
+        "predicted_ms": budget.get("predicted_ms"),
+        "measured_keep": keep.mean,
+        "measured_keep_ci95": [keep.low, keep.high],
+        "measured_ms": lat["model"]["median_ms"],
+        "reference_ms": lat["reference"]["median_ms"],
+        "error": None if predicted is None else keep.mean - predicted,
+    }
 
 
-COLUMNS = ["pipeline", "deployed_form", "runtime", "seeds", "group", "accuracy_mean", "accuracy_ci95_low",
-           "accuracy_ci95_high", "accuracy_delta", "size_bytes", "size_gzip_bytes", "size_ratio", "weight_sparsity",
-           "macs", "latency_ms_mean", "latency_ms_ci95_low", "latency_ms_ci95_high", "speedup_mean", "speedup_ci95_low",
-           "speedup_ci95_high", "speedup_same_runtime_mean", "speedup_same_runtime_ci95_low",
-           "speedup_same_runtime_ci95_high", "int8_peak_fraction", "train_wall_s"]
+COLUMNS = [
+    "pipeline",
+    "deployed_form",
+    "runtime",
+    "seeds",
+    "group",
+    "accuracy_mean",
+    "accuracy_ci95_low",
+    "accuracy_ci95_high",
+    "accuracy_delta",
+    "size_bytes",
+    "size_gzip_bytes",
+    "size_ratio",
+    "weight_sparsity",
+    "macs",
+    "latency_ms_mean",
+    "latency_ms_ci95_low",
+    "latency_ms_ci95_high",
+    "speedup_mean",
+    "speedup_ci95_low",
+    "speedup_ci95_high",
+    "speedup_same_runtime_mean",
+    "speedup_same_runtime_ci95_low",
+    "speedup_same_runtime_ci95_high",
+    "int8_peak_fraction",
+    "train_wall_s",
+]
 PAIR_COLUMNS = ["a", "b", "why", "diff", "diff_ci95_low", "diff_ci95_high", "p_value", "p_holm", "significant"]
 
 
@@ -123,7 +185,7 @@ def asked_pairs(pipelines: list[str], budgets: Optional[dict] = None) -> list[tu
             pairs.append((p, match[0], "vs equal-budget control"))
     plain = [p for p in pipelines if p != "dense" and control_of(p) is None]
     for i, p in enumerate(plain):
-        for q in plain[i + 1:]:
+        for q in plain[i + 1 :]:
             if len(p) > 1 and sorted(p) == sorted(q):
                 pairs.append((p, q, "order"))
     return pairs
@@ -142,8 +204,16 @@ def _replicates(rows: list[dict]) -> dict[str, dict]:
     return table
 
 
-def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwise_csv: Optional[str] = None,
-            pairwise_md: Optional[str] = None, max_loss: Optional[float] = 1.0, html_out: Optional[str] = None) -> None:
+def summary(
+    reports: list[str],
+    csv_out: str,
+    md_out: str,
+    plot_out: str,
+    pairwise_csv: Optional[str] = None,
+    pairwise_md: Optional[str] = None,
+    max_loss: Optional[float] = 1.0,
+    html_out: Optional[str] = None,
+) -> None:
     """Per pipeline, over seeds: mean top-1 with a 95% CI (seed and test-image noise, :mod:`pqd.stats`),
     latency and speedups with CIs (seeds and timing rounds), size; letter groups of pipelines that
     cannot be told apart (none with one seed); paired comparisons (pairwise.csv/.md,
@@ -167,8 +237,13 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
     judged = len(seeds) >= 2
 
     # every pair among pipelines (one Holm family): the letter groups and the frontier's ties
-    everything = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b])
-                                  for i, a in enumerate(pipelines) for b in pipelines[i + 1:]])
+    everything = stats.with_holm(
+        [
+            stats.paired_comparison(a, b, correct[a], correct[b])
+            for i, a in enumerate(pipelines)
+            for b in pipelines[i + 1 :]
+        ]
+    )
     accuracy = {p: stats.accuracy_interval(correct[p]) for p in pipelines}
     groups = stats.letter_groups({p: accuracy[p].mean for p in pipelines}, everything) if judged else {}
     out = []
@@ -180,20 +255,41 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
         sp = stats.ratio_interval([r["dense_fp32"] for r in rounds], [r["model"] for r in rounds])
         sp_rt = stats.ratio_interval([r["dense_runtime"] for r in rounds], [r["model"] for r in rounds])
         first = reps[0]
-        out.append({
-            "pipeline": p, "deployed_form": first["deployed_form"], "runtime": first["runtime"], "seeds": len(seeds),
-            "group": groups.get(p, "-"), "accuracy_mean": acc.mean, "accuracy_ci95_low": acc.low,
-            "accuracy_ci95_high": acc.high, "accuracy_delta": np.nan, "size_bytes": first["size_bytes"],
-            "size_gzip_bytes": int(round(float(np.mean([r["size_gzip_bytes"] for r in reps])))),  # bytes: exact in the CSV
-            "size_ratio": first["size_ratio"], "weight_sparsity": float(np.mean([r["weight_sparsity"] for r in reps])),
-            "macs": first["macs"], "latency_ms_mean": lat.mean, "latency_ms_ci95_low": lat.low,
-            "latency_ms_ci95_high": lat.high, "speedup_mean": sp.mean, "speedup_ci95_low": sp.low,
-            "speedup_ci95_high": sp.high, "speedup_same_runtime_mean": sp_rt.mean,
-            "speedup_same_runtime_ci95_low": sp_rt.low, "speedup_same_runtime_ci95_high": sp_rt.high,
-            "int8_peak_fraction": (float(np.mean([r["int8_peak_fraction"] for r in reps]))
-                                   if first["int8_peak_fraction"] is not None else np.nan),
-            "train_wall_s": float(np.mean([r["train_wall_s"] for r in reps])),
-        })
+        out.append(
+            {
+                "pipeline": p,
+                "deployed_form": first["deployed_form"],
+                "runtime": first["runtime"],
+                "seeds": len(seeds),
+                "group": groups.get(p, "-"),
+                "accuracy_mean": acc.mean,
+                "accuracy_ci95_low": acc.low,
+                "accuracy_ci95_high": acc.high,
+                "accuracy_delta": np.nan,
+                "size_bytes": first["size_bytes"],
+                "size_gzip_bytes": int(
+                    round(float(np.mean([r["size_gzip_bytes"] for r in reps])))
+                ),  # bytes: exact in the CSV
+                "size_ratio": first["size_ratio"],
+                "weight_sparsity": float(np.mean([r["weight_sparsity"] for r in reps])),
+                "macs": first["macs"],
+                "latency_ms_mean": lat.mean,
+                "latency_ms_ci95_low": lat.low,
+                "latency_ms_ci95_high": lat.high,
+                "speedup_mean": sp.mean,
+                "speedup_ci95_low": sp.low,
+                "speedup_ci95_high": sp.high,
+                "speedup_same_runtime_mean": sp_rt.mean,
+                "speedup_same_runtime_ci95_low": sp_rt.low,
+                "speedup_same_runtime_ci95_high": sp_rt.high,
+                "int8_peak_fraction": (
+                    float(np.mean([r["int8_peak_fraction"] for r in reps]))
+                    if first["int8_peak_fraction"] is not None
+                    else np.nan
+                ),
+                "train_wall_s": float(np.mean([r["train_wall_s"] for r in reps])),
+            }
+        )
     df = pd.DataFrame(out)[COLUMNS]
     if "dense" in table:
         df["accuracy_delta"] = df["accuracy_mean"] - float(df.loc[df["pipeline"] == "dense", "accuracy_mean"].iloc[0])
@@ -202,59 +298,109 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
 
     asked = asked_pairs(pipelines, {p: budget(table[p][seeds[0]]) for p in pipelines if p != "dense"})
     comparisons = stats.with_holm([stats.paired_comparison(a, b, correct[a], correct[b]) for a, b, _ in asked])
-    pw = pd.DataFrame([{"a": c.a, "b": c.b, "why": why, "diff": c.diff, "diff_ci95_low": c.low,
-                        "diff_ci95_high": c.high, "p_value": c.p_value, "p_holm": c.p_holm,
-                        "significant": c.significant} for c, (_, _, why) in zip(comparisons, asked)],
-                      columns=PAIR_COLUMNS)
+    pw = pd.DataFrame(
+        [
+            {
+                "a": c.a,
+                "b": c.b,
+                "why": why,
+                "diff": c.diff,
+                "diff_ci95_low": c.low,
+                "diff_ci95_high": c.high,
+                "p_value": c.p_value,
+                "p_holm": c.p_holm,
+                "significant": c.significant,
+            }
+            for c, (_, _, why) in zip(comparisons, asked)
+        ],
+        columns=PAIR_COLUMNS,
+    )
     disagree = [stats.discordance(correct[a], correct[b]) for a, b, _ in asked] or [
-        stats.discordance(correct[a], correct[b]) for i, a in enumerate(pipelines) for b in pipelines[i + 1:]]
+        stats.discordance(correct[a], correct[b]) for i, a in enumerate(pipelines) for b in pipelines[i + 1 :]
+    ]
     d_med = float(np.median(disagree)) if disagree else 0.0
     if pairwise_csv:
         with atomic_path(pairwise_csv) as tmp:
             pw.to_csv(tmp, index=False, float_format="%.4g")
     if pairwise_md:
-        lines = [f"# {exp}: paired comparisons of top-1", "",
-                 f"Difference a - b in points, averaged over {len(seeds)} seed(s) x {n_images} test images, with its 95% "
-                 f"CI and two-sided p-value, Holm-corrected over the {len(pw)} comparisons listed. {noise_sentence(len(seeds))}",
-                 "", "| a | b | comparison | a - b (points) | 95% CI | p | p (Holm) | verdict |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = [
+            f"# {exp}: paired comparisons of top-1",
+            "",
+            f"Difference a - b in points, averaged over {len(seeds)} seed(s) x {n_images} test images, with its 95% "
+            f"CI and two-sided p-value, Holm-corrected over the {len(pw)} comparisons listed. {noise_sentence(len(seeds))}",
+            "",
+            "| a | b | comparison | a - b (points) | 95% CI | p | p (Holm) | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in pw.itertuples(index=False):
-            verdict = (("a better" if r.diff > 0 else "b better") if r.significant else
-                       "no detectable difference" if judged else "not judged (1 seed)")
-            lines.append(f"| {r.a} | {r.b} | {r.why} | {r.diff:+.2f} | [{r.diff_ci95_low:+.2f}, {r.diff_ci95_high:+.2f}] "
-                         f"| {r.p_value:.3g} | {r.p_holm:.3g} | {verdict} |")
+            verdict = (
+                ("a better" if r.diff > 0 else "b better")
+                if r.significant
+                else "no detectable difference"
+                if judged
+                else "not judged (1 seed)"
+            )
+            lines.append(
+                f"| {r.a} | {r.b} | {r.why} | {r.diff:+.2f} | [{r.diff_ci95_low:+.2f}, {r.diff_ci95_high:+.2f}] "
+                f"| {r.p_value:.3g} | {r.p_holm:.3g} | {verdict} |"
+            )
         with atomic_path(pairwise_md) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
 
-    groups_note = ("`group`: pipelines sharing a letter cannot be told apart in top-1; two with no letter in common "
-                   "differ significantly (paired test, Holm over all pairs)." if judged else
-                   "`group`: none with one seed (no significance-based claim without training noise).")
+    groups_note = (
+        "`group`: pipelines sharing a letter cannot be told apart in top-1; two with no letter in common "
+        "differ significantly (paired test, Holm over all pairs)."
+        if judged
+        else "`group`: none with one seed (no significance-based claim without training noise)."
+    )
     vs_dense = {c.a: c for c, (_, _, why) in zip(comparisons, asked) if why == "vs dense"}
     vs_control = {c.a: c for c, (_, _, why) in zip(comparisons, asked) if why == "vs equal-budget control"}
     decision = verdict.decide(df, vs_dense, len(seeds), max_loss)
-    noise = (f"{len(seeds)} seed(s) ({', '.join(str(s) for s in seeds)}) x {n_images} test images. Means over seeds "
-             "(latency, speedup: geometric mean of per-seed medians). " + noise_sentence(len(seeds)) + " " + groups_note)
-    mde = detectable_effect_sentence(comparisons or everything, len(comparisons or everything), len(seeds), n_images,
-                                     d_med)
-    lines = [f"# {exp}", ""] + verdict.verdict_markdown(df, decision, vs_dense, vs_control) + [
-        "", "Speedup: against dense FP32 timed in the same job and runtime. Size ratio: dense's deployed file over "
-        "this one's. `#`: the pipeline's number in frontier.png. Every column (latency, gzip size, sparsity, MACs, "
-        "groups, speedup against PyTorch FP32, training time) is in summary.csv; the paired comparisons in pairwise.md.",
-        "", "## How much to trust it", "", noise, "", mde]
+    noise = (
+        f"{len(seeds)} seed(s) ({', '.join(str(s) for s in seeds)}) x {n_images} test images. Means over seeds "
+        "(latency, speedup: geometric mean of per-seed medians). " + noise_sentence(len(seeds)) + " " + groups_note
+    )
+    mde = detectable_effect_sentence(
+        comparisons or everything, len(comparisons or everything), len(seeds), n_images, d_med
+    )
+    lines = (
+        [f"# {exp}", ""]
+        + verdict.verdict_markdown(df, decision, vs_dense, vs_control)
+        + [
+            "",
+            "Speedup: against dense FP32 timed in the same job and runtime. Size ratio: dense's deployed file over "
+            "this one's. `#`: the pipeline's number in frontier.png. Every column (latency, gzip size, sparsity, MACs, "
+            "groups, speedup against PyTorch FP32, training time) is in summary.csv; the paired comparisons in pairwise.md.",
+            "",
+            "## How much to trust it",
+            "",
+            noise,
+            "",
+            mde,
+        ]
+    )
     served: dict[str, list[str]] = {}
     for a, b, why in asked:
         if why == "vs equal-budget control":
             served.setdefault(b, []).append(a)
-    lines += [""] + [f"{c} is the equal-budget control of {', '.join(ps)} (dense fine-tuned with plain cross-entropy "
-                     "for the same epochs and learning rates, stage by stage)." for c, ps in served.items()]
+    lines += [""] + [
+        f"{c} is the equal-budget control of {', '.join(ps)} (dense fine-tuned with plain cross-entropy "
+        "for the same epochs and learning rates, stage by stage)."
+        for c, ps in served.items()
+    ]
     targets = latency_target_lines(table, seeds)
     if targets:
-        lines += ["", "## Latency kept by structured pruning", "",
-                  "Deployed latency as a fraction of the unpruned model that entered `s`, timed in the same rounds "
-                  "and the same form (mean over seeds; 95% CI over timing rounds of the first seed); predicted: "
-                  "read off the latency curve (latency targets only).", "",
-                  "| pipeline | target | form (target / deployed) | predicted | measured [95% CI] |",
-                  "|---|---|---|---|---|"] + targets
+        lines += [
+            "",
+            "## Latency kept by structured pruning",
+            "",
+            "Deployed latency as a fraction of the unpruned model that entered `s`, timed in the same rounds "
+            "and the same form (mean over seeds; 95% CI over timing rounds of the first seed); predicted: "
+            "read off the latency curve (latency targets only).",
+            "",
+            "| pipeline | target | form (target / deployed) | predicted | measured [95% CI] |",
+            "|---|---|---|---|---|",
+        ] + targets
     warnings = student_warnings(table, seeds) + latency_target_warnings(table, seeds)
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
@@ -262,20 +408,32 @@ def summary(reports: list[str], csv_out: str, md_out: str, plot_out: str, pairwi
         tmp.write_text("\n".join(lines) + "\n")
     if html_out:
         with atomic_path(html_out) as tmp:
-            tmp.write_text(verdict.verdict_html(f"{exp}: the verdict", df, decision, vs_dense, vs_control,
-                                                [noise, mde] + [f"Warning: {w}" for w in warnings]))
+            tmp.write_text(
+                verdict.verdict_html(
+                    f"{exp}: the verdict",
+                    df,
+                    decision,
+                    vs_dense,
+                    vs_control,
+                    [noise, mde] + [f"Warning: {w}" for w in warnings],
+                )
+            )
     frontier_plot(df, everything, exp, plot_out, recommended=decision.fastest)
 
 
 def noise_sentence(n_seeds: int) -> str:
     """What the intervals and verdicts of a summary cover, by its number of seeds."""
     if n_seeds >= 2:
-        return ("95% CIs and tests cover training noise (from the spread of the seeds, S - 1 degrees of freedom) and "
-                "test-image noise (shared by the seeds): accuracy Wilson-type, differences paired t with Satterthwaite's "
-                "degrees of freedom, latency and speedup t over seeds.")
-    return ("**One seed: training noise is unseen.** Its 95% CIs cover test-image noise (accuracy: Wilson) and "
-            "timing noise (batch medians of consecutive timing rounds) only; another training run can land outside them, so no "
-            "difference is called significant. Run 3 or more seeds (`seeds:`) for verdicts.")
+        return (
+            "95% CIs and tests cover training noise (from the spread of the seeds, S - 1 degrees of freedom) and "
+            "test-image noise (shared by the seeds): accuracy Wilson-type, differences paired t with Satterthwaite's "
+            "degrees of freedom, latency and speedup t over seeds."
+        )
+    return (
+        "**One seed: training noise is unseen.** Its 95% CIs cover test-image noise (accuracy: Wilson) and "
+        "timing noise (batch medians of consecutive timing rounds) only; another training run can land outside them, so no "
+        "difference is called significant. Run 3 or more seeds (`seeds:`) for verdicts."
+    )
 
 
 def detectable_effect_sentence(comparisons: list, family: int, n_seeds: int, n_images: int, disagreement: float) -> str:
@@ -285,8 +443,10 @@ def detectable_effect_sentence(comparisons: list, family: int, n_seeds: int, n_i
     from pqd import stats
 
     judged = [c for c in comparisons if c.components is not None and c.components.n_seeds >= 2]
-    head = (f"**Minimum detectable effect** (power 0.8, two-sided alpha 0.05 Holm-adjusted over {family} comparisons, "
-            f"{n_seeds} seed(s) x {n_images} test images, median disagreement {100 * disagreement:.1f}% of images): ")
+    head = (
+        f"**Minimum detectable effect** (power 0.8, two-sided alpha 0.05 Holm-adjusted over {family} comparisons, "
+        f"{n_seeds} seed(s) x {n_images} test images, median disagreement {100 * disagreement:.1f}% of images): "
+    )
     if n_seeds < 2:
         return head + "cannot be estimated: with one seed the training noise is unseen. Run 3 or more seeds."
     if not judged:
@@ -297,8 +457,10 @@ def detectable_effect_sentence(comparisons: list, family: int, n_seeds: int, n_i
     if mde is None:
         return head + "cannot be estimated: the compared pipelines never disagree."
     need = {e: stats.seeds_needed(typical, e, family) for e in (0.5, 1.0)}
-    said = "; ".join(f"{e} point: {'more than 100 seeds or more test images' if s is None else f'{s} seeds'}"
-                     for e, s in need.items())
+    said = "; ".join(
+        f"{e} point: {'more than 100 seeds or more test images' if s is None else f'{s} seeds'}"
+        for e, s in need.items()
+    )
     return head + f"{mde:.2f} points of top-1, from the seed and image noise seen. To detect {said}."
 
 
@@ -313,9 +475,11 @@ def latency_target_lines(table: dict, seeds: list) -> list[str]:
         t = lt[0]
         predicted = "-" if t["predicted_keep"] is None else f"{t['predicted_keep']:.3f}"  # "-": a MACs budget
         what = ", ".join(f"{k} {v:g}" for k, v in t["target"].items())
-        out.append(f"| {p} | {what} | {t['form']} / {t['deployed_form']} | {predicted} | "
-                   f"{np.mean([x['measured_keep'] for x in lt]):.3f} [{t['measured_keep_ci95'][0]:.3f}, "
-                   f"{t['measured_keep_ci95'][1]:.3f}] |")
+        out.append(
+            f"| {p} | {what} | {t['form']} / {t['deployed_form']} | {predicted} | "
+            f"{np.mean([x['measured_keep'] for x in lt]):.3f} [{t['measured_keep_ci95'][0]:.3f}, "
+            f"{t['measured_keep_ci95'][1]:.3f}] |"
+        )
     return out
 
 
@@ -332,13 +496,17 @@ def latency_target_warnings(table: dict, seeds: list) -> list[str]:
         if not lt[0] or lt[0]["target_keep"] is None:
             continue
         if lt[0]["form"] != lt[0]["deployed_form"]:
-            out.append(f"{p}: its s stage targeted {lt[0]['form']} latency but the pipeline deploys "
-                       f"{lt[0]['deployed_form']}; set stages.s.latency_form: {lt[0]['deployed_form']} for it.")
+            out.append(
+                f"{p}: its s stage targeted {lt[0]['form']} latency but the pipeline deploys "
+                f"{lt[0]['deployed_form']}; set stages.s.latency_form: {lt[0]['deployed_form']} for it."
+            )
         measured = float(np.mean([x["measured_keep"] for x in lt]))
         if abs(measured - lt[0]["target_keep"]) > LATENCY_TOLERANCE:
-            out.append(f"{p}: latency {measured:.2f} of the unpruned model, target {lt[0]['target_keep']:.2f} (more than "
-                       f"{LATENCY_TOLERANCE:.2f} off): the latency curve no longer describes this machine or runtime; "
-                       "rerun its latency_curve job (delete latency_curve.json) on the machine that measures latency.")
+            out.append(
+                f"{p}: latency {measured:.2f} of the unpruned model, target {lt[0]['target_keep']:.2f} (more than "
+                f"{LATENCY_TOLERANCE:.2f} off): the latency curve no longer describes this machine or runtime; "
+                "rerun its latency_curve job (delete latency_curve.json) on the machine that measures latency."
+            )
     return out
 
 
@@ -357,11 +525,14 @@ def student_warnings(table: dict, seeds: list) -> list[str]:
             after = float(np.mean([st[i]["accuracy_after"] for st in stages]))
             if after < before:
                 t = stages[0][i]["teacher"]
-                t_acc = np.mean([st[i]["teacher"].get("accuracy", st[i]["teacher"].get("accuracy_start", np.nan))
-                                 for st in stages])
-                out.append(f"{p}: stage {stages[0][i]['stage']} ({stages[0][i]['name']}) lowered top-1 from "
-                           f"{before:.2f}% to {after:.2f}% (mean over seeds); its teacher ({t.get('model', '?')}) "
-                           f"scores {t_acc:.2f}%. Choose another teacher (stages.d.teacher) or drop the stage.")
+                t_acc = np.mean(
+                    [st[i]["teacher"].get("accuracy", st[i]["teacher"].get("accuracy_start", np.nan)) for st in stages]
+                )
+                out.append(
+                    f"{p}: stage {stages[0][i]['stage']} ({stages[0][i]['name']}) lowered top-1 from "
+                    f"{before:.2f}% to {after:.2f}% (mean over seeds); its teacher ({t.get('model', '?')}) "
+                    f"scores {t_acc:.2f}%. Choose another teacher (stages.d.teacher) or drop the stage."
+                )
     return out
 
 
@@ -373,15 +544,24 @@ def place_labels(ax, xs: list[float], ys: list[float], labels: list[str], fontsi
     from matplotlib.text import Text
 
     renderer = ax.figure.canvas.get_renderer()
-    rings = [(r * cx, r * cy) for r in (4, 11, 18, 26, 36, 48, 62)
-             for cx, cy in ((1, 0.4), (1, -1.4), (-1.8, 0.4), (-1.8, -1.4), (0, 1.2), (0, -2.2), (1.4, -0.5),
-                            (-2.4, -0.5))]
+    rings = [
+        (r * cx, r * cy)
+        for r in (4, 11, 18, 26, 36, 48, 62)
+        for cx, cy in ((1, 0.4), (1, -1.4), (-1.8, 0.4), (-1.8, -1.4), (0, 1.2), (0, -2.2), (1.4, -0.5), (-2.4, -0.5))
+    ]
     placed, texts = [], []
     for i in sorted(range(len(labels)), key=lambda k: (xs[k], -ys[k])):
         for k, (dx, dy) in enumerate(rings):
-            t = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
-                            zorder=6, bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
-                            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4"} if k >= 8 else None)
+            t = ax.annotate(
+                labels[i],
+                (xs[i], ys[i]),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=fontsize,
+                zorder=6,
+                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+                arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4"} if k >= 8 else None,
+            )
             box = Text.get_window_extent(t, renderer)  # the label's own box (an Annotation's adds its line)
             if not any(box.overlaps(b) for b in placed) or k == len(rings) - 1:
                 break
@@ -413,12 +593,22 @@ def frontier_figure(df, comparisons, exp: str, recommended: Optional[str] = None
     rel_lo, rel_hi = 1.0 / df["speedup_same_runtime_ci95_high"], 1.0 / df["speedup_same_runtime_ci95_low"]
     runtime = "/".join(sorted(set(df["runtime"])))
     names, accs = df["pipeline"].tolist(), df["accuracy_mean"].tolist()
-    key_rows = [names[k:k + 8] for k in range(0, len(names), 8)]
+    key_rows = [names[k : k + 8] for k in range(0, len(names), 8)]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.0 + 0.25 * len(key_rows)))
-    yerr = [(df["accuracy_mean"] - df["accuracy_ci95_low"]).tolist(), (df["accuracy_ci95_high"] - df["accuracy_mean"]).tolist()]
-    panels = ((axes[0], rel.tolist(), rel_lo.tolist(), rel_hi.tolist(),
-               f"batch-1 CPU latency / dense FP32 latency ({runtime}, same job)"),
-              (axes[1], (df["size_gzip_bytes"] / 1e6).tolist(), None, None, "deployed size, gzip-compressed (MB)"))
+    yerr = [
+        (df["accuracy_mean"] - df["accuracy_ci95_low"]).tolist(),
+        (df["accuracy_ci95_high"] - df["accuracy_mean"]).tolist(),
+    ]
+    panels = (
+        (
+            axes[0],
+            rel.tolist(),
+            rel_lo.tolist(),
+            rel_hi.tolist(),
+            f"batch-1 CPU latency / dense FP32 latency ({runtime}, same job)",
+        ),
+        (axes[1], (df["size_gzip_bytes"] / 1e6).tolist(), None, None, "deployed size, gzip-compressed (MB)"),
+    )
     for ax, costs, lo, hi, label in panels:
         front = pareto(costs, accs)
         tied = []
@@ -426,21 +616,48 @@ def frontier_figure(df, comparisons, exp: str, recommended: Optional[str] = None
             if i in front:
                 continue
             dominators = [j for j in front if costs[j] <= costs[i] and accs[j] >= accs[i]]
-            cheaper = (lambda j: hi[j] < lo[i]) if lo is not None else (lambda j: costs[j] < costs[i])
-            if not any(acc_better(names[j], names[i]) or (cheaper(j) and not acc_better(names[i], names[j]))
-                       for j in dominators):
+            # j significantly cheaper than i: CIs apart where the cost has one, else any lower cost
+            cheaper = [(hi[j] < lo[i]) if lo is not None else (costs[j] < costs[i]) for j in dominators]
+            if not any(
+                acc_better(names[j], names[i]) or (c and not acc_better(names[i], names[j]))
+                for j, c in zip(dominators, cheaper)
+            ):
                 tied.append(i)
-        xerr = None if lo is None else [[c - l for c, l in zip(costs, lo)], [h - c for c, h in zip(costs, hi)]]
+        xerr = None if lo is None else [[c - low for c, low in zip(costs, lo)], [h - c for c, h in zip(costs, hi)]]
         for i, name in enumerate(names):
             color = "tab:blue" if df["deployed_form"].iloc[i] == "int8" else "tab:gray"
-            ax.errorbar([costs[i]], [accs[i]], yerr=[[yerr[0][i]], [yerr[1][i]]],
-                        xerr=None if xerr is None else [[xerr[0][i]], [xerr[1][i]]], fmt="o", color=color,
-                        mfc="white" if i in tied else color, capsize=2, zorder=3)
+            ax.errorbar(
+                [costs[i]],
+                [accs[i]],
+                yerr=[[yerr[0][i]], [yerr[1][i]]],
+                xerr=None if xerr is None else [[xerr[0][i]], [xerr[1][i]]],
+                fmt="o",
+                color=color,
+                mfc="white" if i in tied else color,
+                capsize=2,
+                zorder=3,
+            )
             if name == recommended:
-                ax.scatter([costs[i]], [accs[i]], s=260, facecolors="none", edgecolors="tab:green", linewidths=2,
-                           zorder=5, label=f"recommended: {name}")
-        ax.step([costs[i] for i in front], [accs[i] for i in front], where="post", color="tab:red", zorder=4,
-                linewidth=1.8, alpha=0.8, label="Pareto front (means)")  # above the error bars
+                ax.scatter(
+                    [costs[i]],
+                    [accs[i]],
+                    s=260,
+                    facecolors="none",
+                    edgecolors="tab:green",
+                    linewidths=2,
+                    zorder=5,
+                    label=f"recommended: {name}",
+                )
+        ax.step(
+            [costs[i] for i in front],
+            [accs[i] for i in front],
+            where="post",
+            color="tab:red",
+            zorder=4,
+            linewidth=1.8,
+            alpha=0.8,
+            label="Pareto front (means)",
+        )  # above the error bars
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 accuracy (%), mean and 95% CI")
         ax.grid(alpha=0.3)

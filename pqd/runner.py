@@ -20,9 +20,8 @@ import torch
 import torch.nn as nn
 
 from pqd import arch as arch_mod
-from pqd import interrupts
+from pqd import interrupts, qat
 from pqd import masks as masks_mod
-from pqd import qat
 from pqd import train as trainer
 from pqd.checkpoint import code_version, read_json, save_checkpoint
 from pqd.data import Data, data_for
@@ -78,8 +77,15 @@ class StageContext:
         """The first ``n`` shuffled, augmented training batches for seed ``seed`` (for scoring
         and warm-up passes outside the training loop)."""
         batch = self.params.train.batch_size
-        return self.data.batches("train", batch, shuffle=True, augment=True,
-                                 generator=torch.Generator().manual_seed(seed), device=self.device, limit=n * batch)
+        return self.data.batches(
+            "train",
+            batch,
+            shuffle=True,
+            augment=True,
+            generator=torch.Generator().manual_seed(seed),
+            device=self.device,
+            limit=n * batch,
+        )
 
     def load_teacher(self) -> nn.Module:
         """The stage's second input model (see ``StageSpec.teacher``), frozen on the device."""
@@ -94,8 +100,16 @@ class StageContext:
             raise PqdError(f"stage {self.params.stage!r} prunes to a latency target but got no latency curve (--curve)")
         return read_json(self.curve_path)
 
-    def fit(self, model: nn.Module, *, lr: float, loss_fn: trainer.LossFn = trainer.cross_entropy, epoch_hooks=(),
-            masks: Optional[dict] = None, epochs: Optional[int] = None) -> None:
+    def fit(
+        self,
+        model: nn.Module,
+        *,
+        lr: float,
+        loss_fn: trainer.LossFn = trainer.cross_entropy,
+        epoch_hooks=(),
+        masks: Optional[dict] = None,
+        epochs: Optional[int] = None,
+    ) -> None:
         """Train with the shared optimiser settings. Pruning masks (given, or re-derived
         from the model's zeros) are re-applied after every step; a fake-quantized model
         gets its observers and BN statistics frozen for the last part of training."""
@@ -108,28 +122,56 @@ class StageContext:
         t = self.params.train
         self.record.setdefault("train", [])
         self.record["train"] += trainer.fit(
-            model, self.data, epochs=epochs, lr=lr, batch_size=t.batch_size, momentum=t.momentum,
-            weight_decay=t.weight_decay, nesterov=t.nesterov, optimizer=t.optimizer, precision=t.precision,
-            memory_format_name=t.memory_format, seed=self.params.seed, device=self.device, loss_fn=loss_fn,
-            epoch_hooks=hooks, step_hooks=[masks_mod.mask_hook(masks)], desc=self.params.label, resume=self.resume,
+            model,
+            self.data,
+            epochs=epochs,
+            lr=lr,
+            batch_size=t.batch_size,
+            momentum=t.momentum,
+            weight_decay=t.weight_decay,
+            nesterov=t.nesterov,
+            optimizer=t.optimizer,
+            precision=t.precision,
+            memory_format_name=t.memory_format,
+            seed=self.params.seed,
+            device=self.device,
+            loss_fn=loss_fn,
+            epoch_hooks=hooks,
+            step_hooks=[masks_mod.mask_hook(masks)],
+            desc=self.params.label,
+            resume=self.resume,
             deadline=self.deadline,
         )
 
 
-def _meta(params: StageParams, num_classes: int, form: str, history: list, accuracy: float,
-          arch: Optional[dict] = None) -> dict:
+def _meta(
+    params: StageParams, num_classes: int, form: str, history: list, accuracy: float, arch: Optional[dict] = None
+) -> dict:
     return {
-        "experiment": params.experiment, "backbone": params.backbone.name, "model": params.backbone.to_dict(),
+        "experiment": params.experiment,
+        "backbone": params.backbone.name,
+        "model": params.backbone.to_dict(),
         "dataset": params.dataset,
-        "num_classes": num_classes, "width": params.width, "form": form,
+        "num_classes": num_classes,
+        "width": params.width,
+        "form": form,
         **({"arch": arch} if arch else {}),
-        "reduce_range": (params.quant or {}).get("reduce_range", True), "accuracy": accuracy, "history": history,
+        "reduce_range": (params.quant or {}).get("reduce_range", True),
+        "accuracy": accuracy,
+        "history": history,
         "code_version": code_version(),
     }
 
 
-def run_stage(params: StageParams, data_path: str, output: str, input_path: Optional[str] = None,
-              teacher: Optional[str] = None, resume_key: Optional[str] = None, curve: Optional[str] = None) -> dict:
+def run_stage(
+    params: StageParams,
+    data_path: str,
+    output: str,
+    input_path: Optional[str] = None,
+    teacher: Optional[str] = None,
+    resume_key: Optional[str] = None,
+    curve: Optional[str] = None,
+) -> dict:
     """Apply stage ``params.stage`` to the model at ``input_path`` and save it to ``output``.
 
     A starting stage (``StageSpec.starts``: dense training, EPSD) gets no input: it is handed a
@@ -141,21 +183,40 @@ def run_stage(params: StageParams, data_path: str, output: str, input_path: Opti
     data = data_for(params.data, data_path).to(device)  # resident where the model trains
     if spec.starts:
         torch.manual_seed(params.seed)
-        model, meta = build_model(params.backbone, data.num_classes, params.width), {
-            "num_classes": data.num_classes, "history": []}
+        model, meta = (
+            build_model(params.backbone, data.num_classes, params.width),
+            {"num_classes": data.num_classes, "history": []},
+        )
     elif input_path is None:
         raise PqdError(f"stage {spec.key!r} ({spec.name}) needs an input model (--input)")
     else:
         model, meta = load_model(input_path)
     if data.train_x.shape[-1] != params.backbone.image_size:
-        raise PqdError(f"{data_path} holds {data.train_x.shape[-1]}px images but backbone {params.backbone.name!r} "
-                       f"takes {params.backbone.image_size}px; pass the data cache decoded at its image_size")
+        raise PqdError(
+            f"{data_path} holds {data.train_x.shape[-1]}px images but backbone {params.backbone.name!r} "
+            f"takes {params.backbone.image_size}px; pass the data cache decoded at its image_size"
+        )
     torch.manual_seed(params.seed)
-    record: dict = {"stage": spec.key, "name": spec.name, "settings": params.settings, "epochs": params.epochs,
-                    "threads": params.threads, "config": params.to_dict(), "reported": list(spec.record)}
+    record: dict = {
+        "stage": spec.key,
+        "name": spec.name,
+        "settings": params.settings,
+        "epochs": params.epochs,
+        "threads": params.threads,
+        "config": params.to_dict(),
+        "reported": list(spec.record),
+    }
     resume = ResumeFile(output, resume_key) if resume_key else None
-    ctx = StageContext(params, data, device, teacher_path=teacher, curve_path=curve, record=record, resume=resume,
-                       deadline=interrupts.job_deadline())
+    ctx = StageContext(
+        params,
+        data,
+        device,
+        teacher_path=teacher,
+        curve_path=curve,
+        record=record,
+        resume=resume,
+        deadline=interrupts.job_deadline(),
+    )
     t0 = time.perf_counter()
     model = importlib.import_module(spec.module).run(model, ctx)
     acc = trainer.evaluate(model, data, device=device)
@@ -165,8 +226,11 @@ def run_stage(params: StageParams, data_path: str, output: str, input_path: Opti
     arch = meta.get("arch")
     if spec.structural:
         arch = arch_mod.describe(model.cpu(), build_model(params.backbone, meta["num_classes"], params.width))
-    save_checkpoint(output, model.cpu().state_dict(),
-                    _meta(params, meta["num_classes"], form, meta["history"] + [record], acc, arch))
+    save_checkpoint(
+        output,
+        model.cpu().state_dict(),
+        _meta(params, meta["num_classes"], form, meta["history"] + [record], acc, arch),
+    )
     if resume is not None:
         resume.done()
     return record

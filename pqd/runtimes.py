@@ -20,10 +20,9 @@ from pqd import qat
 from pqd.catalog import RUNTIMES, resolve
 from pqd.checkpoint import atomic_path
 from pqd.constants import input_shape
-from pqd.models import backbone_of
 from pqd.errors import PqdError
 from pqd.model_io import load_model
-
+from pqd.models import backbone_of
 
 
 class Runner:
@@ -34,7 +33,9 @@ class Runner:
     (OpenVINO's ``benchmark_app``) does, so that at batch 1 on a small model the figure is not
     the cost of Python-side tensor conversion."""
 
-    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], bind: Callable[[torch.Tensor], Callable[[], object]]):
+    def __init__(
+        self, run: Callable[[torch.Tensor], torch.Tensor], bind: Callable[[torch.Tensor], Callable[[], object]]
+    ):
         self._run, self._bind = run, bind
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,6 +43,8 @@ class Runner:
 
     def bind(self, x: torch.Tensor) -> Callable[[], object]:
         return self._bind(x)
+
+
 OPSET = 17
 
 
@@ -86,26 +89,42 @@ def export_onnx(deployed: str, output: str, source: Optional[str] = None, runtim
         path = "weighted_inputs" if placement == "weighted_inputs" else spec.onnx_int8
     if path in ("fake_quant", "weighted_inputs"):
         if not source:
-            raise PqdError(f"the INT8 {meta['backbone']} is exported from its fake-quantized model "
-                           f"({'onnx_int8: fake_quant' if path == 'fake_quant' else runtime + ': ' + path} graph): "
-                           "pass its QAT checkpoint (--source, the pipeline's final model)")
+            raise PqdError(
+                f"the INT8 {meta['backbone']} is exported from its fake-quantized model "
+                f"({'onnx_int8: fake_quant' if path == 'fake_quant' else runtime + ': ' + path} graph): "
+                "pass its QAT checkpoint (--source, the pipeline's final model)"
+            )
         model, src_meta = load_model(source)
         if src_meta["form"] != "qat":
-            raise PqdError(f"{source} is {src_meta['form']}, not the fake-quantized model {deployed} was converted from")
-        model = (qat.weighted_inputs_graph(model, src_meta.get("reduce_range", True)) if path == "weighted_inputs"
-                 else qat.for_export(model))
+            raise PqdError(
+                f"{source} is {src_meta['form']}, not the fake-quantized model {deployed} was converted from"
+            )
+        model = (
+            qat.weighted_inputs_graph(model, src_meta.get("reduce_range", True))
+            if path == "weighted_inputs"
+            else qat.for_export(model)
+        )
     model.eval()
     _register_quantized_batchnorm()
     with atomic_path(output) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (torch.randn(*input_shape(1, spec.image_size)),), str(tmp), opset_version=OPSET, dynamo=False,
-                              input_names=["x"], output_names=["logits"],
-                              dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (torch.randn(*input_shape(1, spec.image_size)),),
+                str(tmp),
+                opset_version=OPSET,
+                dynamo=False,
+                input_names=["x"],
+                output_names=["logits"],
+                dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+            )
         except torch.onnx.errors.OnnxExporterError as e:  # SymbolicValueError and kin
-            raise PqdError(f"cannot export the {meta['form']} {meta['backbone']} model to ONNX: PyTorch's exporter has "
-                           f"no mapping for one of its ops ({str(e).splitlines()[0][:100]}); measure it with "
-                           "measure.runtime: torch") from None
+            raise PqdError(
+                f"cannot export the {meta['form']} {meta['backbone']} model to ONNX: PyTorch's exporter has "
+                f"no mapping for one of its ops ({str(e).splitlines()[0][:100]}); measure it with "
+                "measure.runtime: torch"
+            ) from None
     return {"form": meta["form"], "opset": OPSET, "int8_path": path}
 
 
@@ -139,6 +158,7 @@ def onnxruntime_runner(deployed: str, onnx_path: str | None, threads: int) -> Ru
 
         def infer(array=array):  # holds the bound array: the binding points into its memory
             session.run_with_iobinding(binding)
+
         return infer
 
     return Runner(run, bind)
@@ -171,13 +191,17 @@ def openvino_runner(deployed: str, onnx_path: str | None, threads: int) -> Runne
         raise PqdError("measure.runtime is 'openvino' but it is not installed; pip install openvino")
     import openvino.properties as props
     import openvino.properties.hint as hints
+
     if not onnx_path:
         raise PqdError("runtime 'openvino' needs the exported deployed.onnx")
     core = ov.Core()
     source = core.read_model(onnx_path)
-    config = {props.inference_num_threads: threads, props.num_streams: 1,
-              hints.performance_mode: hints.PerformanceMode.LATENCY,
-              hints.inference_precision: ov.Type.f32}
+    config = {
+        props.inference_num_threads: threads,
+        props.num_streams: 1,
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        hints.inference_precision: ov.Type.f32,
+    }
     compiled: dict[tuple, object] = {}
 
     def request_for(shape: tuple):
@@ -202,6 +226,7 @@ def openvino_runner(deployed: str, onnx_path: str | None, threads: int) -> Runne
             # the synchronous call (benchmark_app -api sync); start_async + wait from Python added
             # 0.1 ms per call on a 0.25 ms ResNet-20 here
             request.infer()
+
         return infer
 
     return Runner(run, bind)

@@ -131,8 +131,14 @@ def components(values: np.ndarray) -> Components:
     ss_seed = n * float(((seed_means - grand) ** 2).sum())
     ss_image = s * float(((image_means - grand) ** 2).sum())
     ss_resid = max(0.0, float(((v - grand) ** 2).sum()) - ss_seed - ss_image)
-    return Components(grand, s, n, ss_seed / (s - 1), ss_image / (n - 1) if n > 1 else 0.0,
-                      ss_resid / ((s - 1) * (n - 1)) if n > 1 else 0.0)
+    return Components(
+        grand,
+        s,
+        n,
+        ss_seed / (s - 1),
+        ss_image / (n - 1) if n > 1 else 0.0,
+        ss_resid / ((s - 1) * (n - 1)) if n > 1 else 0.0,
+    )
 
 
 def _quantile(q: float, df: float) -> float:
@@ -231,7 +237,7 @@ def paired_comparison(a: str, b: str, correct_a: np.ndarray, correct_b: np.ndarr
         se = math.sqrt(var)
         p_t = _two_sided_p(comp.mean / se, df)
         half = 100.0 * _quantile(1 - ALPHA / 2, df) * se
-    p = max(p_t, exact_mcnemar(int(((ca > cb)).sum()), int((cb > ca).sum())))
+    p = max(p_t, exact_mcnemar(int((ca > cb).sum()), int((cb > ca).sum())))
     return Comparison(a, b, diff, diff - half, diff + half, p, n_seeds=comp.n_seeds, components=comp)
 
 
@@ -265,17 +271,23 @@ def _per_seed_ratios(numerator: Sequence[np.ndarray], denominator: Optional[Sequ
     if not len(numerator):
         raise ValueError("no seeds to summarise")
     if denominator is not None and len(denominator) != len(numerator):
-        raise ValueError(f"{len(numerator)} seeds of the model's timing rounds but {len(denominator)} of the reference's")
+        raise ValueError(
+            f"{len(numerator)} seeds of the model's timing rounds but {len(denominator)} of the reference's"
+        )
     out = []
     for s, num in enumerate(numerator):
         if num is None or (denominator is not None and denominator[s] is None):
-            raise ValueError(f"seed {s}: no timing rounds recorded (a latency.json from before rounds were kept: "
-                             "rerun its latency job)")
+            raise ValueError(
+                f"seed {s}: no timing rounds recorded (a latency.json from before rounds were kept: "
+                "rerun its latency job)"
+            )
         n = np.asarray(num, dtype=np.float64)
         d = np.asarray(denominator[s], dtype=np.float64) if denominator is not None else np.ones_like(n)
         if n.ndim != 1 or n.shape != d.shape or n.size == 0:
-            raise ValueError(f"seed {s}: {n.size} timing rounds of the model but {d.size} of the reference "
-                             "(they must be timed in the same rounds)")
+            raise ValueError(
+                f"seed {s}: {n.size} timing rounds of the model but {d.size} of the reference "
+                "(they must be timed in the same rounds)"
+            )
         r = n / d
         if not (np.isfinite(r).all() and (r > 0).all()):
             raise ValueError(f"seed {s}: timing rounds hold NaN, infinite or non-positive values")
@@ -321,8 +333,9 @@ def ratio_interval(numerator: Sequence[np.ndarray], denominator: Optional[Sequen
     return Interval(float(np.median(per_seed[0])), float(np.exp(low)), float(np.exp(high)))
 
 
-def minimum_detectable_effect(comp: Components, family: int = 1, n_seeds: Optional[int] = None,
-                              alpha: float = ALPHA, power: float = POWER) -> Optional[float]:
+def minimum_detectable_effect(
+    comp: Components, family: int = 1, n_seeds: Optional[int] = None, alpha: float = ALPHA, power: float = POWER
+) -> Optional[float]:
     """Smallest top-1 difference (points) the paired test detects with probability ``power`` at the
     Holm level of a family of ``family`` comparisons (its strictest step, alpha / family), given the
     variance of a difference decomposed in ``comp`` (seed and image noise as observed), for its own

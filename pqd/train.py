@@ -8,9 +8,9 @@ pruning masks), so that a stage module stays a few lines of policy.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
-import os
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import torch
@@ -32,8 +32,9 @@ StepHook = Callable[[nn.Module], None]
 
 
 def _sgd(params, lr: float, momentum: float, weight_decay: float, nesterov: bool) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                           nesterov=nesterov and momentum > 0)
+    return torch.optim.SGD(
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov and momentum > 0
+    )
 
 
 def _adamw(params, lr: float, momentum: float, weight_decay: float, nesterov: bool) -> torch.optim.Optimizer:
@@ -46,8 +47,9 @@ def _adamw(params, lr: float, momentum: float, weight_decay: float, nesterov: bo
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"sgd": _sgd, "adamw": _adamw}
 
 
-def make_optimizer(params, name: str = "sgd", *, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
-                   nesterov: bool = True) -> torch.optim.Optimizer:
+def make_optimizer(
+    params, name: str = "sgd", *, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True
+) -> torch.optim.Optimizer:
     """The configured optimiser: every stage and warm-up builds its optimiser here."""
     return OPTIMIZERS[name](params, lr, momentum, weight_decay, nesterov)
 
@@ -81,9 +83,12 @@ class Progress:
         self.last = now
         elapsed = now - self.t0
         eta = elapsed / self.done * (self.steps - self.done)
-        print(f"{self.prefix} step {self.done}/{self.steps} ({100 * self.done / self.steps:.0f}%) "
-              f"{self.done * self.batch_size / elapsed:.0f} img/s elapsed {elapsed:.0f}s eta {eta:.0f}s",
-              file=self.log, flush=True)
+        print(
+            f"{self.prefix} step {self.done}/{self.steps} ({100 * self.done / self.steps:.0f}%) "
+            f"{self.done * self.batch_size / elapsed:.0f} img/s elapsed {elapsed:.0f}s eta {eta:.0f}s",
+            file=self.log,
+            flush=True,
+        )
 
 
 # Numeric formats of the forward/backward pass (config ``train.precision``). bf16 autocast
@@ -163,8 +168,9 @@ def fit(
         return history
     if data.device != device:
         data = data.to(device)
-    opt = make_optimizer(model.parameters(), optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                         nesterov=nesterov)
+    opt = make_optimizer(
+        model.parameters(), optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+    )
     steps_per_epoch = max(1, len(data.train_y) // batch_size)
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -189,8 +195,15 @@ def fit(
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
         progress = Progress(f"[{desc}] epoch {epoch + 1}/{epochs}", steps_per_epoch, batch_size, progress_s, log)
-        for x, y in data.batches("train", batch_size, shuffle=True, augment=True, generator=gen, device=device,
-                                 limit=steps_per_epoch * batch_size):
+        for x, y in data.batches(
+            "train",
+            batch_size,
+            shuffle=True,
+            augment=True,
+            generator=gen,
+            device=device,
+            limit=steps_per_epoch * batch_size,
+        ):
             x = x.contiguous(memory_format=fmt)
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 logits = model(x)
@@ -206,28 +219,52 @@ def fit(
             seen += len(y)
             progress.step()
         elapsed = time.perf_counter() - t0
-        rec = {"epoch": epoch + 1, "loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
-               "lr": opt.param_groups[0]["lr"], "elapsed_s": elapsed}
+        rec = {
+            "epoch": epoch + 1,
+            "loss": loss_sum.item() / seen,
+            "train_acc": 100.0 * correct.item() / seen,
+            "lr": opt.param_groups[0]["lr"],
+            "elapsed_s": elapsed,
+        }
         history.append(rec)
         if resume is not None:  # before the epoch line: once a user sees it, the epoch is safe
-            resume.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "data_rng": gen.get_state(), **_rng_state(device), "history": history,
-                         "epoch": epoch + 1})
+            resume.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "data_rng": gen.get_state(),
+                    **_rng_state(device),
+                    "history": history,
+                    "epoch": epoch + 1,
+                }
+            )
         eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
-        print(f"[{desc}] epoch {epoch + 1}/{epochs} loss {rec['loss']:.4f} train-acc {rec['train_acc']:.2f}% "
-              f"lr {rec['lr']:.4g} elapsed {elapsed:.0f}s eta {eta:.0f}s", file=log, flush=True)
+        print(
+            f"[{desc}] epoch {epoch + 1}/{epochs} loss {rec['loss']:.4f} train-acc {rec['train_acc']:.2f}% "
+            f"lr {rec['lr']:.4g} elapsed {elapsed:.0f}s eta {eta:.0f}s",
+            file=log,
+            flush=True,
+        )
         epoch_s = time.perf_counter() - t_epoch
         if deadline is not None and epoch + 1 < epochs and time.time() + 1.5 * epoch_s + 30 > deadline:
             where = f"; state saved in {resume.path}, a rerun resumes at epoch {epoch + 2}" if resume else ""
-            raise TimeLimitNear(f"stopped after epoch {epoch + 1}/{epochs}: the next epoch (~{epoch_s:.0f}s) would "
-                                f"run past the job's time limit in {deadline - time.time():.0f}s{where}")
+            raise TimeLimitNear(
+                f"stopped after epoch {epoch + 1}/{epochs}: the next epoch (~{epoch_s:.0f}s) would "
+                f"run past the job's time limit in {deadline - time.time():.0f}s{where}"
+            )
     model.to(memory_format=torch.contiguous_format)  # checkpoints are NCHW whatever the training layout
     return history
 
 
 @torch.inference_mode()
-def predict(model: Callable[[torch.Tensor], torch.Tensor], data: Data, *, batch_size: int = 256,
-            device: torch.device | str = "cpu") -> torch.Tensor:
+def predict(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    data: Data,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """The predicted class of every test image, in test-split order (on the CPU): what paired
     comparisons of two pipelines score image by image (pqd.stats)."""
     if isinstance(model, nn.Module):
@@ -237,8 +274,14 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], data: Data, *, batch_
 
 
 @torch.inference_mode()
-def evaluate(model: Callable[[torch.Tensor], torch.Tensor], data: Data, *, batch_size: int = 256,
-             device: torch.device | str = "cpu", limit: Optional[int] = None) -> float:
+def evaluate(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    data: Data,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    limit: Optional[int] = None,
+) -> float:
     """Top-1 accuracy (%) on the test split, of a module or of any runtime's callable."""
     if isinstance(model, nn.Module):
         model.to(device).eval()

@@ -27,8 +27,17 @@ from typing import Optional
 from pqd.pipeline import control_of
 from pqd.stats import ALPHA, Comparison
 
-HEADLINE = ["#", "pipeline", "deployed", "top-1 % [95% CI]", "vs dense, points [95% CI]", "vs equal-budget control",
-            "speedup, same runtime [95% CI]", "size ratio", "qualifies"]
+HEADLINE = [
+    "#",
+    "pipeline",
+    "deployed",
+    "top-1 % [95% CI]",
+    "vs dense, points [95% CI]",
+    "vs equal-budget control",
+    "speedup, same runtime [95% CI]",
+    "size ratio",
+    "qualifies",
+]
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,9 @@ def decide(df, vs_dense: dict[str, Comparison], n_seeds: int, max_loss: Optional
     as_fast, same_group = [], []
     if fastest:
         f = rows[fastest]
-        as_fast = [p for p in ok if p != fastest and rows[p].speedup_same_runtime_ci95_high >= f.speedup_same_runtime_ci95_low]
+        as_fast = [
+            p for p in ok if p != fastest and rows[p].speedup_same_runtime_ci95_high >= f.speedup_same_runtime_ci95_low
+        ]
         letters = set(str(f.group)) - {"-"}
         same_group = [p for p in rows if p != fastest and letters & set(str(rows[p].group))]
     return Decision(max_loss, n_seeds, ok, fastest, smallest, closest, as_fast, same_group)
@@ -80,16 +91,21 @@ def _ci(lo: float, hi: float, fmt: str = "{:.2f}") -> str:
 def _control_cell(c: Optional[Comparison], n_seeds: int) -> str:
     if c is None:
         return "-"
-    word = ("better" if c.diff > 0 else "worse") if c.significant else (
-        "cannot be told apart" if n_seeds >= 2 else "not judged (1 seed)")
+    word = (
+        ("better" if c.diff > 0 else "worse")
+        if c.significant
+        else ("cannot be told apart" if n_seeds >= 2 else "not judged (1 seed)")
+    )
     return f"{c.b}: {c.diff:+.2f} {_ci(c.low, c.high, '{:+.2f}')}, {word}"
 
 
 def _rule(d: Decision) -> str:
     if d.max_loss is None:
         return "a pipeline qualifies when its top-1 cannot be told apart from dense's (or is better), Holm-adjusted"
-    return (f"a pipeline qualifies when it loses less than {d.max_loss:g} point(s) of top-1 against dense with 95% "
-            f"confidence (the lower end of its paired CI above -{d.max_loss:g}; `report.max_loss`)")
+    return (
+        f"a pipeline qualifies when it loses less than {d.max_loss:g} point(s) of top-1 against dense with 95% "
+        f"confidence (the lower end of its paired CI above -{d.max_loss:g}; `report.max_loss`)"
+    )
 
 
 def verdict_sentences(df, d: Decision, vs_dense: dict[str, Comparison], vs_control: dict[str, Comparison]) -> list[str]:
@@ -99,36 +115,54 @@ def verdict_sentences(df, d: Decision, vs_dense: dict[str, Comparison], vs_contr
     seeds = f"{d.n_seeds} seed{'s' if d.n_seeds != 1 else ''}"
     out = [f"**Verdict** ({seeds}; {_rule(d)}):"]
     if d.n_seeds < 2:
-        out.append("**one seed: training noise is unseen**, so this is a reading of the means and test-image noise, "
-                   "not a verdict; run 3 or more seeds (`seeds: [0, 1, 2]`) before shipping on it.")
+        out.append(
+            "**one seed: training noise is unseen**, so this is a reading of the means and test-image noise, "
+            "not a verdict; run 3 or more seeds (`seeds: [0, 1, 2]`) before shipping on it."
+        )
 
     def describe(p: str) -> str:
         r, c = rows[p], vs_dense[p]
-        return (f"{r.speedup_same_runtime_mean:.2f}x {_ci(r.speedup_same_runtime_ci95_low, r.speedup_same_runtime_ci95_high)} "
-                f"faster than dense FP32 in {runtime}, {r.size_ratio:.2f}x smaller, top-1 {r.accuracy_mean:.2f}% "
-                f"({c.diff:+.2f} points {_ci(c.low, c.high, '{:+.2f}')} against dense)")
+        return (
+            f"{r.speedup_same_runtime_mean:.2f}x {_ci(r.speedup_same_runtime_ci95_low, r.speedup_same_runtime_ci95_high)} "
+            f"faster than dense FP32 in {runtime}, {r.size_ratio:.2f}x smaller, top-1 {r.accuracy_mean:.2f}% "
+            f"({c.diff:+.2f} points {_ci(c.low, c.high, '{:+.2f}')} against dense)"
+        )
 
     if d.fastest is None:
         if d.closest is None:
-            out.append("there is no compressed pipeline in this summary to judge." if "dense" in rows else
-                       "there is no dense model in this summary to judge against (add `dense` to `pipelines`).")
+            out.append(
+                "there is no compressed pipeline in this summary to judge."
+                if "dense" in rows
+                else "there is no dense model in this summary to judge against (add `dense` to `pipelines`)."
+            )
         else:
             c = vs_dense[d.closest]
-            out.append(f"**no compressed pipeline qualifies.** The closest is **{d.closest}**: {describe(d.closest)}, "
-                       f"a loss of up to {-c.low:.2f} points at its CI's far end. Loosen `report.max_loss`, train longer "
-                       "or choose a milder budget.")
+            out.append(
+                f"**no compressed pipeline qualifies.** The closest is **{d.closest}**: {describe(d.closest)}, "
+                f"a loss of up to {-c.low:.2f} points at its CI's far end. Loosen `report.max_loss`, train longer "
+                "or choose a milder budget."
+            )
         return [" ".join(out)]
     out.append(f"ship **{d.fastest}**, the fastest that qualifies: {describe(d.fastest)}.")
     ctl = vs_control.get(d.fastest)
     if ctl is not None:
-        how = ("better than" if ctl.diff > 0 else "worse than") if ctl.significant else (
-            "cannot be told apart from" if d.n_seeds >= 2 else "not judged against")
-        out.append(f"Its top-1 is {how} its equal-budget control {ctl.b} (plain fine-tuning for the same epochs: "
-                   f"{ctl.diff:+.2f} points {_ci(ctl.low, ctl.high, '{:+.2f}')}), so "
-                   + ("compression's own recipe adds accuracy here." if ctl.significant and ctl.diff > 0 else
-                      "the accuracy it keeps is what the extra training gives any model; what compression adds is "
-                      "the speed and size." if not (ctl.significant and ctl.diff < 0) else
-                      "the same training without compression would be more accurate."))
+        how = (
+            ("better than" if ctl.diff > 0 else "worse than")
+            if ctl.significant
+            else ("cannot be told apart from" if d.n_seeds >= 2 else "not judged against")
+        )
+        out.append(
+            f"Its top-1 is {how} its equal-budget control {ctl.b} (plain fine-tuning for the same epochs: "
+            f"{ctl.diff:+.2f} points {_ci(ctl.low, ctl.high, '{:+.2f}')}), so "
+            + (
+                "compression's own recipe adds accuracy here."
+                if ctl.significant and ctl.diff > 0
+                else "the accuracy it keeps is what the extra training gives any model; what compression adds is "
+                "the speed and size."
+                if not (ctl.significant and ctl.diff < 0)
+                else "the same training without compression would be more accurate."
+            )
+        )
     if d.smallest and d.smallest != d.fastest:
         out.append(f"The smallest that qualifies is **{d.smallest}**: {describe(d.smallest)}.")
     elif d.smallest:
@@ -143,46 +177,68 @@ def verdict_sentences(df, d: Decision, vs_dense: dict[str, Comparison], vs_contr
     return [" ".join(out)]
 
 
-def headline_rows(df, d: Decision, vs_dense: dict[str, Comparison], vs_control: dict[str, Comparison]) -> list[list[str]]:
+def headline_rows(
+    df, d: Decision, vs_dense: dict[str, Comparison], vs_control: dict[str, Comparison]
+) -> list[list[str]]:
     """One row per pipeline of the headline table (:data:`HEADLINE`), numbered as in the plot."""
     out = []
     for i, r in enumerate(df.itertuples(index=False), start=1):
         c = vs_dense.get(r.pipeline)
-        out.append([str(i), r.pipeline, r.deployed_form,
-                    f"{r.accuracy_mean:.2f} {_ci(r.accuracy_ci95_low, r.accuracy_ci95_high)}",
-                    "-" if c is None else f"{c.diff:+.2f} {_ci(c.low, c.high, '{:+.2f}')}",
-                    _control_cell(vs_control.get(r.pipeline), d.n_seeds),
-                    f"{r.speedup_same_runtime_mean:.2f}x "
-                    f"{_ci(r.speedup_same_runtime_ci95_low, r.speedup_same_runtime_ci95_high)}",
-                    f"{r.size_ratio:.2f}x",
-                    "-" if r.pipeline == "dense" or control_of(r.pipeline) is not None else
-                    ("no" if r.pipeline not in d.qualifying else
-                     "yes: " + " and ".join(w for w, q in (("fastest", d.fastest), ("smallest", d.smallest))
-                                             if q == r.pipeline) if r.pipeline in (d.fastest, d.smallest) else "yes")])
+        out.append(
+            [
+                str(i),
+                r.pipeline,
+                r.deployed_form,
+                f"{r.accuracy_mean:.2f} {_ci(r.accuracy_ci95_low, r.accuracy_ci95_high)}",
+                "-" if c is None else f"{c.diff:+.2f} {_ci(c.low, c.high, '{:+.2f}')}",
+                _control_cell(vs_control.get(r.pipeline), d.n_seeds),
+                f"{r.speedup_same_runtime_mean:.2f}x "
+                f"{_ci(r.speedup_same_runtime_ci95_low, r.speedup_same_runtime_ci95_high)}",
+                f"{r.size_ratio:.2f}x",
+                "-"
+                if r.pipeline == "dense" or control_of(r.pipeline) is not None
+                else (
+                    "no"
+                    if r.pipeline not in d.qualifying
+                    else "yes: "
+                    + " and ".join(w for w, q in (("fastest", d.fastest), ("smallest", d.smallest)) if q == r.pipeline)
+                    if r.pipeline in (d.fastest, d.smallest)
+                    else "yes"
+                ),
+            ]
+        )
     return out
 
 
 def verdict_markdown(df, d: Decision, vs_dense: dict[str, Comparison], vs_control: dict[str, Comparison]) -> list[str]:
     """The verdict and the headline table, as Markdown lines."""
     rows = headline_rows(df, d, vs_dense, vs_control)
-    return (verdict_sentences(df, d, vs_dense, vs_control) + ["", "| " + " | ".join(HEADLINE) + " |",
-                                                             "|" + "---|" * len(HEADLINE)]
-            + ["| " + " | ".join(r) + " |" for r in rows])
+    return (
+        verdict_sentences(df, d, vs_dense, vs_control)
+        + ["", "| " + " | ".join(HEADLINE) + " |", "|" + "---|" * len(HEADLINE)]
+        + ["| " + " | ".join(r) + " |" for r in rows]
+    )
 
 
-def verdict_html(title: str, df, d: Decision, vs_dense: dict[str, Comparison], vs_control: dict[str, Comparison],
-                 notes: list[str]) -> str:
+def verdict_html(
+    title: str, df, d: Decision, vs_dense: dict[str, Comparison], vs_control: dict[str, Comparison], notes: list[str]
+) -> str:
     """The same as a small standalone HTML page (Snakemake's --report embeds it)."""
+
     def inline(text: str) -> str:
         text = html.escape(text)
         text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
         return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADLINE)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                   for r in headline_rows(df, d, vs_dense, vs_control))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+        for r in headline_rows(df, d, vs_dense, vs_control)
+    )
     paras = "".join(f"<p>{inline(t)}</p>" for t in verdict_sentences(df, d, vs_dense, vs_control) + notes)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif;max-width:70em}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
-            f"</style></head><body><h1>{html.escape(title)}</h1>{paras}<table><tr>{head}</tr>{body}</table>"
-            "<p>All columns: summary.csv; paired comparisons: pairwise.md.</p></body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;max-width:70em}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
+        f"</style></head><body><h1>{html.escape(title)}</h1>{paras}<table><tr>{head}</tr>{body}</table>"
+        "<p>All columns: summary.csv; paired comparisons: pairwise.md.</p></body></html>\n"
+    )

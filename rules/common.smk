@@ -174,7 +174,9 @@ def replicates(exp):
     """Every seed's replicate of experiment `exp` (its summary pools them); a replicate has none."""
     cfg = exp_cfg(exp)
     if cfg["experiment"] != exp:
-        fail(f"{exp!r} is one seed's replicate; the summary over all seeds is {RESULTS}/{cfg['experiment']}/summary.csv")
+        fail(
+            f"{exp!r} is one seed's replicate; the summary over all seeds is {RESULTS}/{cfg['experiment']}/summary.csv"
+        )
     return cfg["replicates"]
 
 
@@ -293,8 +295,10 @@ def export_source(wc):
     runtime's placement (pqd.catalog: int8_placement) or the backbone's export path (onnx_int8)."""
     chain = final_chain(wc.pipeline)
     cfg = exp_cfg(wc.exp)
-    from_fake = (RUNTIMES.get(cfg["measure"]["runtime"]).int8_placement == "weighted_inputs"
-                 or cfg["backbone_spec"].onnx_int8 == "fake_quant")
+    from_fake = (
+        RUNTIMES.get(cfg["measure"]["runtime"]).int8_placement == "weighted_inputs"
+        or cfg["backbone_spec"].onnx_int8 == "fake_quant"
+    )
     return pipeline_model(wc.exp, wc.pipeline) if from_fake and pqd_pipeline.is_quantized(chain) else []
 
 
@@ -350,7 +354,11 @@ def summary_pipelines(exp):
     cfg = exp_cfg(exp)
     pipelines = list(cfg["pipelines"])
     if cfg["controls"]:  # one per distinct budget: orders with equal epochs and lrs share theirs
-        pipelines += [guarded(pqd_config.control_name)(cfg, p) for p in pipelines
-                      if p != "dense" and not p.startswith(pqd_pipeline.CONTROL_PREFIX)
-                      and not pqd_pipeline.STAGES.get(p[0]).starts]
+        pipelines += [
+            guarded(pqd_config.control_name)(cfg, p)
+            for p in pipelines
+            if p != "dense"
+            and not p.startswith(pqd_pipeline.CONTROL_PREFIX)
+            and not pqd_pipeline.STAGES.get(p[0]).starts
+        ]
     return list(dict.fromkeys(pipelines))

@@ -4,17 +4,17 @@ rule deploy:
         model=lambda wc: pipeline_model(wc.exp, wc.pipeline),
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/deployed.pt",
-    params:
-        track=model_track,
-        code=lambda wc: code_hash(model_track(wc)),
     log:
         f"{LOGS}/{{exp}}/{{pipeline}}/deploy.log",
     conda:
         "../envs/pqd.yaml"
     threads: 1
     resources:
-        cpus=1,
         **resources("light"),
+        cpus=1,
+    params:
+        track=model_track,
+        code=lambda wc: code_hash(model_track(wc)),
     shell:
         "python3 -m pqd --track {params.track} deploy --input {input.model:q} --output {output:q} > {log:q} 2>&1"
 
@@ -28,19 +28,19 @@ rule export_onnx:
         source=export_source,
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/deployed.onnx",
-    params:
-        source=optional_arg("--source", "source"),
-        runtime=export_runtime,
-        track=export_track,
-        code=lambda wc: code_hash(export_track(wc)),
     log:
         f"{LOGS}/{{exp}}/{{pipeline}}/export_onnx.log",
     conda:
         "../envs/pqd.yaml"
     threads: 1
     resources:
-        cpus=1,
         **resources("light"),
+        cpus=1,
+    params:
+        source=optional_arg("--source", "source"),
+        runtime=export_runtime,
+        track=export_track,
+        code=lambda wc: code_hash(export_track(wc)),
     shell:
         "python3 -m pqd --track {params.track} export --input {input.model:q} {params.source} "
         "{params.runtime} --output {output:q} "
@@ -57,19 +57,19 @@ rule evaluate:
     output:
         json=f"{RESULTS}/{{exp}}/{{pipeline}}/eval.json",
         predictions=f"{RESULTS}/{{exp}}/{{pipeline}}/predictions.npz",
-    params:
-        p=eval_json,
-        onnx=optional_arg("--onnx", "onnx"),
-        track=runtime_track,
-        code=lambda wc: code_hash(runtime_track(wc)),
     log:
         f"{LOGS}/{{exp}}/{{pipeline}}/evaluate.log",
     conda:
         "../envs/pqd.yaml"
     threads: lambda wc: exp_cfg(wc.exp)["threads"]["eval"]
     resources:
-        cpus=lambda wc, threads: threads,
         **resources("eval"),
+        cpus=lambda wc, threads: threads,
+    params:
+        p=eval_json,
+        onnx=optional_arg("--onnx", "onnx"),
+        track=runtime_track,
+        code=lambda wc: code_hash(runtime_track(wc)),
     shell:
         "python3 -m pqd --track {params.track} evaluate --input {input.model:q} --data {input.data:q} --params {params.p:q} "
         "{params.onnx} --output {output.json:q} --predictions {output.predictions:q} --threads {threads} > {log:q} 2>&1"
@@ -87,6 +87,14 @@ rule latency:
         reference=reference_input,
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/latency.json",
+    log:
+        f"{LOGS}/{{exp}}/{{pipeline}}/latency.log",
+    conda:
+        "../envs/pqd.yaml"
+    threads: lambda wc: exp_cfg(wc.exp)["measure"]["threads"]
+    resources:
+        **resources("latency"),
+        cpus=MACHINE_CPUS,
     params:
         p=measure_json,
         onnx=optional_arg("--onnx", "onnx"),
@@ -94,14 +102,6 @@ rule latency:
         reference=optional_arg("--reference", "reference"),
         track=runtime_track,
         code=lambda wc: code_hash(runtime_track(wc)),
-    log:
-        f"{LOGS}/{{exp}}/{{pipeline}}/latency.log",
-    conda:
-        "../envs/pqd.yaml"
-    threads: lambda wc: exp_cfg(wc.exp)["measure"]["threads"]
-    resources:
-        cpus=MACHINE_CPUS,
-        **resources("latency"),
     shell:
         "python3 -m pqd --track {params.track} latency --input {input.model:q} --dense {input.dense:q} {params.onnx} "
         "{params.dense_onnx} {params.reference} --params {params.p:q} --output {output:q} > {log:q} 2>&1"
@@ -116,20 +116,20 @@ rule latency_curve:
         model=lambda wc: model_file(wc.exp, chain_of(wc.chain)[:-1]),
     output:
         f"{RESULTS}/{{exp}}/{{chain}}/latency_curve.json",
-    wildcard_constraints:
-        chain="[a-z]*[" + "".join(l for l in pqd_pipeline.STAGES if pqd_pipeline.STAGES.get(l).latency_curve) + "]",
-    params:
-        p=curve_json,
-        track=lambda wc: tracked("pqd.latency_curve", exp=wc.exp, runtime=True),
-        code=lambda wc: code_hash(tracked("pqd.latency_curve", exp=wc.exp, runtime=True)),
     log:
         f"{LOGS}/{{exp}}/{{chain}}/latency_curve.log",
+    wildcard_constraints:
+        chain="[a-z]*[" + "".join(l for l in pqd_pipeline.STAGES if pqd_pipeline.STAGES.get(l).latency_curve) + "]",
     conda:
         "../envs/pqd.yaml"
     threads: lambda wc: exp_cfg(wc.exp)["measure"]["threads"]
     resources:
-        cpus=MACHINE_CPUS,
         **resources("latency"),
+        cpus=MACHINE_CPUS,
+    params:
+        p=curve_json,
+        track=lambda wc: tracked("pqd.latency_curve", exp=wc.exp, runtime=True),
+        code=lambda wc: code_hash(tracked("pqd.latency_curve", exp=wc.exp, runtime=True)),
     shell:
         "python3 -m pqd --track {params.track} curve --input {input.model:q} --params {params.p:q} "
         "--output {output:q} > {log:q} 2>&1"

@@ -11,17 +11,17 @@ rule report:
         dense_eval=f"{RESULTS}/{{exp}}/dense/eval.json",
     output:
         f"{RESULTS}/{{exp}}/{{pipeline}}/report.json",
-    params:
-        track=REPORT_TRACK,
-        code=code_hash(REPORT_TRACK),
     log:
         f"{LOGS}/{{exp}}/{{pipeline}}/report.log",
     conda:
         "../envs/pqd.yaml"
     threads: 1
     resources:
-        cpus=1,
         **resources("light"),
+        cpus=1,
+    params:
+        track=REPORT_TRACK,
+        code=code_hash(REPORT_TRACK),
     shell:
         "python3 -m pqd --track {params.track} report --experiment {wildcards.exp:q} --pipeline {wildcards.pipeline:q} "
         "--input {input.model:q} --eval {input.eval:q} --latency {input.latency:q} "
@@ -33,9 +33,12 @@ rule summary:
     report.max_loss of dense) and a headline table, means with 95% CIs, letter groups, paired
     comparisons (pairwise.csv/.md), the minimum detectable effect, frontiers with error bars."""
     input:
-        reports=lambda wc: [f"{RESULTS}/{r}/{p}/report.json" for r in replicates(wc.exp) for p in summary_pipelines(wc.exp)],
-        predictions=lambda wc: [f"{RESULTS}/{r}/{p}/predictions.npz" for r in replicates(wc.exp)
-                                for p in summary_pipelines(wc.exp)],
+        reports=lambda wc: [
+            f"{RESULTS}/{r}/{p}/report.json" for r in replicates(wc.exp) for p in summary_pipelines(wc.exp)
+        ],
+        predictions=lambda wc: [
+            f"{RESULTS}/{r}/{p}/predictions.npz" for r in replicates(wc.exp) for p in summary_pipelines(wc.exp)
+        ],
     output:
         csv=report(f"{RESULTS}/{{exp}}/summary.csv", caption="../report/summary.rst", category="Summary"),
         md=f"{RESULTS}/{{exp}}/summary.md",
@@ -43,18 +46,18 @@ rule summary:
         pairwise=f"{RESULTS}/{{exp}}/pairwise.csv",
         pairwise_md=f"{RESULTS}/{{exp}}/pairwise.md",
         verdict=report(f"{RESULTS}/{{exp}}/verdict.html", caption="../report/verdict.rst", category="Summary"),
-    params:
-        track=REPORT_TRACK,
-        code=code_hash(REPORT_TRACK),
-        max_loss=lambda wc: summary_max_loss(wc.exp),
     log:
         f"{LOGS}/{{exp}}/summary.log",
     conda:
         "../envs/pqd.yaml"
     threads: 1
     resources:
-        cpus=1,
         **resources("light"),
+        cpus=1,
+    params:
+        track=REPORT_TRACK,
+        code=code_hash(REPORT_TRACK),
+        max_loss=lambda wc: summary_max_loss(wc.exp),
     shell:
         "python3 -m pqd --track {params.track} summary --reports {input.reports:q} --csv {output.csv:q} --md {output.md:q} "
         "--plot {output.plot:q} --pairwise {output.pairwise:q} --pairwise-md {output.pairwise_md:q} "

@@ -13,9 +13,19 @@ for _spec in pqd_pipeline.all_stage_specs():
             unpack(stage_input(_spec)),
         output:
             f"{RESULTS}/{{exp}}/{_dir}/{_spec.artifact}{_suffix}.pt",
+        log:
+            f"{LOGS}/{{exp}}/{_dir}/{_spec.name}{_suffix}.log",
+        benchmark:
+            f"{BENCHMARKS}/{{exp}}/{_dir}/{_spec.name}{_suffix}.tsv"
         wildcard_constraints:
             chain=f"[a-z]*{_spec.letter}",
             int8="(_int8)?",
+        conda:
+            "../envs/pqd.yaml"
+        threads: lambda wc: exp_cfg(wc.exp)["threads"]["train"]
+        resources:
+            **resources(pqd_pipeline.job_kind(_spec)),
+            cpus=lambda wc, threads: threads,
         params:
             p=stage_json(_spec),
             model=optional_arg("--input", "model"),
@@ -23,16 +33,6 @@ for _spec in pqd_pipeline.all_stage_specs():
             curve=optional_arg("--curve", "curve"),
             track=stage_track(_spec),
             code=stage_code(_spec),
-        log:
-            f"{LOGS}/{{exp}}/{_dir}/{_spec.name}{_suffix}.log",
-        benchmark:
-            f"{BENCHMARKS}/{{exp}}/{_dir}/{_spec.name}{_suffix}.tsv"
-        conda:
-            "../envs/pqd.yaml"
-        threads: lambda wc: exp_cfg(wc.exp)["threads"]["train"]
-        resources:
-            cpus=lambda wc, threads: threads,
-            **resources(pqd_pipeline.job_kind(_spec)),
         shell:
             "python3 -m pqd --track {params.track} stage --params {params.p:q} --data {input.data:q} {params.model} "
             "{params.teacher} {params.curve} --output {output:q} > {log:q} 2>&1"
@@ -46,22 +46,22 @@ rule equal_budget_control:
         model=lambda wc: model_file(wc.exp, ""),
     output:
         f"{RESULTS}/{{exp}}/ctl-{{of}}/finetuned.pt",
-    wildcard_constraints:
-        of="[a-z]+",
-    params:
-        p=lambda wc: control_json(wc.exp, wc.of),
-        track=stage_track(pqd_pipeline.STAGES.get("f")),
-        code=stage_code(pqd_pipeline.STAGES.get("f")),
     log:
         f"{LOGS}/{{exp}}/ctl-{{of}}/finetune.log",
     benchmark:
         f"{BENCHMARKS}/{{exp}}/ctl-{{of}}/finetune.tsv"
+    wildcard_constraints:
+        of="[a-z]+",
     conda:
         "../envs/pqd.yaml"
     threads: lambda wc: exp_cfg(wc.exp)["threads"]["train"]
     resources:
-        cpus=lambda wc, threads: threads,
         **resources(pqd_pipeline.job_kind(pqd_pipeline.STAGES.get("f"))),
+        cpus=lambda wc, threads: threads,
+    params:
+        p=lambda wc: control_json(wc.exp, wc.of),
+        track=stage_track(pqd_pipeline.STAGES.get("f")),
+        code=stage_code(pqd_pipeline.STAGES.get("f")),
     shell:
         "python3 -m pqd --track {params.track} stage --params {params.p:q} --data {input.data:q} "
         "--input {input.model:q} --output {output:q} > {log:q} 2>&1"

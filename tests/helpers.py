@@ -14,8 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = str(ROOT / "config/schema/config.schema.yaml")
 
 
-def stage_params(chain: str, backbone: str = "resnet20", width: float = 0.5, epochs: int | None = None,
-                 batch_size: int = 64, **settings) -> StageParams:
+def stage_params(
+    chain: str,
+    backbone: str = "resnet20",
+    width: float = 0.5,
+    epochs: int | None = None,
+    batch_size: int = 64,
+    **settings,
+) -> StageParams:
     """The params the workflow would give the job producing the model after ``chain`` ('' = dense)
     in experiment ``{backbone}_digits``, with stage settings and epochs overridden."""
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())

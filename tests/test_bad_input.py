@@ -23,24 +23,38 @@ TINY = (ROOT / ".test/config/workflow.yaml").read_text()
 IGNORED = (".snakemake", "__pycache__")
 
 
-def smk(wd: Path, *args: str, edit: str = "", env: dict | None = None, cwd: Path | None = None,
-        snakefile: Path | None = None) -> subprocess.CompletedProcess:
+def smk(
+    wd: Path,
+    *args: str,
+    edit: str = "",
+    env: dict | None = None,
+    cwd: Path | None = None,
+    snakefile: Path | None = None,
+) -> subprocess.CompletedProcess:
     configs = [str(wd / "tiny.yaml")]
     if edit:
         (wd / "edit.yaml").write_text(edit)
         configs.append(str(wd / "edit.yaml"))
-    cmd = [sys.executable, "-m", "snakemake", "-j2", *(["-s", str(snakefile)] if snakefile else []), *args,
-           "--configfile", *configs]
-    return subprocess.run(cmd, cwd=cwd or wd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-j2",
+        *(["-s", str(snakefile)] if snakefile else []),
+        *args,
+        "--configfile",
+        *configs,
+    ]
+    return subprocess.run(
+        cmd, cwd=cwd or wd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+    )
 
 
 def snapshot(wd: Path) -> dict[str, tuple[int, int]]:
     out = {}
     for p in wd.rglob("*"):
         rel = p.relative_to(wd).as_posix()
-        if p.is_file() and not any(part in IGNORED for part in p.relative_to(wd).parts) and \
-                rel not in ("edit.yaml",):
+        if p.is_file() and not any(part in IGNORED for part in p.relative_to(wd).parts) and rel not in ("edit.yaml",):
             st = p.stat()
             out[rel] = (st.st_size, st.st_mtime_ns)
     return out
@@ -77,18 +91,36 @@ DAG_CASES = [
     (f"results/{EXP}/qs/report.json", "", "reshapes FP32 layers, so it must come before the quantizing stage"),
     (f"results/{EXP}/qk/report.json", "", "stage 'k' (pqk) needs stage 'p' (prune) earlier"),
     (f"results/{EXP}/pe/report.json", "", "stage 'e' (epsd) trains its model from scratch, so it must come first"),
-    (f"results/{EXP}/pqd/report.json", "stages: {p: {sparsity: 1.5}}",
-     "invalid config at 'stages.p.sparsity': 1.5 is greater than or equal to the maximum of 1"),
-    (f"results/{EXP}/pqd/report.json", "stages: {P: {sparsity: 0.9}}",
-     "invalid config at 'stages': Additional properties are not allowed ('P' was unexpected)"),
-    (f"results/{EXP}/pqd/report.json", "stages: {x: {lr: 0.1}}",
-     "invalid config at 'stages': Additional properties are not allowed ('x' was unexpected)"),
-    (f"results/{EXP}/pqd/report.json", "stages: {p: {sparsty: 0.9}}",
-     "invalid config at 'stages.p': Additional properties are not allowed ('sparsty' was unexpected)"),
-    (f"results/{EXP}/pqd/report.json", "protocols: {quick: {z: 2}}",
-     "invalid config at 'protocols.quick': Additional properties are not allowed ('z' was unexpected)"),
-    (f"results/{EXP}/pqd/report.json", "overrides: {resnet20_digits: {stages: {d: {temprature: 2}}}}",
-     "in overrides.resnet20_digits: invalid config at 'stages.d': Additional properties"),
+    (
+        f"results/{EXP}/pqd/report.json",
+        "stages: {p: {sparsity: 1.5}}",
+        "invalid config at 'stages.p.sparsity': 1.5 is greater than or equal to the maximum of 1",
+    ),
+    (
+        f"results/{EXP}/pqd/report.json",
+        "stages: {P: {sparsity: 0.9}}",
+        "invalid config at 'stages': Additional properties are not allowed ('P' was unexpected)",
+    ),
+    (
+        f"results/{EXP}/pqd/report.json",
+        "stages: {x: {lr: 0.1}}",
+        "invalid config at 'stages': Additional properties are not allowed ('x' was unexpected)",
+    ),
+    (
+        f"results/{EXP}/pqd/report.json",
+        "stages: {p: {sparsty: 0.9}}",
+        "invalid config at 'stages.p': Additional properties are not allowed ('sparsty' was unexpected)",
+    ),
+    (
+        f"results/{EXP}/pqd/report.json",
+        "protocols: {quick: {z: 2}}",
+        "invalid config at 'protocols.quick': Additional properties are not allowed ('z' was unexpected)",
+    ),
+    (
+        f"results/{EXP}/pqd/report.json",
+        "overrides: {resnet20_digits: {stages: {d: {temprature: 2}}}}",
+        "in overrides.resnet20_digits: invalid config at 'stages.d': Additional properties",
+    ),
     (f"results/{EXP}/pqd/report.json", "device: tpu", "invalid config at 'device': 'tpu' is not one of"),
     (f"results/{EXP}/pqd/report.json", "protocol: slow", "unknown protocol 'slow'; define it under 'protocols'"),
     (f"results/{EXP}/pqd/report.json", "measure: {runs: 10}", "invalid config at 'measure.runs': 10 is less than"),
@@ -97,18 +129,30 @@ DAG_CASES = [
     (f"results/{EXP}/pqd/report.json", "train: {optimizer: adam}", "invalid config at 'train.optimizer'"),
     (f"results/{EXP}/pqd/report.json", "width: 0", "invalid config at 'width'"),
     (f"results/{EXP}/pqd/report.json", "datasets: {digits: {kind: svhn}}", "invalid config at 'datasets.digits.kind'"),
-    ("data/pqd-cache/dx.pt", "datasets: {'dx;touch X;': {kind: digits}}",
-     "invalid config at 'datasets': 'dx;touch X;' does not match"),
-    (f"results/{EXP}/pqd/report.json", "dense: {checkpoint: missing.pt}",
-     "dense.checkpoint 'missing.pt' not found (experiment resnet20_digits)"),
+    (
+        "data/pqd-cache/dx.pt",
+        "datasets: {'dx;touch X;': {kind: digits}}",
+        "invalid config at 'datasets': 'dx;touch X;' does not match",
+    ),
+    (
+        f"results/{EXP}/pqd/report.json",
+        "dense: {checkpoint: missing.pt}",
+        "dense.checkpoint 'missing.pt' not found (experiment resnet20_digits)",
+    ),
     # known before any training: refused at DAG time, not after the earlier stages have trained
-    (f"results/{EXP}/qd/report.json", "stages: {d: {teacher: 'after:p'}}",
-     "stages.d.teacher 'after:p': 'p' is not a prefix of 'q', the pipeline before 'd' in 'qd'"),
+    (
+        f"results/{EXP}/qd/report.json",
+        "stages: {d: {teacher: 'after:p'}}",
+        "stages.d.teacher 'after:p': 'p' is not a prefix of 'q', the pipeline before 'd' in 'qd'",
+    ),
     (f"results/{EXP}/pqd/report.json", "stages: {d: {teacher: best}}", "invalid config at 'stages.d.teacher'"),
     (f"results/{EXP}/ctl-ep/report.json", "", "'ctl-ep': 'ep' trains from scratch (stage 'e')"),
     (f"results/{EXP}/ctl-pxq/report.json", "", "unknown stage letter 'x' in pipeline 'pxq'"),
-    (f"results/{EXP}/pqd/report.json", "stages: {p: {sparsity: .nan}}",
-     "invalid config at 'stages.p.sparsity': nan is not a finite number"),
+    (
+        f"results/{EXP}/pqd/report.json",
+        "stages: {p: {sparsity: .nan}}",
+        "invalid config at 'stages.p.sparsity': nan is not a finite number",
+    ),
     (f"results/{EXP}/pqd/report.json", "dense: {lr: .inf}", "invalid config at 'dense.lr': inf is not a finite number"),
     (f"results/{EXP}/pqd/report.json", "seed: 3", "'seed' is now 'seeds', a list of replicate seeds; write seeds: [3]"),
     (f"results/{EXP}/pqd/report.json", "seeds: [1, 1]", "invalid config at 'seeds'"),
@@ -134,14 +178,17 @@ def test_nested_command_line_config_values_are_typed_like_the_config_file(wd: Pa
     seeds=[0,1] failed with "'0' is not of type 'integer'". pqd re-reads those leaves as YAML."""
     res = smk(wd, "-n", f"results/{EXP}/pqd/report.json", "--config", "seeds=[0,1]")
     assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
-    res = smk(wd, "-n", "-p", f"results/{EXP}-s1/pqd/report.json", "--config", "seeds=[0, 1]",
-              "stages={p: {sparsity: 0.9}}")
+    res = smk(
+        wd, "-n", "-p", f"results/{EXP}-s1/pqd/report.json", "--config", "seeds=[0, 1]", "stages={p: {sparsity: 0.9}}"
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 0 and "stage_prune" in out and '"sparsity": 0.9' in out, out[-2000:]
     res = smk(wd, "-n", f"results/{EXP}/pqd/report.json", "--config", "stages={p: {sparsity: .nan}}")
     lines = error_lines(res.stdout + res.stderr)
-    assert res.returncode != 0 and lines == ["pqd: error: invalid config at 'stages.p.sparsity': nan is not a finite "
-                                             "number; fix config/config.yaml or the --config value"], lines
+    assert res.returncode != 0 and lines == [
+        "pqd: error: invalid config at 'stages.p.sparsity': nan is not a finite "
+        "number; fix config/config.yaml or the --config value"
+    ], lines
 
 
 # --- refused by the job that meets the problem: one line ends its log, no output ------------
@@ -169,25 +216,48 @@ def _image_folder(root: Path, *, empty_class: bool = False, corrupt: bool = Fals
 
 
 JOB_CASES = {
-    "corrupt checkpoint": (lambda d: (d / "corrupt.pt").write_bytes(b"not a checkpoint at all"),
-                           "dense: {checkpoint: corrupt.pt}", "dense",
-                           "corrupt or unsafe checkpoint corrupt.pt (not a torch checkpoint: Unsupported operand"),
-    "malicious pickle": (lambda d: _malicious_pickle(d / "evil.pt", d / "PWNED"), "dense: {checkpoint: evil.pt}",
-                         "dense",
-                         "corrupt or unsafe checkpoint evil.pt (it holds pickled code (posix.system), which pqd never runs)"),
+    "corrupt checkpoint": (
+        lambda d: (d / "corrupt.pt").write_bytes(b"not a checkpoint at all"),
+        "dense: {checkpoint: corrupt.pt}",
+        "dense",
+        "corrupt or unsafe checkpoint corrupt.pt (not a torch checkpoint: Unsupported operand",
+    ),
+    "malicious pickle": (
+        lambda d: _malicious_pickle(d / "evil.pt", d / "PWNED"),
+        "dense: {checkpoint: evil.pt}",
+        "dense",
+        "corrupt or unsafe checkpoint evil.pt (it holds pickled code (posix.system), which pqd never runs)",
+    ),
     "checkpoint of another backbone": (
-        lambda d: torch.save({"fc.weight": torch.zeros(10, 64)}, d / "other.pt"), "dense: {checkpoint: other.pt}",
-        "dense", "checkpoint other.pt does not fit backbone 'resnet20' (width 0.25)"),
-    "image folder missing": (lambda d: None, "datasets: {digits: {kind: imagefolder, root: nowhere}}", "data",
-                             "imagefolder dataset 'digits': folder nowhere/train not found"),
+        lambda d: torch.save({"fc.weight": torch.zeros(10, 64)}, d / "other.pt"),
+        "dense: {checkpoint: other.pt}",
+        "dense",
+        "checkpoint other.pt does not fit backbone 'resnet20' (width 0.25)",
+    ),
+    "image folder missing": (
+        lambda d: None,
+        "datasets: {digits: {kind: imagefolder, root: nowhere}}",
+        "data",
+        "imagefolder dataset 'digits': folder nowhere/train not found",
+    ),
     "image folder with an empty class": (
-        lambda d: _image_folder(d / "imgs", empty_class=True), "datasets: {digits: {kind: imagefolder, root: imgs}}",
-        "data", "imagefolder dataset 'digits': class folder imgs/train/emu holds no images"),
-    "corrupt JPEG": (lambda d: _image_folder(d / "imgs2", corrupt=True),
-                     "datasets: {digits: {kind: imagefolder, root: imgs2}}", "data",
-                     "imagefolder dataset 'digits': cannot decode imgs2/train/dog/9.jpg"),
-    "CIFAR not present offline": (lambda d: None, "datasets: {digits: {kind: c10, download: false}}", "data",
-                                  "dataset 'digits' (CIFAR10) is not under"),
+        lambda d: _image_folder(d / "imgs", empty_class=True),
+        "datasets: {digits: {kind: imagefolder, root: imgs}}",
+        "data",
+        "imagefolder dataset 'digits': class folder imgs/train/emu holds no images",
+    ),
+    "corrupt JPEG": (
+        lambda d: _image_folder(d / "imgs2", corrupt=True),
+        "datasets: {digits: {kind: imagefolder, root: imgs2}}",
+        "data",
+        "imagefolder dataset 'digits': cannot decode imgs2/train/dog/9.jpg",
+    ),
+    "CIFAR not present offline": (
+        lambda d: None,
+        "datasets: {digits: {kind: c10, download: false}}",
+        "data",
+        "dataset 'digits' (CIFAR10) is not under",
+    ),
 }
 
 
@@ -213,7 +283,7 @@ def test_refused_by_the_job_with_one_line_and_no_output(wd: Path, case: str):
 
 
 # --- paths and names a shell would split or run ----------------------------------------------
-@pytest.mark.parametrize("results", ["res ults", "r;touch INJECTED;x", "it's \"here\""])
+@pytest.mark.parametrize("results", ["res ults", "r;touch INJECTED;x", 'it\'s "here"'])
 def test_paths_with_spaces_quotes_and_semicolons_are_just_paths(wd: Path, results: str):
     before = snapshot(wd)
     res = smk(wd, f"{results}/{EXP}/dense/dense.pt", edit=f"results: '{results.replace(chr(39), chr(39) * 2)}'\n")
@@ -229,8 +299,13 @@ def test_run_from_another_directory_uses_this_workflows_config_and_code(wd: Path
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-2000:]
     assert "rule dense:" in out and "rule prepare_data:" in out
-    env = subprocess.run([sys.executable, "-c", "import pqd, sys; print(pqd.__file__)"], cwd=tmp_path,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(wd)})
+    env = subprocess.run(
+        [sys.executable, "-c", "import pqd, sys; print(pqd.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(wd)},
+    )
     assert env.stdout.strip() == str(wd / "pqd/__init__.py")
 
 
@@ -245,8 +320,16 @@ def test_the_thread_count_is_a_tracked_setting_and_recorded(wd: Path):
 # --- interruptions ---------------------------------------------------------------------------
 def _start(wd: Path, results: str, epochs: int = 40) -> subprocess.Popen:
     (wd / "long.yaml").write_text(f"results: {results}\nprotocols: {{quick: {{dense: {epochs}}}}}\n")
-    cmd = [sys.executable, "-m", "snakemake", "-j2", f"{results}/{EXP}/dense/dense.pt", "--configfile",
-           str(wd / "tiny.yaml"), str(wd / "long.yaml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-j2",
+        f"{results}/{EXP}/dense/dense.pt",
+        "--configfile",
+        str(wd / "tiny.yaml"),
+        str(wd / "long.yaml"),
+    ]
     return subprocess.Popen(cmd, cwd=wd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -265,8 +348,10 @@ def _wait_for_training(log: Path, timeout: float = 120) -> None:
     raise AssertionError(f"training did not start: {log}")
 
 
-@pytest.mark.parametrize("how", ["SIGINT to the process group (Ctrl-C)", "SIGINT to Snakemake alone",
-                                 "SIGTERM to the job", "SIGKILL to Snakemake"])
+@pytest.mark.parametrize(
+    "how",
+    ["SIGINT to the process group (Ctrl-C)", "SIGINT to Snakemake alone", "SIGTERM to the job", "SIGKILL to Snakemake"],
+)
 def test_an_interrupted_job_leaves_one_line_no_output_and_no_temp_file(wd: Path, how: str):
     results = "results_" + how.split()[0].lower() + "_" + how.split()[-1].lower().strip("()-")
     log = wd / results / "logs" / EXP / "dense/dense.log"
@@ -300,7 +385,9 @@ def test_sigterm_to_snakemake_alone_stops_gracefully_and_keeps_the_finished_mode
     os.kill(proc.pid, signal.SIGTERM)
     proc.wait(timeout=300)
     assert (wd / results / EXP / "dense/dense.pt").is_file()
-    res = smk(wd, "-n", f"{results}/{EXP}/dense/dense.pt", edit=f"results: {results}\nprotocols: {{quick: {{dense: 8}}}}\n")
+    res = smk(
+        wd, "-n", f"{results}/{EXP}/dense/dense.pt", edit=f"results: {results}\nprotocols: {{quick: {{dense: 8}}}}\n"
+    )
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
@@ -317,9 +404,16 @@ def test_a_temp_file_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_pa
 
 
 def test_openvino_telemetry_writes_nothing_under_home(tmp_path: Path):
-    code = ("from pqd.measure import int8_peak_kernels; k = int8_peak_kernels(1); k['openvino_conv3x3'][0](None); "
-            "import sys; assert sys.modules['openvino_telemetry'] is None")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "HOME": str(tmp_path)})
+    code = (
+        "from pqd.measure import int8_peak_kernels; k = int8_peak_kernels(1); k['openvino_conv3x3'][0](None); "
+        "import sys; assert sys.modules['openvino_telemetry'] is None"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []

@@ -82,7 +82,7 @@ def build(num_classes, width=16):
     return Net(num_classes, width)
 '''
 
-BAD = '''import torch.nn as nn
+BAD = """import torch.nn as nn
 
 
 class Net(nn.Module):
@@ -100,7 +100,7 @@ class Net(nn.Module):
 
 def build(num_classes):
     return Net(num_classes)
-'''
+"""
 
 
 def write_images(root: Path, n_train: int = 30, n_test: int = 70) -> None:
@@ -161,28 +161,42 @@ def test_untraceable_model_is_refused_before_any_training(wd: Path):
     err = res.stdout + res.stderr
     line = next((ln for ln in err.splitlines() if "cannot run on backbone" in ln), "")
     assert res.returncode != 0
-    assert re.search(r"stage 'q' cannot run on backbone 'badnet': FX tracing stops at Net\.forward \(bad\.py:\d+\) "
-                     r"\(data-dependent control flow or an untraceable call\); make forward\(\) traceable", line), err[-2000:]
+    assert re.search(
+        r"stage 'q' cannot run on backbone 'badnet': FX tracing stops at Net\.forward \(bad\.py:\d+\) "
+        r"\(data-dependent control flow or an untraceable call\); make forward\(\) traceable",
+        line,
+    ), err[-2000:]
     assert not (wd / "results/badnet_tiny").exists()  # nothing trained, nothing written
     # the stages it can take are not refused: d needs nothing but a forward pass
     assert "cannot run" not in (smk(wd, "-n", "results/badnet_tiny/d/report.json").stderr)
 
 
 def test_config_declared_backbone_resolves_a_dry_run(wd: Path):
-    res = smk(wd, "-n", "results/mnv3s_c10jpg/pqd/report.json",
-              extra="backbones: {mnv3s: {builder: 'torchvision.models:mobilenet_v3_small', kwargs: {}, image_size: 64}}\n"
-                    "datasets: {c10jpg: {kind: imagefolder, root: data/cifar10-jpg}}\n")
+    res = smk(
+        wd,
+        "-n",
+        "results/mnv3s_c10jpg/pqd/report.json",
+        extra="backbones: {mnv3s: {builder: 'torchvision.models:mobilenet_v3_small', kwargs: {}, image_size: 64}}\n"
+        "datasets: {c10jpg: {kind: imagefolder, root: data/cifar10-jpg}}\n",
+    )
     out = res.stdout + res.stderr
     assert "stage_distill" in out and "prepare_data" in out and "c10jpg-64px.pt" in out
 
 
 def test_unknown_builder_and_width_are_one_line_errors(wd: Path):
-    res = smk(wd, "-n", "results/nope_tiny/q/report.json", check=False,
-              extra="backbones: {nope: {builder: 'models.missing:build', image_size: 64}}\n")
+    res = smk(
+        wd,
+        "-n",
+        "results/nope_tiny/q/report.json",
+        check=False,
+        extra="backbones: {nope: {builder: 'models.missing:build', image_size: 64}}\n",
+    )
     assert res.returncode != 0 and "cannot import 'models.missing'" in res.stdout + res.stderr
     res = smk(wd, "-n", "results/mnv3s_tiny/q/report.json", check=False, extra="width: 0.5\n")
-    assert res.returncode != 0 and "has no width multiplier but width is 0.5; set overrides.mnv3s_tiny.width: 1.0" \
-        in res.stdout + res.stderr
+    assert (
+        res.returncode != 0
+        and "has no width multiplier but width is 0.5; set overrides.mnv3s_tiny.width: 1.0" in res.stdout + res.stderr
+    )
 
 
 def test_every_stage_runs_on_torchvision_and_user_models_at_64px(built: Path, monkeypatch):

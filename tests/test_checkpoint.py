@@ -70,8 +70,11 @@ def test_import_fills_batchnorm_counters_and_shortcut_maps_that_foreign_checkpoi
     from pqd.runner import run_stage
 
     m = build_model("resnet20", 10, 0.25)
-    sd = {"module." + k: v for k, v in m.state_dict().items()
-          if not k.endswith("num_batches_tracked") and not k.endswith("shortcut.source")}
+    sd = {
+        "module." + k: v
+        for k, v in m.state_dict().items()
+        if not k.endswith("num_batches_tracked") and not k.endswith("shortcut.source")
+    }
     assert len(sd) < len(m.state_dict()) - 9  # the public checkpoint's keys: no counters, no maps
     torch.save({"state_dict": sd}, tmp_path / "old.th")
     params = stage_params("", width=0.25, epochs=5, checkpoint=str(tmp_path / "old.th"))
@@ -81,7 +84,10 @@ def test_import_fills_batchnorm_counters_and_shortcut_maps_that_foreign_checkpoi
     assert torch.equal(loaded["linear.weight"], m.linear.weight)
     del sd["module.conv1.weight"]
     torch.save({"state_dict": sd}, tmp_path / "broken.th")
-    with pytest.raises(PqdError, match=r"does not fit backbone 'resnet20' \(width 0.25\): 1 missing keys \(e.g. conv1.weight\)"):
-        run_stage(stage_params("", width=0.25, checkpoint=str(tmp_path / "broken.th")), digits_cache,
-                  str(tmp_path / "d2.pt"))
+    with pytest.raises(
+        PqdError, match=r"does not fit backbone 'resnet20' \(width 0.25\): 1 missing keys \(e.g. conv1.weight\)"
+    ):
+        run_stage(
+            stage_params("", width=0.25, checkpoint=str(tmp_path / "broken.th")), digits_cache, str(tmp_path / "d2.pt")
+        )
     assert not (tmp_path / "d2.pt").exists()

@@ -24,23 +24,34 @@ EXP = "resnet18_digits"
 R = f"results/{EXP}"
 TINY = (ROOT / ".test/config/all_stages.yaml").read_text()
 # Every registered stage letter appears in these targets (checked below).
-TARGETS = [f"{R}/pqd/eval.json", f"{R}/s/slim.pt", f"{R}/l/lowrank.pt", f"{R}/pqk/pqk_int8.pt",
-           f"{R}/eq/qat_int8.pt", f"{R}/f/finetuned.pt"]
+TARGETS = [
+    f"{R}/pqd/eval.json",
+    f"{R}/s/slim.pt",
+    f"{R}/l/lowrank.pt",
+    f"{R}/pqk/pqk_int8.pt",
+    f"{R}/eq/qat_int8.pt",
+    f"{R}/f/finetuned.pt",
+]
 
 
 def copy_workflow(dest: Path) -> Path:
     for item in ("Snakefile", "rules", "config", "profiles", "report", "pqd", "envs"):
         src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item,
-                                                           **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                                              if src.is_dir() else {}))
+        (shutil.copytree if src.is_dir() else shutil.copy)(
+            src, dest / item, **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {})
+        )
     (dest / "tiny.yaml").write_text(TINY)
     return dest
 
 
 def smk(wd: Path, *args: str, check: bool = True, configs: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-j2", *args, "--configfile", "tiny.yaml", *configs],
-                         cwd=wd, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-j2", *args, "--configfile", "tiny.yaml", *configs],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and res.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return res
@@ -79,10 +90,12 @@ def test_closure_follows_imports_and_the_job_audit_catches_an_untracked_module()
     prune = codehash.closure(("pqd.runner", "pqd.stages.prune"))
     assert "pqd.losses" in distill and "pqd.losses" not in prune
     assert {"pqd.masks", "pqd.qat", "pqd.train", "pqd.model_io", "pqd.cli", "pqd.params"} <= set(prune)
-    assert codehash.untracked(["pqd.runner", "pqd.losses", "json"], ["pqd.runner", "pqd.stages.prune"]) == \
-        ["pqd.losses"]
-    assert codehash.code_hash(["pqd.runner", "pqd.stages.prune"]) != codehash.code_hash(["pqd.runner",
-                                                                                        "pqd.stages.distill"])
+    assert codehash.untracked(["pqd.runner", "pqd.losses", "json"], ["pqd.runner", "pqd.stages.prune"]) == [
+        "pqd.losses"
+    ]
+    assert codehash.code_hash(["pqd.runner", "pqd.stages.prune"]) != codehash.code_hash(
+        ["pqd.runner", "pqd.stages.distill"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +106,17 @@ def built(tmp_path_factory) -> Path:
     return wd
 
 
-TRAIN = {"dense", "stage_prune", "stage_qat", "stage_distill", "stage_structured", "stage_lowrank", "stage_pqk",
-         "stage_epsd", "stage_finetune"}
+TRAIN = {
+    "dense",
+    "stage_prune",
+    "stage_qat",
+    "stage_distill",
+    "stage_structured",
+    "stage_lowrank",
+    "stage_pqk",
+    "stage_epsd",
+    "stage_finetune",
+}
 # One line per output file of the rules in TARGETS: stage_qat has two jobs (pq and eq), evaluate two
 # outputs (eval.json, predictions.npz).
 JOBS = {"stage_qat": 2, "evaluate": 2}
@@ -140,10 +162,10 @@ def run(model, ctx):
     ctx.record["toy"] = {"scale": ctx.settings["scale"]}
     return model
 '''
-TOY_ENTRY = '''
+TOY_ENTRY = """
 STAGES.add("t", StageSpec("t", "toy", "toyed", "pqd.stages.toy", record=("toy",), epochs={"quick": 1, "paper": 1},
                           settings={"lr": _lr(0.01), "scale": {"type": "number", "default": 1.0}}))
-'''
+"""
 
 
 def test_a_new_stage_is_one_module_and_one_entry(tmp_path: Path):

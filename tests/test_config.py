@@ -41,7 +41,7 @@ def test_example_configs_validate_with_every_stage_of_every_pipeline(example):
         e = pc.experiment(cfg, exp, SCHEMA)
         for pipeline in cfg["pipelines"]:
             for n in range(len(pipeline) if pipeline != "dense" else 0):
-                assert pc.stage_params(e, exp, pipeline[:n + 1]).epochs >= 1
+                assert pc.stage_params(e, exp, pipeline[: n + 1]).epochs >= 1
 
 
 def test_stage_settings_schema_is_generated_from_the_specs_and_closed():
@@ -57,20 +57,26 @@ def test_stage_settings_schema_is_generated_from_the_specs_and_closed():
     cfg = pc.validate({"experiments": ["resnet20_digits"]}, SCHEMA)
     for letter in STAGES:
         assert cfg["stages"][letter] == {k: v["default"] for k, v in STAGES.get(letter).settings.items()}
-    for bad, where in (({"stages": {"P": {"sparsity": 0.9}}}, "'stages'"), ({"stages": {"x": {}}}, "'stages'"),
-                       ({"stages": {"p": {"sparsty": 0.9}}}, "'stages.p'"),
-                       ({"protocols": {"quick": {"z": 3}}}, "'protocols.quick'"),
-                       ({"dense": {"epochs": 3}}, "'dense'")):
+    for bad, where in (
+        ({"stages": {"P": {"sparsity": 0.9}}}, "'stages'"),
+        ({"stages": {"x": {}}}, "'stages'"),
+        ({"stages": {"p": {"sparsty": 0.9}}}, "'stages.p'"),
+        ({"protocols": {"quick": {"z": 3}}}, "'protocols.quick'"),
+        ({"dense": {"epochs": 3}}, "'dense'"),
+    ):
         with pytest.raises(PqdError, match=f"invalid config at {where}: Additional properties"):
             pc.validate({**base(), **bad}, SCHEMA)
 
 
-@pytest.mark.parametrize("path, value, message", [
-    (("stages", "p", "sparsity"), 1.5, r"stages\.p\.sparsity"),
-    (("device",), "tpu", r"'device'"),
-    (("measure", "runs"), 10, r"measure\.runs"),
-    (("stages", "d", "temprature"), 2.0, r"Additional properties"),
-])
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("stages", "p", "sparsity"), 1.5, r"stages\.p\.sparsity"),
+        (("device",), "tpu", r"'device'"),
+        (("measure", "runs"), 10, r"measure\.runs"),
+        (("stages", "d", "temprature"), 2.0, r"Additional properties"),
+    ],
+)
 def test_bad_values_fail_with_one_line_naming_the_key(path, value, message):
     cfg = base()
     node = cfg
@@ -101,5 +107,11 @@ def test_stage_params_hold_only_what_the_stage_depends_on():
     assert pc.stage_params(cfg, "resnet20_digits", "pq").quant == cfg["quant"]
     assert pc.stage_params(cfg, "resnet20_digits", "qd").settings == cfg["stages"]["d"]
     cfg = resolved("paper")
-    assert [pc.stage_params(cfg, "e", c).epochs for c in ("p", "pq", "pqd", "d", "dq", "dqp")] == \
-        [20, 40, 40, 40, 40, 20]
+    assert [pc.stage_params(cfg, "e", c).epochs for c in ("p", "pq", "pqd", "d", "dq", "dqp")] == [
+        20,
+        40,
+        40,
+        40,
+        40,
+        20,
+    ]

@@ -15,8 +15,9 @@ from pqd.runner import run_stage
 
 def test_snakemake_lint_is_clean(tmp_path):
     wd = copy_workflow(tmp_path)
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=wd, capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=wd, capture_output=True, text=True, timeout=300
+    )
     assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr, res.stdout[-3000:]
 
 
@@ -24,13 +25,18 @@ def test_each_subcommand_requires_its_own_arguments_in_one_line():
     res = subprocess.run([sys.executable, "-m", "pqd", "stage", "--data", "x.pt"], capture_output=True, text=True)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pqd: error: python -m pqd stage: the following arguments are "
-                                                   "required: --params, --output")
-    res = subprocess.run([sys.executable, "-m", "pqd", "stage", "--params", "{not json", "--data", "x.pt",
-                          "--output", "y.pt"], capture_output=True, text=True)
+    assert len(lines) == 1 and lines[0].startswith(
+        "pqd: error: python -m pqd stage: the following arguments are required: --params, --output"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "pqd", "stage", "--params", "{not json", "--data", "x.pt", "--output", "y.pt"],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         "pqd: error: job parameters are not valid JSON (Expecting property name enclosed in double quotes); "
-        "pass the rule's params unchanged"]
+        "pass the rule's params unchanged"
+    ]
 
 
 def test_a_stage_job_is_bit_identical_when_rerun(tmp_path, digits_cache):
@@ -57,19 +63,38 @@ def test_the_shipped_slurm_profile_dry_runs_and_gives_every_training_job_a_gpu(t
     import re
 
     import yaml
+    from test_codehash import TARGETS
 
     from pqd.pipeline import all_stage_specs
-    from test_codehash import TARGETS
 
     wd = copy_workflow(tmp_path)
     (wd / "eight.yaml").write_text("threads: {train: 8, eval: 4}\nmeasure: {runtime: openvino}\n")
     profile = yaml.safe_load((wd / "profiles/slurm/config.yaml").read_text())
     assert "set-resources" not in profile and "set-threads" not in profile and "config" not in profile
-    targets = [*TARGETS, "results/resnet18_digits/pqd/report.json", "results/resnet20_digits/f/finetuned.pt",
-               "results/resnet20_digits/ctl-pq/finetuned.pt"]
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n", *targets,
-                          "--configfile", "tiny.yaml", "eight.yaml"], cwd=wd, capture_output=True, text=True,
-                         timeout=300)
+    targets = [
+        *TARGETS,
+        "results/resnet18_digits/pqd/report.json",
+        "results/resnet20_digits/f/finetuned.pt",
+        "results/resnet20_digits/ctl-pq/finetuned.pt",
+    ]
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--profile",
+            "profiles/slurm",
+            "-n",
+            *targets,
+            "--configfile",
+            "tiny.yaml",
+            "eight.yaml",
+        ],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     blocks = {m.group(1): m.group(0) for m in re.finditer(r"\nrule (\w+):.*?(?=\n\n|\Z)", out, re.S)}

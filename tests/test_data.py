@@ -21,7 +21,7 @@ def test_random_crop_shifts_with_zero_padding_and_flip_mirrors(digits):
     assert out.shape == x.shape
     for i in range(2):  # each output is a shifted window of the zero-padded input
         padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
-        assert any(torch.equal(out[i], padded[:, r:r + 6, c:c + 6]) for r in range(5) for c in range(5))
+        assert any(torch.equal(out[i], padded[:, r : r + 6, c : c + 6]) for r in range(5) for c in range(5))
     data.crop_pad, data.flip = 0, True
     flips = [data.augment(x, torch.Generator().manual_seed(s)) for s in range(8)]
     assert any(torch.equal(f[0], x[0].flip(2)) for f in flips) and any(torch.equal(f[0], x[0]) for f in flips)
@@ -39,10 +39,18 @@ def test_imagefolder_reads_class_folders_and_resizes(tmp_path):
         for cls in ("cat", "dog"):
             (tmp_path / split / cls).mkdir(parents=True)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+                    tmp_path / split / cls / f"{i}.png"
+                )
     out = tmp_path / "cache.pt"
-    assert prepare("tiny", {"kind": "imagefolder", "root": str(tmp_path)}, "unused", str(out)) == \
-        {"train": 6, "test": 4, "classes": 2, "image_size": 32, "resized": 10, "converted": 0}
+    assert prepare("tiny", {"kind": "imagefolder", "root": str(tmp_path)}, "unused", str(out)) == {
+        "train": 6,
+        "test": 4,
+        "classes": 2,
+        "image_size": 32,
+        "resized": 10,
+        "converted": 0,
+    }
     data = load_data(str(out))
     assert data.classes == ["cat", "dog"] and data.train_x.shape == (6, 3, 32, 32)
     assert data.train_y.tolist() == [0, 0, 0, 1, 1, 1]
@@ -73,8 +81,16 @@ def test_random_resized_crop_is_seeded_and_keeps_the_size(tmp_path):
     from pqd.data import Data
 
     x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16).remainder(256).to(torch.uint8)
-    d = Data(x, torch.zeros(2, dtype=torch.int64), x, torch.zeros(2, dtype=torch.int64), ["a"], torch.zeros(3),
-             torch.ones(3), resized_crop=(0.3, 0.6))
+    d = Data(
+        x,
+        torch.zeros(2, dtype=torch.int64),
+        x,
+        torch.zeros(2, dtype=torch.int64),
+        ["a"],
+        torch.zeros(3),
+        torch.ones(3),
+        resized_crop=(0.3, 0.6),
+    )
     a = d.augment(x, torch.Generator().manual_seed(1))
     b = d.augment(x, torch.Generator().manual_seed(1))
     assert a.shape == x.shape and a.dtype == torch.uint8 and torch.equal(a, b) and not torch.equal(a, x)

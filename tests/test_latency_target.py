@@ -8,8 +8,8 @@ import copy
 import pytest
 import torch
 import yaml
-
 from helpers import ROOT, SCHEMA
+
 from pqd import config as pc
 from pqd.channels import prune_once
 from pqd.checkpoint import save_checkpoint
@@ -23,8 +23,13 @@ from pqd.params import CurveParams, MeasureSettings
 
 
 def curve(*keeps, ref_ms=2.0):
-    return {"form": "fp32", "runtime": "torch", "threads": 1, "reference_ms": ref_ms,
-            "points": [{"ratio": round(0.1 * i, 1), "keep": k} for i, k in enumerate(keeps)]}
+    return {
+        "form": "fp32",
+        "runtime": "torch",
+        "threads": 1,
+        "reference_ms": ref_ms,
+        "points": [{"ratio": round(0.1 * i, 1), "keep": k} for i, k in enumerate(keeps)],
+    }
 
 
 def test_ratio_is_interpolated_between_the_points_that_bracket_the_target():
@@ -52,11 +57,14 @@ def cfg_with(s: dict, **top):
     return cfg
 
 
-@pytest.mark.parametrize("s, top, says", [
-    ({"target": "latency"}, {}, "set exactly one of stages.s.latency_keep"),
-    ({"target": "latency", "latency_keep": 0.5, "latency_ms": 1.0}, {}, "set exactly one"),
-    ({"latency_keep": 0.5}, {}, "stages.s.target is macs, so it would be ignored"),
-])
+@pytest.mark.parametrize(
+    "s, top, says",
+    [
+        ({"target": "latency"}, {}, "set exactly one of stages.s.latency_keep"),
+        ({"target": "latency", "latency_keep": 0.5, "latency_ms": 1.0}, {}, "set exactly one"),
+        ({"latency_keep": 0.5}, {}, "stages.s.target is macs, so it would be ignored"),
+    ],
+)
 def test_budget_settings_that_contradict_each_other_fail_at_dag_time(s, top, says):
     cfg = cfg_with(s, **top)
     exp = cfg["experiments"][0]
@@ -83,17 +91,24 @@ def test_latency_targeted_pruning_lands_within_tolerance_of_its_target(tmp_path)
     torch.manual_seed(0)
     model = build_model("vgg16", 10, 0.25).eval()
     path = tmp_path / "in.pt"
-    save_checkpoint(str(path), model.state_dict(), {"backbone": "vgg16", "dataset": "digits", "num_classes": 10,
-                                                     "width": 0.25, "form": "fp32"})
+    save_checkpoint(
+        str(path),
+        model.state_dict(),
+        {"backbone": "vgg16", "dataset": "digits", "num_classes": 10, "width": 0.25, "form": "fp32"},
+    )
     timing = MeasureSettings(runtime="torch", threads=1, runs=200, warmup=10, rounds=20)
-    c = measure_curve(str(path), CurveParams(measure=timing, form="fp32", allocation="uniform", round_to=8,
-                                             ratios=list(pc.CURVE_RATIOS)))
+    c = measure_curve(
+        str(path),
+        CurveParams(measure=timing, form="fp32", allocation="uniform", round_to=8, ratios=list(pc.CURVE_RATIOS)),
+    )
     keeps = [p["keep"] for p in c["points"]]
     assert keeps[0] == pytest.approx(1.0) and min(keeps) < 0.6, keeps  # the curve reaches past the target
     ratio, predicted = ratio_for_latency(c, 0.6)
     pruned = prune_once(model, ratio, 32, "uniform", round_to=8).eval()
     widths = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w % 8 == 0 for w in widths), widths  # round_to holds under a latency target too
-    res = interleaved_latency({"pruned": pruned, "reference": copy.deepcopy(model)}, runs=200, warmup=10, rounds=20, image_size=32)
+    res = interleaved_latency(
+        {"pruned": pruned, "reference": copy.deepcopy(model)}, runs=200, warmup=10, rounds=20, image_size=32
+    )
     measured = per_round_keep(res["pruned"]["round_ms"], res["reference"]["round_ms"])
     assert abs(measured - 0.6) <= LATENCY_TOLERANCE, (ratio, measured, keeps)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pqd.models import build_model
 from pqd.catalog import BACKBONES
+from pqd.models import build_model
 
 
 @pytest.mark.parametrize("name", BACKBONES.names())

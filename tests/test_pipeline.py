@@ -1,9 +1,8 @@
 import pytest
 
-from pqd.errors import PqdError
 from pqd.catalog import BACKBONES
-from pqd.pipeline import (STAGES, all_pipelines, artifact_name, model_path, parse_experiment,
-                          parse_pipeline)
+from pqd.errors import PqdError
+from pqd.pipeline import STAGES, all_pipelines, artifact_name, model_path, parse_experiment, parse_pipeline
 
 
 def test_every_order_pair_and_single_is_a_valid_pipeline():
@@ -25,11 +24,14 @@ def test_files_are_named_for_what_they_hold_and_prefixes_are_shared():
     assert model_path("r", "e", "pqd"[:1]) == model_path("r", "e", "pdq"[:1])
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("pqx", "unknown stage letter 'x'"),
-    ("ppq", "repeats stage 'p'"),
-    ("", "empty pipeline"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("pqx", "unknown stage letter 'x'"),
+        ("ppq", "repeats stage 'p'"),
+        ("", "empty pipeline"),
+    ],
+)
 def test_bad_pipelines_fail_with_one_clear_line(bad, message):
     with pytest.raises(PqdError, match=message) as e:
         parse_pipeline(bad)
@@ -51,12 +53,15 @@ def test_registries_list_known_names_on_error():
     assert {"p", "q", "d"} <= set(STAGES)
 
 
-@pytest.mark.parametrize("pipeline, message", [
-    ("qs", r"stage 's' \(structured\) reshapes FP32 layers, so it must come before.*'sq'"),
-    ("pql", r"stage 'l' \(lowrank\).*must come before the quantizing stage"),
-    ("pe", r"stage 'e' \(epsd\) trains its model from scratch, so it must come first.*'ep'"),
-    ("qk", r"stage 'k' \(pqk\) needs stage 'p' \(prune\) earlier"),
-])
+@pytest.mark.parametrize(
+    "pipeline, message",
+    [
+        ("qs", r"stage 's' \(structured\) reshapes FP32 layers, so it must come before.*'sq'"),
+        ("pql", r"stage 'l' \(lowrank\).*must come before the quantizing stage"),
+        ("pe", r"stage 'e' \(epsd\) trains its model from scratch, so it must come first.*'ep'"),
+        ("qk", r"stage 'k' \(pqk\) needs stage 'p' \(prune\) earlier"),
+    ],
+)
 def test_stage_order_rules_are_one_clear_error(pipeline, message):
     with pytest.raises(PqdError, match=message):
         parse_pipeline(pipeline)
@@ -67,8 +72,11 @@ def test_second_inputs_come_from_the_registry_or_the_teacher_setting():
     from pqd.errors import PqdError
 
     def cfg(teacher, p_epochs=1):
-        return {"protocol": "quick", "protocols": {"quick": {"p": p_epochs, "q": 1, "d": 1}},
-                "stages": {"p": {"lr": 0.01}, "q": {"lr": 0.01}, "d": {"lr": 0.01, "teacher": teacher}}}
+        return {
+            "protocol": "quick",
+            "protocols": {"quick": {"p": p_epochs, "q": 1, "d": 1}},
+            "stages": {"p": {"lr": 0.01}, "q": {"lr": 0.01}, "d": {"lr": 0.01, "teacher": teacher}},
+        }
 
     assert teacher_pipeline(cfg("dense"), "pqd") == "dense" and teacher_pipeline(cfg("dense"), "d") == "dense"
     assert teacher_pipeline(cfg("input"), "pqd") == "pq" and teacher_pipeline(cfg("input"), "d") == "dense"
@@ -102,7 +110,12 @@ def test_built_in_backbones_pass_every_stage_probe(name):
     found = probe(spec, 0.25, "openvino")
     assert {k: v["ok"] for k, v in found.items()} == dict.fromkeys(found, True), found
     assert capability.refusal(spec, [STAGES.get(c) for c in "pqdslke"], found) is None
-    found["quantize"] = {"ok": False, "where": "Block.forward (net.py:3)", "what": "data-dependent control flow",
-                         "fix": "drop 'q'"}
+    found["quantize"] = {
+        "ok": False,
+        "where": "Block.forward (net.py:3)",
+        "what": "data-dependent control flow",
+        "fix": "drop 'q'",
+    }
     assert capability.refusal(spec, [STAGES.get(c) for c in "pq"], found) == (
-        f"stage 'q' cannot run on backbone '{name}': Block.forward (net.py:3) (data-dependent control flow); drop 'q'")
+        f"stage 'q' cannot run on backbone '{name}': Block.forward (net.py:3) (data-dependent control flow); drop 'q'"
+    )

@@ -6,8 +6,8 @@ import torch.nn as nn
 from pqd import masks as prune
 from pqd import measure
 from pqd import qat as quant
-from pqd.stages.prune import cubic_schedule
 from pqd.models import build_model
+from pqd.stages.prune import cubic_schedule
 from pqd.train import fit
 
 
@@ -74,7 +74,7 @@ def test_converted_model_runs_integer_kernels_with_int8_weights(tmp_path):
     assert not any(isinstance(mod, (nn.Conv2d, nn.Linear)) for mod in int8.modules())
     ops = {str(n.target) for n in int8.graph.nodes if n.op == "call_function"}
     assert any("quantized.add_relu" in o for o in ops), ops
-    for layer, w in quant.int8_layers(int8).items():
+    for w in quant.int8_layers(int8).values():
         assert w.dtype == torch.int8
     x = torch.randn(2, 3, 32, 32)
     # the deployed checkpoint reloads (weights_only) into an identical INT8 model

@@ -22,9 +22,21 @@ ENV = {**os.environ, "PQD_PROGRESS_S": "0.05"}
 
 
 def stage_cmd(params, data: str, output: Path, model: str | None = None) -> list[str]:
-    return [sys.executable, "-m", "pqd", "--track", "pqd.runner,pqd.stages.dense,pqd.stages.qat,pqd.models.resnet_cifar",
-            "stage", "--params", params.to_json(), "--data", data, "--output", str(output),
-            *(["--input", model] if model else [])]
+    return [
+        sys.executable,
+        "-m",
+        "pqd",
+        "--track",
+        "pqd.runner,pqd.stages.dense,pqd.stages.qat,pqd.models.resnet_cifar",
+        "stage",
+        "--params",
+        params.to_json(),
+        "--data",
+        data,
+        "--output",
+        str(output),
+        *(["--input", model] if model else []),
+    ]
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -96,16 +108,19 @@ def test_a_resume_file_of_other_params_is_ignored_with_a_log_line(reference, dig
     assert "it was made by other params, code or inputs" in text and "resuming" not in text
 
 
-def test_a_job_near_its_time_limit_stops_at_an_epoch_boundary_and_the_retry_resumes(reference, digits_cache,
-                                                                                     tmp_path):
+def test_a_job_near_its_time_limit_stops_at_an_epoch_boundary_and_the_retry_resumes(reference, digits_cache, tmp_path):
     """A scheduler's time limit (PQD_DEADLINE here; SLURM's end time on a cluster, see
     pqd.interrupts.job_deadline): the job saves the epoch, stops with one line before the limit
     instead of being killed in the middle of the next epoch, and its retry resumes from it."""
     ref, dense, _ = reference
     out, log = tmp_path / "dense.pt", tmp_path / "dense.log"
     with open(log, "w") as f:
-        proc = subprocess.run(stage_cmd(dense, digits_cache, out), stderr=f, timeout=600,
-                              env={**ENV, "PQD_DEADLINE": str(time.time() + 20)})
+        proc = subprocess.run(
+            stage_cmd(dense, digits_cache, out),
+            stderr=f,
+            timeout=600,
+            env={**ENV, "PQD_DEADLINE": str(time.time() + 20)},
+        )
     text = log.read_text()
     assert proc.returncode == 2, text[-2000:]  # a failed job to Snakemake, which retries it
     last = text.strip().splitlines()[-1]

@@ -29,15 +29,25 @@ def int8_artifacts(digits, tmp_path_factory):
     prune.global_magnitude_prune(m, 0.5, layers)
     pruned = {n: mod.weight.detach() == 0 for n, mod in layers}
     q = quant.prepare_qat(m, 32)
-    fit(q, digits, epochs=1, lr=0.01, batch_size=64, step_hooks=[prune.mask_hook(prune.masks_from_zeros(q))],
-        log=io.StringIO())
+    fit(
+        q,
+        digits,
+        epochs=1,
+        lr=0.01,
+        batch_size=64,
+        step_hooks=[prune.mask_hook(prune.masks_from_zeros(q))],
+        log=io.StringIO(),
+    )
     d = tmp_path_factory.mktemp("rt")
     meta = {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "int8", "reduce_range": True}
     save_checkpoint(d / "qat.pt", q.state_dict(), {**meta, "form": "qat"})  # what OpenVINO's graph is built from
     int8 = quant.convert(q)
     save_checkpoint(d / "deployed.pt", int8.state_dict(), meta)
-    assert export_onnx(str(d / "deployed.pt"), str(d / "deployed.onnx")) == {"form": "int8", "opset": 17,
-                                                                             "int8_path": "converted"}
+    assert export_onnx(str(d / "deployed.pt"), str(d / "deployed.onnx")) == {
+        "form": "int8",
+        "opset": 17,
+        "int8_path": "converted",
+    }
     return int8, pruned, str(d / "deployed.pt"), str(d / "deployed.onnx")
 
 
@@ -106,7 +116,9 @@ def test_openvino_runs_the_weighted_inputs_graph_of_the_qat_model(int8_artifacts
         x = made_by[n.input[0]]
         x = made_by[x.input[0]] if x.op_type == "Flatten" else x
         assert x.op_type == "DequantizeLinear" and made_by[n.input[1]].op_type == "DequantizeLinear", n.name
-    readers = {n.op_type for n in graph.node for i in n.input if i in made_by and made_by[i].op_type == "DequantizeLinear"}
+    readers = {
+        n.op_type for n in graph.node for i in n.input if i in made_by and made_by[i].op_type == "DequantizeLinear"
+    }
     assert readers <= {"Conv", "Gemm", "MatMul", "Flatten"}, readers
     every_op = sum(n.op_type == "QuantizeLinear" for n in onnx.load(onnx_path).graph.node)  # activations only
     on_activations = [n for n in graph.node if n.op_type == "QuantizeLinear" and _const(graph, n.input[0]) is None]
@@ -145,8 +157,11 @@ def test_preactivation_networks_export_their_standalone_int8_batchnorm(tmp_path)
         for _ in range(3):
             q(torch.randn(16, 3, 32, 32))
     int8 = quant.convert(q)
-    assert any("batch_norm2d" in str(n.target) or "BNReLU2d" in type(getattr(int8, str(n.target), None)).__name__
-               for n in int8.graph.nodes if n.op in ("call_module", "call_function"))
+    assert any(
+        "batch_norm2d" in str(n.target) or "BNReLU2d" in type(getattr(int8, str(n.target), None)).__name__
+        for n in int8.graph.nodes
+        if n.op in ("call_module", "call_function")
+    )
     meta = {"backbone": "wrn28_10", "num_classes": 10, "width": 0.125, "form": "int8", "reduce_range": True}
     save_checkpoint(tmp_path / "w.pt", int8.state_dict(), meta)
     export_onnx(str(tmp_path / "w.pt"), str(tmp_path / "w.onnx"))
@@ -189,8 +204,9 @@ def test_int8_vit_exports_from_its_fake_quantized_model_and_agrees_in_both_onnx_
     deploy(str(tmp_path / "v_qat.pt"), str(tmp_path / "v.pt"))
     with pytest.raises(PqdError, match="exported from its fake-quantized model.*--source"):
         export_onnx(str(tmp_path / "v.pt"), str(tmp_path / "v.onnx"))
-    rec = export_onnx(str(tmp_path / "v.pt"), str(tmp_path / "v_ov.onnx"), source=str(tmp_path / "v_qat.pt"),
-                      runtime="openvino")
+    rec = export_onnx(
+        str(tmp_path / "v.pt"), str(tmp_path / "v_ov.onnx"), source=str(tmp_path / "v_qat.pt"), runtime="openvino"
+    )
     assert rec["int8_path"] == "weighted_inputs"
     ov_top1 = evaluate(make_runner("openvino", str(tmp_path / "v.pt"), str(tmp_path / "v_ov.onnx"), 1), digits)
     assert not (tmp_path / "v.onnx").exists()

@@ -22,10 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 EXP = "resnet20_digits"
 TARGET = f"results/{EXP}/pqd/eval.json"
 MODELS = ["dense/dense.pt", "p/pruned.pt", "pq/qat_int8.pt", "pqd/distilled_int8.pt"]
-MISSING = [b for b in ("slurmctld", "slurmd", "sbatch", "squeue", "munged") if not shutil.which(b)
-           and not Path(f"/usr/sbin/{b}").exists()]
-REASON = (f"SLURM cannot run here: {'not root' if os.geteuid() != 0 else 'missing ' + ', '.join(MISSING)}"
-          "; apt-get install slurm-wlm munge as root (what .ci/run does)")
+MISSING = [
+    b
+    for b in ("slurmctld", "slurmd", "sbatch", "squeue", "munged")
+    if not shutil.which(b) and not Path(f"/usr/sbin/{b}").exists()
+]
+REASON = (
+    f"SLURM cannot run here: {'not root' if os.geteuid() != 0 else 'missing ' + ', '.join(MISSING)}"
+    "; apt-get install slurm-wlm munge as root (what .ci/run does)"
+)
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or bool(MISSING), reason=REASON)
 
 
@@ -35,8 +40,15 @@ def user_profile(wd: Path) -> None:
     profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
     del profile["default-resources"]["slurm_account"]
     profile["default-resources"]["slurm_partition"] = "main"
-    profile.update({"slurm-no-account": True, "slurm-status-command": "squeue", "slurm-keep-successful-logs": True,
-                    "slurm-init-seconds-before-status-checks": 1, "seconds-between-status-checks": 2})
+    profile.update(
+        {
+            "slurm-no-account": True,
+            "slurm-status-command": "squeue",
+            "slurm-keep-successful-logs": True,
+            "slurm-init-seconds-before-status-checks": 1,
+            "seconds-between-status-checks": 2,
+        }
+    )
     (wd / "profiles/cluster").mkdir()
     (wd / "profiles/cluster/config.yaml").write_text(yaml.safe_dump(profile))
 
@@ -58,8 +70,10 @@ def workflow_copy(dest: Path) -> Path:
     copy_workflow(dest)
     (dest / "tiny.yaml").write_text((ROOT / ".test/config/workflow.yaml").read_text())
     # no GPU on this node: the one edit a CPU-only cluster needs (README); runtime torch: no export jobs
-    (dest / "cluster.yaml").write_text("resources: {train: {gpu: 0, mem_mb: 2000}, eval: {mem_mb: 2000}, "
-                                       "light: {mem_mb: 2000}}\nmeasure: {runtime: torch}\n")
+    (dest / "cluster.yaml").write_text(
+        "resources: {train: {gpu: 0, mem_mb: 2000}, eval: {mem_mb: 2000}, "
+        "light: {mem_mb: 2000}}\nmeasure: {runtime: torch}\n"
+    )
     return dest
 
 
@@ -69,9 +83,24 @@ def test_a_pipeline_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
     wd = workflow_copy(tmp_path / "slurm")
     user_profile(wd)
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/cluster", TARGET,
-                          "--configfile", "tiny.yaml", "cluster.yaml"], cwd=wd, capture_output=True, text=True,
-                         env=cluster, timeout=1200)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--profile",
+            "profiles/cluster",
+            TARGET,
+            "--configfile",
+            "tiny.yaml",
+            "cluster.yaml",
+        ],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+        env=cluster,
+        timeout=1200,
+    )
     slurm_s = time.perf_counter() - t0
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
@@ -82,8 +111,13 @@ def test_a_pipeline_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
 
     local = workflow_copy(tmp_path / "local")
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-j2", TARGET, "--configfile", "tiny.yaml",
-                          "cluster.yaml"], cwd=local, capture_output=True, text=True, timeout=1200)
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-j2", TARGET, "--configfile", "tiny.yaml", "cluster.yaml"],
+        cwd=local,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     local_s = time.perf_counter() - t0
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     for model in MODELS:
@@ -94,8 +128,9 @@ def test_a_pipeline_runs_through_slurm_and_matches_a_local_run(cluster, tmp_path
                 assert torch.equal(a[k].detach(), b[k].detach()), (model, k)
     ev = [yaml.safe_load((d / TARGET).read_text()) for d in (wd, local)]
     assert ev[0]["accuracy"] == ev[1]["accuracy"] and ev[0]["form"] == "int8"
-    print(f"\nSLURM: 7 jobs in {slurm_s:.0f} s; local: {local_s:.0f} s; "
-          f"overhead {(slurm_s - local_s) / 7:.1f} s per job")
+    print(
+        f"\nSLURM: 7 jobs in {slurm_s:.0f} s; local: {local_s:.0f} s; overhead {(slurm_s - local_s) / 7:.1f} s per job"
+    )
 
 
 def test_a_job_reads_its_slurm_time_limit(cluster):
@@ -105,8 +140,13 @@ def test_a_job_reads_its_slurm_time_limit(cluster):
 
     code = "from pqd.interrupts import job_deadline; print(job_deadline())"
     t0 = time.time()
-    res = subprocess.run(["srun", "-p", "main", "-t", "5", "-n1", sys.executable, "-c", code], capture_output=True,
-                         text=True, timeout=120, env={**cluster, "PYTHONPATH": str(ROOT)})
+    res = subprocess.run(
+        ["srun", "-p", "main", "-t", "5", "-n1", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**cluster, "PYTHONPATH": str(ROOT)},
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     deadline = float(res.stdout.strip().splitlines()[-1])
-    assert t0 + 240 < deadline < time.time() + 301, (deadline - t0)
+    assert t0 + 240 < deadline < time.time() + 301, deadline - t0

@@ -30,7 +30,8 @@ def vgg_dense(tmp_path_factory, digits_cache):
 
 
 def test_structured_pruning_removes_the_configured_macs_and_reloads_without_the_pruner(
-        vgg_dense, digits_cache, tmp_path):
+    vgg_dense, digits_cache, tmp_path
+):
     before, _ = load_model(vgg_dense)
     out = str(tmp_path / "slim.pt")
     rec = run_stage(params("s", "vgg16", 0.25, macs_keep=0.5, steps=2), digits_cache, out, vgg_dense)
@@ -55,8 +56,12 @@ def test_structured_pruning_removes_the_configured_macs_and_reloads_without_the_
 
 def test_structured_pruning_with_taylor_importance_differs_from_magnitude(vgg_dense, digits_cache, tmp_path):
     for name, imp in (("m", "magnitude"), ("t", "taylor")):
-        run_stage(params("s", "vgg16", 0.25, importance=imp, steps=1, distill=False), digits_cache,
-                  str(tmp_path / f"{name}.pt"), vgg_dense)
+        run_stage(
+            params("s", "vgg16", 0.25, importance=imp, steps=1, distill=False),
+            digits_cache,
+            str(tmp_path / f"{name}.pt"),
+            vgg_dense,
+        )
     m, _ = load_model(str(tmp_path / "m.pt"))
     t, _ = load_model(str(tmp_path / "t.pt"))
     assert macs(m, 32) == macs(t, 32)  # same ratio ...
@@ -118,8 +123,8 @@ def test_structured_pruning_of_option_a_resnet20_combines_with_q_and_d(resnet_de
 
 
 def test_vit_heads_and_mlp_width_are_pruned_and_the_model_reloads_and_quantizes(digits_cache, tmp_path):
-    from pqd.models import build_model
     from pqd.channels import prune_once
+    from pqd.models import build_model
 
     vit = build_model("vit", 10, 0.5)
     slim = prune_once(vit, 0.5, 32)
@@ -151,7 +156,7 @@ def test_lowrank_replaces_layers_by_factor_pairs_within_the_kept_energy(resnet_d
         assert isinstance(pair, LowRank) and pair[0].out_channels == r["rank"] == pair[1].in_channels
         w = originals[name]
         product = (pair[1].weight.flatten(1) @ pair[0].weight.flatten(1)).reshape(w.shape)
-        residual = ((w - product) ** 2).sum() / (w ** 2).sum()
+        residual = ((w - product) ** 2).sum() / (w**2).sum()
         assert residual <= 1 - 0.8 + 1e-4  # the dropped energy is exactly what is left out
         assert abs(residual.item() - (1 - r["kept_energy"])) < 1e-4
         assert r["params_after"] < r["params_before"]

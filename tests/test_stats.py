@@ -110,7 +110,7 @@ def test_a_pipeline_right_on_every_image_keeps_a_lower_bound():
     for seeds in (1, 3):
         iv = stats.accuracy_interval(np.ones((seeds, 360), bool))
         assert iv.mean == 100.0 and iv.high == 100.0
-        assert iv.low == pytest.approx(100 * 360 / (360 + 1.959963984540054 ** 2), abs=1e-6)
+        assert iv.low == pytest.approx(100 * 360 / (360 + 1.959963984540054**2), abs=1e-6)
 
 
 def test_holm_against_hand_computed_cases_and_nan():
@@ -124,11 +124,13 @@ def test_holm_against_hand_computed_cases_and_nan():
 
 def test_letter_groups_do_not_claim_an_order_the_tests_do_not_give():
     """A > C significant, A ~ B, B ~ C: B shares a letter with each (the old rank gave 1, 1, 2)."""
+
     def comp(a, b, p):
         return stats.Comparison(a, b, 1.0, 0.5, 1.5, p, p_holm=p, n_seeds=3)
 
-    groups = stats.letter_groups({"A": 85.0, "B": 84.5, "C": 84.0},
-                                 [comp("A", "B", 0.5), comp("A", "C", 0.01), comp("B", "C", 0.4)])
+    groups = stats.letter_groups(
+        {"A": 85.0, "B": 84.5, "C": 84.0}, [comp("A", "B", 0.5), comp("A", "C", 0.01), comp("B", "C", 0.4)]
+    )
     assert groups == {"A": "a", "B": "ab", "C": "b"}
     assert stats.letter_groups({"A": 1.0, "B": 0.0}, [comp("A", "B", 0.5)]) == {"A": "a", "B": "a"}
 
@@ -174,12 +176,19 @@ def test_calibration_by_simulation_meets_its_targets():
     """Simulated experiments with a known truth through the summary's own functions (issue 21):
     false positives and family-wise error at 3 seeds, coverage of the accuracy interval from 85%
     to 99.7% top-1 and 360 to 10,000 images."""
-    res = subprocess.run([sys.executable, str(ROOT / "bench/stats_calibration.py"), "--quick"],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench/stats_calibration.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     last = res.stdout.strip().splitlines()[-1]
-    m = re.fullmatch(r"calibration: type1_3seeds=(\S+) fwer15_3seeds=(\S+) coverage_acc=(\S+) "
-                     r"coverage_ceiling=(\S+) power05_5seeds=(\S+)", last)
+    m = re.fullmatch(
+        r"calibration: type1_3seeds=(\S+) fwer15_3seeds=(\S+) coverage_acc=(\S+) "
+        r"coverage_ceiling=(\S+) power05_5seeds=(\S+)",
+        last,
+    )
     assert m, last
     type1, fwer, cov, cov_ceiling, power = map(float, m.groups())
     assert type1 <= 0.06 and fwer <= 0.06 and cov >= 0.93 and cov_ceiling >= 0.93, res.stdout

@@ -44,21 +44,23 @@ def test_device_resident_batches_equal_the_cpu_batches(digits, device):
     on_dev = digits.to(device)
     assert on_dev.train_x.device.type == device
     for (xa, ya), (xb, yb) in zip(
-            digits.batches("train", 64, shuffle=True, augment=True, generator=torch.Generator().manual_seed(4)),
-            on_dev.batches("train", 64, shuffle=True, augment=True, generator=torch.Generator().manual_seed(4),
-                           device=device)):
+        digits.batches("train", 64, shuffle=True, augment=True, generator=torch.Generator().manual_seed(4)),
+        on_dev.batches(
+            "train", 64, shuffle=True, augment=True, generator=torch.Generator().manual_seed(4), device=device
+        ),
+    ):
         assert xb.device.type == device
         assert torch.equal(xa, xb.cpu()) and torch.equal(ya, yb.cpu())
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("precision,fmt", [("bf16", "contiguous"), ("fp32", "channels_last"),
-                                           ("bf16", "channels_last")])
+@pytest.mark.parametrize(
+    "precision,fmt", [("bf16", "contiguous"), ("fp32", "channels_last"), ("bf16", "channels_last")]
+)
 def test_bf16_and_channels_last_train_and_save_nchw_fp32_weights(digits, device, precision, fmt):
     torch.manual_seed(0)
     m = build_model("resnet20", 10, 0.25)
-    hist = fit(m, digits, epochs=2, lr=0.05, batch_size=32, device=device, precision=precision,
-               memory_format_name=fmt)
+    hist = fit(m, digits, epochs=2, lr=0.05, batch_size=32, device=device, precision=precision, memory_format_name=fmt)
     assert all(math.isfinite(h["loss"]) for h in hist) and hist[1]["loss"] < hist[0]["loss"]
     for name, p in m.state_dict().items():
         assert p.is_contiguous(), name  # checkpoints keep NCHW whatever the training layout

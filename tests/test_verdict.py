@@ -13,11 +13,21 @@ from pqd.stats import Comparison
 
 
 def row(p, acc, speed, size_ratio, form="int8", group="a", spread=0.1):
-    return {"pipeline": p, "deployed_form": form, "runtime": "openvino", "group": group, "accuracy_mean": acc,
-            "accuracy_ci95_low": acc - 0.7, "accuracy_ci95_high": acc + 0.7, "size_bytes": int(1e6 / size_ratio),
-            "size_gzip_bytes": int(0.9e6 / size_ratio), "size_ratio": size_ratio,
-            "speedup_same_runtime_mean": speed, "speedup_same_runtime_ci95_low": speed * (1 - spread),
-            "speedup_same_runtime_ci95_high": speed * (1 + spread)}
+    return {
+        "pipeline": p,
+        "deployed_form": form,
+        "runtime": "openvino",
+        "group": group,
+        "accuracy_mean": acc,
+        "accuracy_ci95_low": acc - 0.7,
+        "accuracy_ci95_high": acc + 0.7,
+        "size_bytes": int(1e6 / size_ratio),
+        "size_gzip_bytes": int(0.9e6 / size_ratio),
+        "size_ratio": size_ratio,
+        "speedup_same_runtime_mean": speed,
+        "speedup_same_runtime_ci95_low": speed * (1 - spread),
+        "speedup_same_runtime_ci95_high": speed * (1 + spread),
+    }
 
 
 def comp(a, b, diff, half, p):
@@ -33,18 +43,31 @@ CTL = row("ctl-dpq", 85.1, 1.0, 1.0, form="fp32")
 
 
 def test_a_clear_winner_is_named_with_its_cost_control_and_what_fails():
-    df = summary_of([DENSE, row("q", 84.8, 1.5, 3.4, spread=0.03), row("pqd", 84.9, 1.9, 3.4, spread=0.03),
-                     row("sqd", 80.0, 3.0, 8.0, group="b"), CTL])
-    vs_dense = {"q": comp("q", "dense", -0.2, 0.5, 0.4), "pqd": comp("pqd", "dense", -0.1, 0.4, 0.6),
-                "sqd": comp("sqd", "dense", -5.0, 1.0, 1e-4), "ctl-dpq": comp("ctl-dpq", "dense", 0.1, 0.3, 0.5)}
+    df = summary_of(
+        [
+            DENSE,
+            row("q", 84.8, 1.5, 3.4, spread=0.03),
+            row("pqd", 84.9, 1.9, 3.4, spread=0.03),
+            row("sqd", 80.0, 3.0, 8.0, group="b"),
+            CTL,
+        ]
+    )
+    vs_dense = {
+        "q": comp("q", "dense", -0.2, 0.5, 0.4),
+        "pqd": comp("pqd", "dense", -0.1, 0.4, 0.6),
+        "sqd": comp("sqd", "dense", -5.0, 1.0, 1e-4),
+        "ctl-dpq": comp("ctl-dpq", "dense", 0.1, 0.3, 0.5),
+    }
     vs_control = {"pqd": comp("pqd", "ctl-dpq", -0.2, 0.4, 0.3)}
     d = verdict.decide(df, vs_dense, 3, max_loss=1.0)
     assert (d.fastest, d.smallest, d.qualifying) == ("pqd", "pqd", ["q", "pqd"])
     assert d.as_fast == []  # q's speedup CI [1.46, 1.55] is below pqd's [1.84, 1.96]
     text = verdict.verdict_markdown(df, d, vs_dense, vs_control)
     assert text[0].startswith("**Verdict** (3 seeds; a pipeline qualifies when it loses less than 1 point(s)")
-    assert "ship **pqd**, the fastest that qualifies: 1.90x [1.84, 1.96] faster than dense FP32 in openvino, " \
-           "3.40x smaller, top-1 84.90% (-0.10 points [-0.50, +0.30] against dense)" in text[0]
+    assert (
+        "ship **pqd**, the fastest that qualifies: 1.90x [1.84, 1.96] faster than dense FP32 in openvino, "
+        "3.40x smaller, top-1 84.90% (-0.10 points [-0.50, +0.30] against dense)" in text[0]
+    )
     assert "cannot be told apart from its equal-budget control ctl-dpq" in text[0]
     assert "It is also the smallest that qualifies." in text[0] and "Do not qualify: sqd." in text[0]
     table = {r.split(" | ")[1]: r for r in text if r.startswith("| ") and "---" not in r}
@@ -56,8 +79,11 @@ def test_a_clear_winner_is_named_with_its_cost_control_and_what_fails():
 
 def test_a_tie_in_speed_is_said_and_the_smallest_can_differ():
     df = summary_of([DENSE, row("pqd", 84.9, 1.90, 3.4), row("qpd", 85.0, 1.85, 3.4), row("sq", 84.5, 1.7, 6.0)])
-    vs_dense = {"pqd": comp("pqd", "dense", -0.1, 0.4, 0.6), "qpd": comp("qpd", "dense", 0.0, 0.4, 1.0),
-                "sq": comp("sq", "dense", -0.5, 0.4, 0.04)}
+    vs_dense = {
+        "pqd": comp("pqd", "dense", -0.1, 0.4, 0.6),
+        "qpd": comp("qpd", "dense", 0.0, 0.4, 1.0),
+        "sq": comp("sq", "dense", -0.5, 0.4, 0.04),
+    }
     d = verdict.decide(df, vs_dense, 3, max_loss=1.0)
     assert (d.fastest, d.smallest) == ("pqd", "sq") and d.as_fast == ["qpd", "sq"]
     assert d.same_group == ["dense", "qpd", "sq"]  # every row shares group a

@@ -112,7 +112,9 @@ def test_summary_table_plot_and_snakemake_html_report(built: Path):
     # pqd and pdq train 1 epoch per letter at one lr: one control (ctl-dpq, the first such ordering) serves both
     assert sorted(df["pipeline"]) == ["ctl-dpq", "dense", "pdq", "pqd"]
     assert {"accuracy_mean", "accuracy_ci95_low", "accuracy_ci95_high", "speedup_ci95_low", "group"} <= set(df)
-    assert (df["accuracy_ci95_low"] <= df["accuracy_mean"]).all() and (df["accuracy_mean"] <= df["accuracy_ci95_high"]).all()
+    assert (df["accuracy_ci95_low"] <= df["accuracy_mean"]).all() and (
+        df["accuracy_mean"] <= df["accuracy_ci95_high"]
+    ).all()
     assert (built / f"results/{EXP}/frontier.png").stat().st_size > 10_000
     md = (built / f"results/{EXP}/summary.md").read_text()
     assert "| pqd |" in md and "Minimum detectable effect" in md
@@ -128,7 +130,11 @@ def test_summary_table_plot_and_snakemake_html_report(built: Path):
     ctl = json.loads((built / f"results/{EXP}/ctl-dpq/report.json").read_text())
     assert [s["stage"] for s in ctl["stages"]] == ["dense", "f"] and ctl["deployed_form"] == "fp32"
     segments = ctl["stages"][-1]["segments"]
-    assert [(g["letter"], g["epochs"], g["epochs_trained"]) for g in segments] == [("d", 1, 1), ("p", 1, 1), ("q", 1, 1)]
+    assert [(g["letter"], g["epochs"], g["epochs_trained"]) for g in segments] == [
+        ("d", 1, 1),
+        ("p", 1, 1),
+        ("q", 1, 1),
+    ]
     meta = torch.load(built / f"results/{EXP}/ctl-dpq/finetuned.pt", weights_only=True)["meta"]
     assert len(meta["history"][-1]["train"]) == 3 and ctl["stages"][-1]["epochs"] == 3
     d = json.loads((built / f"results/{EXP}/pqd/report.json").read_text())["stages"][-1]
@@ -225,6 +231,7 @@ def test_switching_runtime_reruns_only_measurement_jobs(built: Path):
     jobs = planned(built, target, edit="measure: {runtime: torch}")
     assert jobs == {"evaluate": 2, "latency": 1, "report": 1}
 
+
 def test_two_seeds_are_replicates_pooled_by_the_summary(built: Path):
     """seeds: [0, 1]: results/<exp>/ stays seed 0 (nothing reruns), results/<exp>-s1/ is seed 1,
     and the summary pools both."""
@@ -237,7 +244,9 @@ def test_two_seeds_are_replicates_pooled_by_the_summary(built: Path):
     r0 = json.loads((built / f"results/{EXP}/pqd/report.json").read_text())
     r1 = json.loads((built / f"results/{EXP}-s1/pqd/report.json").read_text())
     assert (r0["seed"], r1["seed"]) == (0, 1) and r1["experiment"] == EXP and r1["replicate"] == f"{EXP}-s1"
-    w0, w1 = (torch.load(built / f"results/{e}/dense/dense.pt", weights_only=True)["state_dict"] for e in (EXP, f"{EXP}-s1"))
+    w0, w1 = (
+        torch.load(built / f"results/{e}/dense/dense.pt", weights_only=True)["state_dict"] for e in (EXP, f"{EXP}-s1")
+    )
     assert not torch.equal(w0["linear.weight"], w1["linear.weight"])  # another initialisation and data order
     df = pd.read_csv(built / f"results/{EXP}/summary.csv")
     assert sorted(df["pipeline"]) == ["dense", "pdq", "pqd"] and (df["seeds"] == 2).all()
@@ -268,8 +277,13 @@ def test_kd_taught_by_its_control_and_same_budget_controls_trained_once(built: P
 def test_claims_script_reads_the_summary_and_gives_a_verdict_per_claim(built: Path):
     """bench/claims.py (BENCHMARKS.md section 2) on a two-seed summary of dense, pqd and pdq."""
     smk(built, f"results/{EXP}/summary.csv", edit="seeds: [0, 1]\ncontrols: true\n")
-    res = subprocess.run([sys.executable, str(ROOT / "bench/claims.py"), "results", EXP], cwd=built,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench/claims.py"), "results", EXP],
+        cwd=built,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "# resnet20_digits: 2 seeds x" in out
@@ -300,7 +314,10 @@ def test_latency_targeted_s_reads_a_curve_measured_by_its_own_job_and_reports_wh
     s = json.loads((built / f"results/{EXP}/s/report.json").read_text())
     lt = s["latency_target"]
     assert lt["target"] == {"latency_keep": 0.9} and lt["predicted_keep"] == 0.9 and lt["deployed_form"] == "fp32"
-    assert 0 < lt["measured_keep"] < 1.5 and lt["measured_keep_ci95"][0] <= lt["measured_keep"] <= lt["measured_keep_ci95"][1]
+    assert (
+        0 < lt["measured_keep"] < 1.5
+        and lt["measured_keep_ci95"][0] <= lt["measured_keep"] <= lt["measured_keep_ci95"][1]
+    )
     budget = s["stages"][-1]["structured"]["budget"]
     assert 0 < s["stages"][-1]["structured"]["channel_ratio"] <= 0.8 and budget["form"] == "fp32"
     sq = json.loads((built / f"results/{EXP}/sq/report.json").read_text())

@@ -36,17 +36,23 @@ def build_model(backbone: Union[BackboneSpec, str], num_classes: int, width: flo
     if spec.takes_width:
         kwargs["width"] = width
     elif width != 1.0:
-        raise PqdError(f"backbone {spec.name!r} ({spec.builder}) has no width multiplier, but width is {width}; "
-                       f"set width: 1.0 for its experiments (overrides.<experiment>.width)")
+        raise PqdError(
+            f"backbone {spec.name!r} ({spec.builder}) has no width multiplier, but width is {width}; "
+            f"set width: 1.0 for its experiments (overrides.<experiment>.width)"
+        )
     try:
         model = resolve(spec.builder)(num_classes=num_classes, **kwargs)
     except TypeError as e:
-        raise PqdError(f"backbone {spec.name!r}: {spec.builder}(num_classes={num_classes}, "
-                       f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed ({e}); fix its kwargs "
-                       "or make the builder accept num_classes") from None
+        raise PqdError(
+            f"backbone {spec.name!r}: {spec.builder}(num_classes={num_classes}, "
+            f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed ({e}); fix its kwargs "
+            "or make the builder accept num_classes"
+        ) from None
     if not isinstance(model, nn.Module):
-        raise PqdError(f"backbone {spec.name!r}: {spec.builder} returned a {type(model).__name__}, not an "
-                       "nn.Module; the builder must return the model")
+        raise PqdError(
+            f"backbone {spec.name!r}: {spec.builder} returned a {type(model).__name__}, not an "
+            "nn.Module; the builder must return the model"
+        )
     return model
 
 

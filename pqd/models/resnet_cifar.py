@@ -35,7 +35,7 @@ class PadShortcut(nn.Module):
         self.stride, self.in_channels, self.out_channels = stride, cin, cout
         lo = (cout - cin) // 2
         source = torch.full((cout,), cin, dtype=torch.long)
-        source[lo:lo + cin] = torch.arange(cin)
+        source[lo : lo + cin] = torch.arange(cin)
         self.register_buffer("source", source)
 
     def keep_outputs(self, keep) -> None:

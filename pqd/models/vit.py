@@ -31,7 +31,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         parts = qkv.unbind(0)  # unbind (not indexing): Torch-Pruning's tracer maps it to q/k/v
         q, k, v = parts[0], parts[1], parts[2]
-        attn = torch.matmul(q, k.transpose(-2, -1)) * (self.head_dim ** -0.5)
+        attn = torch.matmul(q, k.transpose(-2, -1)) * (self.head_dim**-0.5)
         out = torch.matmul(attn.softmax(dim=-1), v)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
@@ -69,8 +69,17 @@ class ViT(nn.Module):
     # for INT8 transformers (precision of the sum of many small updates).
     qat_float_ops = ("add",)
 
-    def __init__(self, num_classes: int = 10, width: float = 1.0, dim: int = 96, depth: int = 4,
-                 num_heads: int = 4, mlp_ratio: float = 2.0, patch: int = 4, image_size: int = IMAGE_SIZE) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        width: float = 1.0,
+        dim: int = 96,
+        depth: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        patch: int = 4,
+        image_size: int = IMAGE_SIZE,
+    ) -> None:
         super().__init__()
         dim = max(num_heads, scaled(dim, width) // num_heads * num_heads)
         self.patch_embed = nn.Conv2d(3, dim, patch, patch)

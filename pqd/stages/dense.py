@@ -16,8 +16,9 @@ from pqd.errors import PqdError
 def structural_keys(model: nn.Module) -> set[str]:
     """State-dict keys of buffers that describe structure rather than learned values (modules list
     them in ``structural_buffers``)."""
-    return {f"{name}.{b}" if name else b for name, m in model.named_modules()
-            for b in getattr(m, "structural_buffers", ())}
+    return {
+        f"{name}.{b}" if name else b for name, m in model.named_modules() for b in getattr(m, "structural_buffers", ())
+    }
 
 
 def import_weights(model: nn.Module, checkpoint: str, backbone: str, width: float) -> None:
@@ -32,15 +33,22 @@ def import_weights(model: nn.Module, checkpoint: str, backbone: str, width: floa
     sd = {**{k: own[k] for k in fresh if k not in sd}, **sd}
     missing, unexpected = sorted(own.keys() - sd.keys()), sorted(sd.keys() - own.keys())
     if missing or unexpected:
-        detail = "; ".join(f"{len(keys)} {what} keys (e.g. {', '.join(keys[:2])})"
-                           for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
-        raise PqdError(f"checkpoint {checkpoint} does not fit backbone {backbone!r} "
-                       f"(width {width}): {detail}; pick the backbone it was trained with")
+        detail = "; ".join(
+            f"{len(keys)} {what} keys (e.g. {', '.join(keys[:2])})"
+            for what, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        )
+        raise PqdError(
+            f"checkpoint {checkpoint} does not fit backbone {backbone!r} "
+            f"(width {width}): {detail}; pick the backbone it was trained with"
+        )
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
-        raise PqdError(f"checkpoint {checkpoint} has tensors of the wrong shape for {backbone!r} "
-                       f"(width {width}): {str(e).splitlines()[-1].strip()}") from None
+        raise PqdError(
+            f"checkpoint {checkpoint} has tensors of the wrong shape for {backbone!r} "
+            f"(width {width}): {str(e).splitlines()[-1].strip()}"
+        ) from None
 
 
 def run(model: nn.Module, ctx) -> nn.Module:

@@ -61,8 +61,14 @@ def top_masks(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
 
 def warm_up(model: nn.Module, ctx, steps: int) -> None:
     t = ctx.params.train
-    opt = make_optimizer(model.parameters(), t.optimizer, lr=ctx.settings["lr"], momentum=t.momentum,
-                         weight_decay=t.weight_decay, nesterov=t.nesterov)
+    opt = make_optimizer(
+        model.parameters(),
+        t.optimizer,
+        lr=ctx.settings["lr"],
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
+        nesterov=t.nesterov,
+    )
     model.train()
     for x, y in ctx.train_batches(steps, ctx.params.seed):
         opt.zero_grad(set_to_none=True)
@@ -92,8 +98,11 @@ def run(model: nn.Module, ctx) -> nn.Module:
     other = "snip" if s["criterion"] == "epsd" else "epsd"
     other_masks, _ = masks_for(model, ctx, other)
     same = sum(int((masks[n] == other_masks[n]).sum()) for n in masks) / sum(m.numel() for m in masks.values())
-    ctx.record["epsd"] = {"criterion": s["criterion"], "sparsity_at_init": zero_fraction({n: params[n] for n in masks}),
-                          f"mask_agreement_with_{other}": same}
+    ctx.record["epsd"] = {
+        "criterion": s["criterion"],
+        "sparsity_at_init": zero_fraction({n: params[n] for n in masks}),
+        f"mask_agreement_with_{other}": same,
+    }
     state = {"prev": None, "alpha": 0.0}
 
     def on_epoch(m: nn.Module, epoch: int) -> None:

@@ -12,8 +12,13 @@ from pqd.factorize import factorize_model
 
 def run(model: nn.Module, ctx) -> nn.Module:
     s = ctx.settings
-    layers = factorize_model(model, energy=s.get("energy"), rank_ratio=s.get("rank_ratio"),
-                             exclude_first_conv=s["exclude_first_conv"], exclude_classifier=s["exclude_classifier"])
+    layers = factorize_model(
+        model,
+        energy=s.get("energy"),
+        rank_ratio=s.get("rank_ratio"),
+        exclude_first_conv=s["exclude_first_conv"],
+        exclude_classifier=s["exclude_classifier"],
+    )
     if not layers:
         raise PqdError("stage l found no layer that a factor pair would make smaller; lower stages.l.energy")
     ctx.record["factorized"] = layers

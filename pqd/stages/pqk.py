@@ -42,16 +42,19 @@ def layer_weights(model: nn.Module) -> dict[str, nn.Parameter]:
 class SharedTeacher:
     """An FP32 teacher whose kept weights are the student's and whose pruned weights are restored."""
 
-    def __init__(self, student: nn.Module, source: nn.Module, device: torch.device | str = "cpu",
-                 follow: bool = False) -> None:
+    def __init__(
+        self, student: nn.Module, source: nn.Module, device: torch.device | str = "cpu", follow: bool = False
+    ) -> None:
         self.follow = follow
         self.model = freeze(copy.deepcopy(source).to(device))
         s_w, t_w = layer_weights(student), layer_weights(self.model)
         common = [n for n in t_w if n in s_w]
         bad = [n for n in common if s_w[n].shape != t_w[n].shape]
         if not common or bad or len(common) != len(t_w):
-            raise PqdError("stage k: the student's layers do not match the pre-pruning model's "
-                           f"({'shape of ' + bad[0] if bad else 'layer names'}); k needs unstructured p, not s or l")
+            raise PqdError(
+                "stage k: the student's layers do not match the pre-pruning model's "
+                f"({'shape of ' + bad[0] if bad else 'layer names'}); k needs unstructured p, not s or l"
+            )
         # (teacher weight, student weight, student mask, restored weights)
         self.pairs = [(t_w[n], s_w[n], (s_w[n].detach() != 0).to(device), t_w[n].detach().clone()) for n in common]
         self.sync()
@@ -73,8 +76,9 @@ class SharedTeacher:
             m.momentum = None
             m.train()
         gen = torch.Generator().manual_seed(seed)
-        for x, _ in data.batches("train", batch_size, shuffle=True, generator=gen, device=device,
-                                 limit=batches * batch_size):
+        for x, _ in data.batches(
+            "train", batch_size, shuffle=True, generator=gen, device=device, limit=batches * batch_size
+        ):
             self.model(x)
         self.model.eval()
 
@@ -96,14 +100,20 @@ def run(model: nn.Module, ctx) -> nn.Module:
     batch = ctx.params.train.batch_size
     teacher.recalibrate(ctx.data, batch, s["bn_batches"], ctx.device, ctx.params.seed)
     restored = sum(int((~mask).sum()) for _, _, mask, _ in teacher.pairs)
-    ctx.record["teacher"] = {"accuracy_start": evaluate(teacher.model, ctx.data, device=ctx.device),
-                             "restored_weights": restored}
+    ctx.record["teacher"] = {
+        "accuracy_start": evaluate(teacher.model, ctx.data, device=ctx.device),
+        "restored_weights": restored,
+    }
 
     def recalibrate(m: nn.Module, epoch: int) -> None:  # a following teacher's weights keep changing
         if epoch > 0:
             teacher.recalibrate(ctx.data, batch, s["bn_batches"], ctx.device, ctx.params.seed + epoch)
 
-    ctx.fit(model, lr=s["lr"], loss_fn=kd_objective(teacher, s["temperature"], s["alpha"]),
-            epoch_hooks=[recalibrate] if teacher.follow else [])
+    ctx.fit(
+        model,
+        lr=s["lr"],
+        loss_fn=kd_objective(teacher, s["temperature"], s["alpha"]),
+        epoch_hooks=[recalibrate] if teacher.follow else [],
+    )
     ctx.record["teacher"]["accuracy_end"] = evaluate(teacher.model, ctx.data, device=ctx.device)
     return model

@@ -44,12 +44,20 @@ def run(model: nn.Module, ctx) -> nn.Module:
     if target:
         curve = ctx.load_curve()
         ratio, predicted = ratio_for_latency(curve, target_keep(curve, target))
-        budget = {"target": target, "form": curve["form"], "runtime": curve["runtime"], "threads": curve["threads"],
-                  "predicted_keep": predicted, "predicted_ms": predicted * curve["reference_ms"],
-                  "curve_reference_ms": curve["reference_ms"],
-                  "curve": [{"ratio": p["ratio"], "keep": p["keep"]} for p in curve["points"]]}
+        budget = {
+            "target": target,
+            "form": curve["form"],
+            "runtime": curve["runtime"],
+            "threads": curve["threads"],
+            "predicted_keep": predicted,
+            "predicted_ms": predicted * curve["reference_ms"],
+            "curve_reference_ms": curve["reference_ms"],
+            "curve": [{"ratio": p["ratio"], "keep": p["keep"]} for p in curve["points"]],
+        }
     else:
-        ratio = ratio_for_macs(model, s["macs_keep"], ctx.image_size, allocation=s["allocation"], round_to=s["round_to"])
+        ratio = ratio_for_macs(
+            model, s["macs_keep"], ctx.image_size, allocation=s["allocation"], round_to=s["round_to"]
+        )
         budget = {"target": {"macs_keep": s["macs_keep"]}}
     rounds = max(1, min(s["steps"], ctx.epochs))
     if attention_heads(model):
@@ -61,8 +69,15 @@ def run(model: nn.Module, ctx) -> nn.Module:
     if s["distill"]:  # CPD: distil from the unpruned model while pruning
         teacher = freeze(copy.deepcopy(model).to(ctx.device))
         loss_fn = kd_objective(teacher, s["temperature"], s["alpha"])
-    pruner = make_pruner(model, ratio, ctx.image_size, importance=s["importance"], steps=rounds, allocation=s["allocation"],
-                         round_to=s["round_to"])
+    pruner = make_pruner(
+        model,
+        ratio,
+        ctx.image_size,
+        importance=s["importance"],
+        steps=rounds,
+        allocation=s["allocation"],
+        round_to=s["round_to"],
+    )
     for r in range(rounds):
         if s["importance"] == "taylor":
             taylor_gradients(model.to(ctx.device), ctx, s["taylor_batches"])
@@ -74,11 +89,22 @@ def run(model: nn.Module, ctx) -> nn.Module:
         model.cpu()
     after = {"macs": macs(model, ctx.image_size), "params": param_count(model)}
     ctx.record["structured"] = {
-        "budget": budget, "channel_ratio": ratio, "allocation": s["allocation"], "round_to": s["round_to"], "rounds": rounds,
-        "out_channels": {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}, "macs_before": before["macs"], "macs_after": after["macs"],
-        "params_before": before["params"], "params_after": after["params"],
-        "macs_kept": after["macs"] / before["macs"], "params_kept": after["params"] / before["params"],
-        "heads": {n: m.num_heads for n, m in model.named_modules() if isinstance(getattr(m, "qkv", None), nn.Linear)
-                  and isinstance(getattr(m, "num_heads", None), int)},
+        "budget": budget,
+        "channel_ratio": ratio,
+        "allocation": s["allocation"],
+        "round_to": s["round_to"],
+        "rounds": rounds,
+        "out_channels": {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)},
+        "macs_before": before["macs"],
+        "macs_after": after["macs"],
+        "params_before": before["params"],
+        "params_after": after["params"],
+        "macs_kept": after["macs"] / before["macs"],
+        "params_kept": after["params"] / before["params"],
+        "heads": {
+            n: m.num_heads
+            for n, m in model.named_modules()
+            if isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(getattr(m, "num_heads", None), int)
+        },
     }
     return model
