@@ -88,6 +88,8 @@ class StageSpec:
     also reads the latency curve of its input model, measured by the ``latency_curve`` rule where
     latency is measured (not on the training node). ``check`` validates settings that depend on
     each other (one-line error at DAG-build time), beyond what the schema block can say.
+    ``budget`` names the settings that decide how much of the model the stage removes: when a
+    pipeline loses more top-1 than ``report.max_loss``, the summary's warning names them.
     """
 
     letter: str
@@ -107,6 +109,7 @@ class StageSpec:
     imports: Optional[str] = None
     latency_curve: bool = False
     check: Optional[Callable[[Mapping[str, Any]], None]] = None
+    budget: Tuple[str, ...] = ()
     doc: str = ""
 
     @property
@@ -195,6 +198,7 @@ STAGES: Registry[StageSpec] = Registry(
                 },
                 epochs={"quick": 1, "paper": 20},
                 record=("sparsity_target", "sparsity_prunable"),
+                budget=("sparsity",),
                 doc="global unstructured magnitude pruning with fine-tuning",
             ),
             StageSpec(
@@ -322,6 +326,7 @@ STAGES: Registry[StageSpec] = Registry(
                 },
                 epochs={"quick": 2, "paper": 40},
                 record=("structured",),
+                budget=("target", "macs_keep", "latency_keep", "latency_ms"),
                 latency_curve=True,
                 check=_check_budget,
                 doc="dependency-aware channel/head pruning (Torch-Pruning), optionally distilling while pruning (CPD)",
@@ -354,6 +359,7 @@ STAGES: Registry[StageSpec] = Registry(
                 },
                 epochs={"quick": 1, "paper": 20},
                 record=("factorized",),
+                budget=("energy", "rank_ratio"),
                 doc="truncated-SVD factorisation of conv/linear layers into thin pairs, then fine-tuning",
             ),
             StageSpec(
@@ -409,6 +415,7 @@ STAGES: Registry[StageSpec] = Registry(
                 },
                 epochs={"quick": 8, "paper": 200},
                 record=("epsd",),
+                budget=("sparsity",),
                 doc="EPSD: prune at initialisation by a self-distillation saliency, then train with self-distillation",
             ),
         )

@@ -401,7 +401,11 @@ def summary(
             "| pipeline | target | form (target / deployed) | predicted | measured [95% CI] |",
             "|---|---|---|---|---|",
         ] + targets
-    warnings = student_warnings(table, seeds) + latency_target_warnings(table, seeds)
+    warnings = (
+        accuracy_loss_warnings(table, seeds, vs_dense, vs_control, max_loss)
+        + student_warnings(table, seeds)
+        + latency_target_warnings(table, seeds)
+    )
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     with atomic_path(md_out) as tmp:
@@ -507,6 +511,41 @@ def latency_target_warnings(table: dict, seeds: list) -> list[str]:
                 f"{LATENCY_TOLERANCE:.2f} off): the latency curve no longer describes this machine or runtime; "
                 "rerun its latency_curve job (delete latency_curve.json) on the machine that measures latency."
             )
+    return out
+
+
+def accuracy_loss_warnings(table: dict, seeds: list, vs_dense: dict, vs_control: dict, max_loss) -> list[str]:
+    """A pipeline whose mean top-1 is more than ``max_loss`` points (1 when unset) below dense's or
+    its equal-budget control's, naming the settings of its stages that set how much they remove
+    (:attr:`pqd.pipeline.StageSpec.budget`): a budget reached at that price is what a user must
+    see before shipping it (a ResNet-56 pruned to a latency target fell from 83% to 32% with no
+    warning)."""
+    from pqd.pipeline import STAGES, control_of
+
+    tol = 1.0 if max_loss is None else max_loss
+    out = []
+    for p in table:
+        if p == "dense" or control_of(p) is not None:
+            continue
+        losses = [c for c in (vs_dense.get(p), vs_control.get(p)) if c is not None and c.diff < -tol]
+        if not losses:
+            continue
+        budgets = []
+        for st in table[p][seeds[0]]["stages"][1:]:
+            spec = STAGES.get(st["stage"]) if st["stage"] in STAGES else None
+            keys = [k for k in (spec.budget if spec else ()) if st["settings"].get(k) is not None]
+            target = st["settings"].get("target")  # s: only the budget its target reads
+            unused = {"latency": ("macs_keep",), "macs": ("latency_keep", "latency_ms")}.get(target, ())
+            said = [f"{k} {st['settings'][k]}" for k in keys if k not in unused]
+            if said:
+                budgets.append(f"{st['stage']} ({', '.join(said)})")
+        against = "; ".join(f"{c.diff:+.2f} points [{c.low:+.2f}, {c.high:+.2f}] against {c.b}" for c in losses)
+        cause = (
+            f"its budget: {', '.join(budgets)}. Loosen it, train longer (protocols), or ship another pipeline"
+            if budgets
+            else "none of its stages removes weights: train longer (protocols) or ship another pipeline"
+        )
+        out.append(f"{p}: top-1 {against}, more than the {tol:g} point(s) allowed (report.max_loss); {cause}.")
     return out
 
 

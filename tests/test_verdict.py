@@ -142,3 +142,31 @@ def test_frontier_labels_do_not_overlap_even_when_points_coincide():
 def test_a_pipeline_better_than_dense_qualifies_at_any_tolerance(max_loss):
     c = comp("pqd", "dense", 0.8, 0.3, 0.001)
     assert verdict.qualifies(c, max_loss) and verdict.qualifies(c, None)
+
+
+def test_a_pipeline_that_loses_more_than_the_tolerance_is_warned_with_its_budget():
+    from pqd.report import accuracy_loss_warnings
+
+    stages = [
+        {"stage": "dense", "settings": {}},
+        {"stage": "s", "settings": {"target": "latency", "latency_keep": 0.6, "macs_keep": 0.5, "lr": 0.01}},
+        {"stage": "q", "settings": {"lr": 0.01}},
+    ]
+    table = {
+        "dense": {0: {"stages": stages[:1]}},
+        "sq": {0: {"stages": stages}},
+        "q": {0: {"stages": [stages[0], stages[2]]}},
+        "ctl-dq": {0: {"stages": stages[:1]}},
+    }
+    vs_dense = {"sq": comp("sq", "dense", -51.4, 5.0, 1e-4), "q": comp("q", "dense", -0.3, 0.4, 0.3)}
+    vs_control = {"sq": comp("sq", "ctl-dq", -52.0, 5.0, 1e-4)}
+    out = accuracy_loss_warnings(table, [0], vs_dense, vs_control, 1.0)
+    assert out == [
+        "sq: top-1 -51.40 points [-56.40, -46.40] against dense; -52.00 points [-57.00, -47.00] against "
+        "ctl-dq, more than the 1 point(s) allowed (report.max_loss); its budget: s (target latency, "
+        "latency_keep 0.6). Loosen it, train longer (protocols), or ship another pipeline."
+    ]
+    assert accuracy_loss_warnings(table, [0], vs_dense, vs_control, 60.0) == []
+    vs_dense["q"] = comp("q", "dense", -2.0, 0.4, 1e-3)
+    assert "q: top-1 -2.00 points" in accuracy_loss_warnings(table, [0], vs_dense, {}, None)[1]
+    assert "none of its stages removes weights" in accuracy_loss_warnings(table, [0], vs_dense, {}, None)[1]
