@@ -383,7 +383,7 @@ def needs_curve(cfg: dict, chain: str) -> bool:
     return bool(chain) and spec.latency_curve and latency_target(settings(cfg, spec)) is not None
 
 
-def latency_reference(cfg: dict, chain: str) -> Optional[str]:
+def latency_reference(chain: str) -> Optional[str]:
     """The chain of the model that entered ``chain``'s channel-pruning stage (one that can prune to
     a latency target), None when ``chain`` has none. Its ``latency`` job times that unpruned model
     beside the deployed one, in the same form, so every such pipeline reports the latency pruning
@@ -407,10 +407,10 @@ def curve_params(cfg: dict, chain: str) -> CurveParams:
     )
 
 
-def eval_params(cfg: dict, exp: str, chain: str = "") -> EvalParams:
+def eval_params(cfg: dict) -> EvalParams:
     """Evaluation settings (every backbone's deployed form runs in every runtime)."""
     return EvalParams(data=data_settings(cfg, augment=False), runtime=cfg["measure"]["runtime"])
 
 
-def measure_params(cfg: dict, chain: str = "") -> MeasureSettings:
+def measure_params(cfg: dict) -> MeasureSettings:
     return MeasureSettings(**cfg["measure"])

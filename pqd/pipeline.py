@@ -73,11 +73,12 @@ class StageSpec:
     of its output file. Traits: ``quantizes`` (the model is fake-quantized afterwards; files then
     carry ``_int8``), ``structural`` (reshapes FP32 layers, so it must precede any quantizing
     stage), ``starts`` (builds its own model from a fresh backbone and must come first),
-    ``teacher`` (a second input model: ``dense``, or ``before:<letter>``, the model that entered
-    that earlier stage, which ``requires`` then lists), ``probe`` (what the stage needs of a
+    ``teacher`` (a second input model fixed by the spec: ``before:<letter>``, the model that
+    entered that earlier stage, which ``requires`` then lists; a teacher chosen in the config is
+    ``TEACHER_SETTING``), ``probe`` (what the stage needs of a
     model, checked on a fresh build of the backbone before anything trains: a check of
-    :data:`pqd.probe.CHECKS`; see :mod:`pqd.capability`), ``trains`` (a training job: on
-    a cluster it asks for the training resources, a GPU among them).
+    :data:`pqd.probe.CHECKS`; see :mod:`pqd.capability`). Every stage is a training job: on a
+    cluster it asks for the ``train`` resources, a GPU among them.
 
     ``settings`` are the stage's config keys as JSON-schema properties, each with its default:
     the schema's ``stages.<letter>`` block is generated from them and closed to other keys.
@@ -104,7 +105,6 @@ class StageSpec:
     teacher: Optional[str] = None
     requires: str = ""
     probe: str = "build"
-    trains: bool = True
     record: Tuple[str, ...] = ()
     imports: Optional[str] = None
     latency_curve: bool = False
@@ -425,18 +425,14 @@ STAGES: Registry[StageSpec] = Registry(
 
 # Kinds of job and the cluster resources each asks for by default (``resources.<kind>`` in the
 # config overrides any key). Local runs ignore all but ``cpus`` (which every rule books from its
-# threads). A stage whose spec ``trains`` runs as a ``train`` job, so a new stage gets a GPU on a
-# cluster without any profile naming its rule.
+# threads). Every stage runs as a ``train`` job, so a new stage gets a GPU on a cluster without any
+# profile naming its rule.
 JOB_RESOURCES: dict[str, dict[str, Any]] = {
     "train": {"gpu": 1, "mem_mb": 8000, "runtime": 1440},
     "eval": {"mem_mb": 4000, "runtime": 60},
     "latency": {"mem_mb": 4000, "runtime": 30, "slurm_extra": "'--exclusive'"},  # nothing else on the node
     "light": {"mem_mb": 4000, "runtime": 60},
 }
-
-
-def job_kind(spec: StageSpec) -> str:
-    return "train" if spec.trains else "light"
 
 
 def stage_spec(chain: str) -> StageSpec:
@@ -524,8 +520,6 @@ def teacher_chain(chain: str) -> Optional[str]:
     teacher = STAGES.get(chain[-1]).teacher
     if teacher is None:
         return None
-    if teacher == "dense":
-        return ""
     if teacher.startswith("before:"):
         return chain[: chain.index(teacher.split(":", 1)[1])]
     raise PqdError(f"stage {chain[-1]!r} names an unknown teacher {teacher!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, Iterator, Mapping, Optional, TypeVar
+from typing import Dict, Generic, Iterator, Mapping, Optional, TypeVar
 
 from pqd.errors import PqdError
 
@@ -17,13 +17,6 @@ class Registry(Generic[T]):
         self._items: Dict[str, T] = {}
         for name, obj in (items or {}).items():
             self.add(name, obj)
-
-    def register(self, name: str) -> Callable[[T], T]:
-        def deco(obj: T) -> T:
-            self.add(name, obj)
-            return obj
-
-        return deco
 
     def add(self, name: str, obj: T) -> None:
         if name in self._items:

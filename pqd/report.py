@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from pqd.checkpoint import atomic_path, code_version, load_checkpoint, read_json, write_json
+from pqd.errors import PqdError
 
 
 def pipeline_report(
@@ -200,7 +201,9 @@ def _replicates(rows: list[dict]) -> dict[str, dict]:
     seeds = sorted({r["seed"] for r in rows}, key=lambda x: (x is None, x))
     for p, by_seed in table.items():
         if sorted(by_seed, key=lambda x: (x is None, x)) != seeds:
-            raise ValueError(f"pipeline {p} has seeds {sorted(by_seed)}, others {seeds}")
+            raise PqdError(
+                f"pipeline {p} has seeds {sorted(by_seed)}, others {seeds}: every pipeline of a summary needs every seed"
+            )
     return table
 
 

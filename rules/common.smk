@@ -107,7 +107,7 @@ def check_pipeline(exp, pipeline):
         # Only what the control trains (stage f over of's epochs and rates): checking all of ``of``
         # would recurse when of's own distillation is taught by this very control.
         guarded(pqd_config.control_params)(exp_cfg(exp), exp, of)
-        guarded(pqd_config.eval_params)(exp_cfg(exp), exp, "f")
+        guarded(pqd_config.eval_params)(exp_cfg(exp))
         check_capability(exp, "f")
         return
     chain = chain_of(pipeline)
@@ -117,7 +117,7 @@ def check_pipeline(exp, pipeline):
             teacher = guarded(pqd_config.teacher_pipeline)(exp_cfg(exp), chain[:i])
             if teacher is not None and teacher.startswith(pqd_pipeline.CONTROL_PREFIX):
                 check_pipeline(exp, teacher)
-    guarded(pqd_config.eval_params)(exp_cfg(exp), exp, chain)
+    guarded(pqd_config.eval_params)(exp_cfg(exp))
     check_capability(exp, chain)
 
 
@@ -193,12 +193,12 @@ def stage_params_json(exp, chain):
 
 @guarded
 def eval_json(wc):
-    return pqd_config.eval_params(exp_cfg(wc.exp), wc.exp, final_chain(wc.pipeline)).to_json()
+    return pqd_config.eval_params(exp_cfg(wc.exp)).to_json()
 
 
 @guarded
 def measure_json(wc):
-    return pqd_config.measure_params(exp_cfg(wc.exp), final_chain(wc.pipeline)).to_json()
+    return pqd_config.measure_params(exp_cfg(wc.exp)).to_json()
 
 
 # Code tracking: each job's params carry the hash of the import closure of the pqd modules it
@@ -330,7 +330,7 @@ def curve_json(wc):
 
 def reference_input(wc):
     """For a pipeline with a channel-pruning stage (s): the model that entered it (timed beside the deployed one)."""
-    chain = guarded(pqd_config.latency_reference)(exp_cfg(wc.exp), final_chain(wc.pipeline))
+    chain = guarded(pqd_config.latency_reference)(final_chain(wc.pipeline))
     return [] if chain is None else model_file(wc.exp, chain)
 
 

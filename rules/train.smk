@@ -24,7 +24,7 @@ for _spec in pqd_pipeline.all_stage_specs():
             "../envs/pqd.yaml"
         threads: lambda wc: exp_cfg(wc.exp)["threads"]["train"]
         resources:
-            **resources(pqd_pipeline.job_kind(_spec)),
+            **resources("train"),
             cpus=lambda wc, threads: threads,
         params:
             p=stage_json(_spec),
@@ -56,7 +56,7 @@ rule equal_budget_control:
         "../envs/pqd.yaml"
     threads: lambda wc: exp_cfg(wc.exp)["threads"]["train"]
     resources:
-        **resources(pqd_pipeline.job_kind(pqd_pipeline.STAGES.get("f"))),
+        **resources("train"),
         cpus=lambda wc, threads: threads,
     params:
         p=lambda wc: control_json(wc.exp, wc.of),

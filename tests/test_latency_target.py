@@ -77,7 +77,7 @@ def test_a_latency_target_asks_for_the_curve_and_the_reference_of_the_model_ente
     exp = cfg["experiments"][0]
     e = pc.experiment(cfg, exp, SCHEMA)
     assert pc.needs_curve(e, "ps") and not pc.needs_curve(e, "p")
-    assert pc.latency_reference(e, "psq") == "p" and pc.latency_reference(e, "pq") is None
+    assert pc.latency_reference("psq") == "p" and pc.latency_reference("pq") is None
     p = pc.curve_params(e, "ps")
     assert p.form == "int8" and p.ratios[0] == 0 and p.measure.runtime == e["measure"]["runtime"]
 
