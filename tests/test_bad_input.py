@@ -13,41 +13,20 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 EXP = "resnet20_digits"
 DENSE = f"results/{EXP}/dense/dense.pt"
-TINY = (ROOT / ".test/config/workflow.yaml").read_text()
+TINY = helpers.TINY_WORKFLOW
 IGNORED = (".snakemake", "__pycache__")
 
 
-def smk(
-    wd: Path,
-    *args: str,
-    edit: str = "",
-    env: dict | None = None,
-    cwd: Path | None = None,
-    snakefile: Path | None = None,
-) -> subprocess.CompletedProcess:
-    configs = [str(wd / "tiny.yaml")]
-    if edit:
-        (wd / "edit.yaml").write_text(edit)
-        configs.append(str(wd / "edit.yaml"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-j2",
-        *(["-s", str(snakefile)] if snakefile else []),
-        *args,
-        "--configfile",
-        *configs,
-    ]
-    return subprocess.run(
-        cmd, cwd=cwd or wd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
-    )
+def smk(wd: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    """Every case here reads the return code and output itself."""
+    return helpers.smk(wd, *args, check=False, **kw)
 
 
 def snapshot(wd: Path) -> dict[str, tuple[int, int]]:
@@ -72,10 +51,7 @@ def error_lines(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def wd(tmp_path_factory) -> Path:
-    from test_codehash import copy_workflow
-
-    d = copy_workflow(tmp_path_factory.mktemp("bad"))
-    (d / "tiny.yaml").write_text(TINY)
+    d = helpers.copy_workflow(tmp_path_factory.mktemp("bad"), TINY)
     res = smk(d, DENSE)
     assert res.returncode == 0, res.stderr[-2000:]
     return d

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 import torch
@@ -123,25 +122,14 @@ def write_images(root: Path, n_train: int = 30, n_test: int = 70) -> None:
                 im.save(root / split / cls / f"{i}.png")
 
 
-def smk(wd: Path, *args: str, check: bool = True, extra: str = "") -> subprocess.CompletedProcess:
-    configs = ["byo.yaml"]
-    if extra:
-        (wd / "extra.yaml").write_text(extra)
-        configs.append("extra.yaml")
-    cmd = [sys.executable, "-m", "snakemake", "-j2", *args, "--configfile", *configs]
-    res = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=1500)
-    if check and res.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
+def smk(wd: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    """Snakemake with this module's config (byo.yaml); the runs train several models."""
+    return helpers.smk(wd, *args, config="byo.yaml", timeout=1500, **kw)
 
 
 @pytest.fixture(scope="module")
 def wd(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("byo") / "my flows"  # a path with a space
-    d.mkdir()
-    for item in ("Snakefile", "rules", "config", "profiles", "report", "pqd", "envs"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / item)
+    d = helpers.copy_workflow(tmp_path_factory.mktemp("byo") / "my flows")  # a path with a space
     (d / "models").mkdir()
     (d / "models/mynet.py").write_text(MYNET)
     (d / "models/bad.py").write_text(BAD)
@@ -176,7 +164,7 @@ def test_config_declared_backbone_resolves_a_dry_run(wd: Path):
         wd,
         "-n",
         "results/mnv3s_c10jpg/pqd/report.json",
-        extra="backbones: {mnv3s: {builder: 'torchvision.models:mobilenet_v3_small', kwargs: {}, image_size: 64}}\n"
+        edit="backbones: {mnv3s: {builder: 'torchvision.models:mobilenet_v3_small', kwargs: {}, image_size: 64}}\n"
         "datasets: {c10jpg: {kind: imagefolder, root: data/cifar10-jpg}}\n",
     )
     out = res.stdout + res.stderr
@@ -189,10 +177,10 @@ def test_unknown_builder_and_width_are_one_line_errors(wd: Path):
         "-n",
         "results/nope_tiny/q/report.json",
         check=False,
-        extra="backbones: {nope: {builder: 'models.missing:build', image_size: 64}}\n",
+        edit="backbones: {nope: {builder: 'models.missing:build', image_size: 64}}\n",
     )
     assert res.returncode != 0 and "cannot import 'models.missing'" in res.stdout + res.stderr
-    res = smk(wd, "-n", "results/mnv3s_tiny/q/report.json", check=False, extra="width: 0.5\n")
+    res = smk(wd, "-n", "results/mnv3s_tiny/q/report.json", check=False, edit="width: 0.5\n")
     assert (
         res.returncode != 0
         and "has no width multiplier but width is 0.5; set overrides.mnv3s_tiny.width: 1.0" in res.stdout + res.stderr

@@ -9,12 +9,10 @@ from __future__ import annotations
 import ast
 import collections
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import ALL_STAGES_TARGETS, TINY_ALL_STAGES, copy_workflow, smk
 
 from pqd import codehash
 from pqd.pipeline import STAGES, all_stage_specs
@@ -22,39 +20,7 @@ from pqd.pipeline import STAGES, all_stage_specs
 ROOT = Path(__file__).resolve().parent.parent
 EXP = "resnet18_digits"
 R = f"results/{EXP}"
-TINY = (ROOT / ".test/config/all_stages.yaml").read_text()
-# Every registered stage letter appears in these targets (checked below).
-TARGETS = [
-    f"{R}/pqd/eval.json",
-    f"{R}/s/slim.pt",
-    f"{R}/l/lowrank.pt",
-    f"{R}/pqk/pqk_int8.pt",
-    f"{R}/eq/qat_int8.pt",
-    f"{R}/f/finetuned.pt",
-]
-
-
-def copy_workflow(dest: Path) -> Path:
-    for item in ("Snakefile", "rules", "config", "profiles", "report", "pqd", "envs"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(
-            src, dest / item, **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {})
-        )
-    (dest / "tiny.yaml").write_text(TINY)
-    return dest
-
-
-def smk(wd: Path, *args: str, check: bool = True, configs: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    res = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-j2", *args, "--configfile", "tiny.yaml", *configs],
-        cwd=wd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check and res.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
+TARGETS = ALL_STAGES_TARGETS  # every registered stage letter appears in these targets (checked below)
 
 
 def params_changed(wd: Path) -> collections.Counter:
@@ -100,7 +66,7 @@ def test_closure_follows_imports_and_the_job_audit_catches_an_untracked_module()
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    wd = copy_workflow(tmp_path_factory.mktemp("codehash"))
+    wd = copy_workflow(tmp_path_factory.mktemp("codehash"), TINY_ALL_STAGES)
     smk(wd, *TARGETS)
     assert params_changed(wd) == {}
     return wd
@@ -171,7 +137,7 @@ STAGES.add("t", StageSpec("t", "toy", "toyed", "pqd.stages.toy", record=("toy",)
 def test_a_new_stage_is_one_module_and_one_entry(tmp_path: Path):
     """Rule, closed schema block with defaults, epochs, cluster resources (a GPU for a training
     stage) and the report's record: all from the one StageSpec entry."""
-    wd = copy_workflow(tmp_path)
+    wd = copy_workflow(tmp_path, TINY_ALL_STAGES)
     (wd / "pqd/stages/toy.py").write_text(TOY_MODULE)
     with open(wd / "pqd/pipeline.py", "a") as f:
         f.write(TOY_ENTRY)

@@ -6,15 +6,14 @@ import subprocess
 import sys
 
 import torch
-from helpers import stage_params
-from test_codehash import copy_workflow
+from helpers import ALL_STAGES_TARGETS, TINY_ALL_STAGES, copy_workflow, stage_params
 
 from pqd.checkpoint import load_checkpoint
 from pqd.runner import run_stage
 
 
 def test_snakemake_lint_is_clean(tmp_path):
-    wd = copy_workflow(tmp_path)
+    wd = copy_workflow(tmp_path, TINY_ALL_STAGES)
     res = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint"], cwd=wd, capture_output=True, text=True, timeout=300
     )
@@ -63,16 +62,15 @@ def test_the_shipped_slurm_profile_dry_runs_and_gives_every_training_job_a_gpu(t
     import re
 
     import yaml
-    from test_codehash import TARGETS
 
     from pqd.pipeline import all_stage_specs
 
-    wd = copy_workflow(tmp_path)
+    wd = copy_workflow(tmp_path, TINY_ALL_STAGES)
     (wd / "eight.yaml").write_text("threads: {train: 8, eval: 4}\nmeasure: {runtime: openvino}\n")
     profile = yaml.safe_load((wd / "profiles/slurm/config.yaml").read_text())
     assert "set-resources" not in profile and "set-threads" not in profile and "config" not in profile
     targets = [
-        *TARGETS,
+        *ALL_STAGES_TARGETS,
         "results/resnet18_digits/pqd/report.json",
         "results/resnet20_digits/f/finetuned.pt",
         "results/resnet20_digits/ctl-pq/finetuned.pt",

@@ -64,11 +64,9 @@ def cluster(tmp_path_factory):
 
 
 def workflow_copy(dest: Path) -> Path:
-    from test_codehash import copy_workflow
+    from helpers import TINY_WORKFLOW, copy_workflow
 
-    dest.mkdir()
-    copy_workflow(dest)
-    (dest / "tiny.yaml").write_text((ROOT / ".test/config/workflow.yaml").read_text())
+    copy_workflow(dest, TINY_WORKFLOW)
     # no GPU on this node: the one edit a CPU-only cluster needs (README); runtime torch: no export jobs
     (dest / "cluster.yaml").write_text(
         "resources: {train: {gpu: 0, mem_mb: 2000}, eval: {mem_mb: 2000}, "

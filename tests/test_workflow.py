@@ -4,51 +4,22 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_WORKFLOW, copy_workflow, planned, smk
 
 ROOT = Path(__file__).resolve().parent.parent
 EXP = "resnet20_digits"
-TINY = (ROOT / ".test/config/workflow.yaml").read_text()
-
-
-def smk(wd: Path, *args: str, check: bool = True, edit: str = "") -> subprocess.CompletedProcess:
-    """Run snakemake in ``wd`` with the tiny config, plus ``edit`` (YAML) merged over it."""
-    configs = ["tiny.yaml"]
-    if edit:
-        (wd / "edit.yaml").write_text(edit)
-        configs.append("edit.yaml")
-    cmd = [sys.executable, "-m", "snakemake", "-j2", *args, "--configfile", *configs]
-    res = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=900)
-    if check and res.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
-
-
-def planned(wd: Path, *args: str, edit: str = "") -> dict[str, int]:
-    """Job counts per rule of a dry run (empty when nothing is to be done)."""
-    res = smk(wd, "-n", *args, edit=edit)
-    out = res.stdout + res.stderr
-    stats = {}
-    if "Job stats:" in out:
-        table = out.split("Job stats:")[1].split("total")[0]
-        stats = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
-    return stats
+TINY = TINY_WORKFLOW
 
 
 @pytest.fixture(scope="module")
 def wd(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("wf")
-    for item in ("Snakefile", "rules", "config", "profiles", "report", "pqd", "envs"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / item)
-    (d / "tiny.yaml").write_text(TINY)
-    return d
+    return copy_workflow(tmp_path_factory.mktemp("wf"), TINY)
 
 
 @pytest.fixture(scope="module")
