@@ -312,6 +312,9 @@ def _openvino_qdq_kernel(kind: str, x_shape: tuple, w_shape: tuple, threads: int
     return (lambda: req.infer({0: xin})), n_macs
 
 
+BASELINES = ("dense_fp32", "dense_runtime", "dense_default")  # untrained forms of dense a latency job times
+
+
 def latency(
     deployed: str,
     dense: str,
@@ -325,14 +328,21 @@ def latency(
     the dense FP32 model is also timed in that runtime (from ``dense_onnx``), so the report can
     separate what compression buys from what the runtime buys. With ``reference`` (the model that
     entered a latency-targeted ``s``), that model is timed too, deployed in the same form and
-    runtime as this one: the pruned model's latency as a fraction of it is what the target set."""
+    runtime as this one: the pruned model's latency as a fraction of it is what the target set. In a
+    runtime with a reduced default precision (:attr:`pqd.catalog.RuntimeSpec.default_precision`),
+    dense is also timed as the runtime runs it by default (``dense_default``, bf16 where the CPU has
+    it); ``baseline`` names the fastest of these untrained dense forms and ``speedup_vs_baseline``
+    is against it. ``inference_precision`` records what each timed model ran in."""
     runtime, threads = settings.runtime, settings.threads
+    spec = RUNTIMES.get(runtime)
     meta = load_checkpoint(deployed)["meta"]
     models = {"model": make_runner(runtime, deployed, onnx_path, threads), "dense_fp32": load_model(dense)[0]}
-    if RUNTIMES.get(runtime).onnx:
+    if spec.onnx:
         if not dense_onnx:
             raise PqdError(f"runtime '{runtime}' needs the dense model's deployed.onnx as well (--dense-onnx)")
         models["dense_runtime"] = make_runner(runtime, dense, dense_onnx, threads)
+    if spec.default_precision:  # the dense model as the runtime runs it by default (bf16 where the CPU has it)
+        models["dense_default"] = make_runner(runtime, dense, dense_onnx, threads, precision="default")
     with tempfile.TemporaryDirectory(prefix="pqd-reference-") as tmp:
         if reference:
             models["reference"] = reference_runner(reference, meta["form"], runtime, threads, tmp)
@@ -346,6 +356,11 @@ def latency(
         )
     if "dense_runtime" not in res:
         res["dense_runtime"] = res["dense_fp32"]
+    shape = input_shape(1, backbone_of(meta).image_size)
+    precision = {k: m.precision(shape) if hasattr(m, "precision") else "f32" for k, m in models.items()}
+    # the fastest untrained form of the dense model this runtime offers on this CPU: what a user
+    # gets without pqd (issue: at forced f32, speedups were against a baseline 1.8x slower than bf16)
+    baseline = min(BASELINES, key=lambda k: res[k]["median_ms"] if k in res else float("inf"))
     n_macs = deployed_macs(deployed, meta)
     rate = n_macs / (res["model"]["median_ms"] / 1e3)
     return {
@@ -357,6 +372,9 @@ def latency(
         **res,
         "speedup_vs_dense_fp32": res["dense_fp32"]["median_ms"] / res["model"]["median_ms"],
         "speedup_vs_dense_same_runtime": res["dense_runtime"]["median_ms"] / res["model"]["median_ms"],
+        "baseline": baseline,
+        "speedup_vs_baseline": res[baseline]["median_ms"] / res["model"]["median_ms"],
+        "inference_precision": precision,
         "macs": n_macs,
         "macs_per_s": rate,
         **peak,
@@ -388,6 +406,15 @@ def evaluate(
     def top1(p):
         return 100.0 * float((p == labels).double().mean()) if len(labels) else 0.0
 
+    default = {}
+    if RUNTIMES.get(runtime).default_precision and meta["form"] == "fp32":
+        # the FP32 model as the runtime runs it by default (bf16 where the CPU has it): the
+        # untrained baseline's accuracy in the precision it is timed in
+        runner = make_runner(runtime, deployed, onnx_path, threads, precision="default")
+        default = {
+            "default_precision": runner.precision(tuple(data.test_x[:1].shape)),
+            "accuracy_default_precision": top1(predict(runner, data)),
+        }
     if predictions:
         with atomic_path(predictions) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, predictions=preds.numpy().astype(np.int16), labels=labels.numpy().astype(np.int16))
@@ -396,6 +423,7 @@ def evaluate(
         "runtime": runtime,
         "accuracy": top1(preds),
         "accuracy_torch": top1(preds_torch),
+        **default,
         "test_images": len(labels),
         **sparsity_report(model),
         **sizes(deployed),

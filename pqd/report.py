@@ -63,10 +63,26 @@ def pipeline_report(
         "dense_latency_ms": lat["dense_fp32"]["median_ms"],
         "speedup": lat["speedup_vs_dense_fp32"],
         "speedup_same_runtime": lat["speedup_vs_dense_same_runtime"],
+        # against the fastest untrained dense form in this runtime on this CPU (bf16 where it runs so by
+        # default), with that baseline's own accuracy in the precision it runs in
+        "baseline": lat["baseline"],
+        "baseline_precision": lat["inference_precision"].get(lat["baseline"], "f32"),
+        "baseline_accuracy": (
+            dense.get("accuracy_default_precision", dense["accuracy"])
+            if lat["baseline"] == "dense_default"
+            else dense["accuracy_torch"]
+            if lat["baseline"] == "dense_fp32"
+            else dense["accuracy"]
+        ),
+        "speedup_vs_baseline": lat["speedup_vs_baseline"],
+        "inference_precision": lat["inference_precision"],
         "latency_threads": lat["threads"],
         "latency_runs": lat["model"]["runs"],
         # per-round medians, paired by round across the three models (pqd.stats CIs)
-        "latency_rounds_ms": {k: lat[k].get("round_ms") for k in ("model", "dense_fp32", "dense_runtime")},
+        "latency_rounds_ms": {
+            **{k: lat[k].get("round_ms") for k in ("model", "dense_fp32", "dense_runtime")},
+            "baseline": lat[lat["baseline"]].get("round_ms"),
+        },
         "macs": lat["macs"],
         "int8_peak_fraction": lat["int8_peak_fraction"] if ev["form"] == "int8" else None,
         "int8_peak_macs_per_s": lat["int8_peak_macs_per_s"],
@@ -134,6 +150,10 @@ COLUMNS = [
     "speedup_same_runtime_mean",
     "speedup_same_runtime_ci95_low",
     "speedup_same_runtime_ci95_high",
+    "baseline",
+    "speedup_vs_baseline_mean",
+    "speedup_vs_baseline_ci95_low",
+    "speedup_vs_baseline_ci95_high",
     "int8_peak_fraction",
     "train_wall_s",
 ]
@@ -257,6 +277,8 @@ def summary(
         lat = stats.ratio_interval([r["model"] for r in rounds], None)
         sp = stats.ratio_interval([r["dense_fp32"] for r in rounds], [r["model"] for r in rounds])
         sp_rt = stats.ratio_interval([r["dense_runtime"] for r in rounds], [r["model"] for r in rounds])
+        sp_base = stats.ratio_interval([r["baseline"] for r in rounds], [r["model"] for r in rounds])
+        base_names = sorted({f"{r['baseline']} ({r['baseline_precision']})" for r in reps})
         first = reps[0]
         out.append(
             {
@@ -285,6 +307,10 @@ def summary(
                 "speedup_same_runtime_mean": sp_rt.mean,
                 "speedup_same_runtime_ci95_low": sp_rt.low,
                 "speedup_same_runtime_ci95_high": sp_rt.high,
+                "baseline": "/".join(base_names),
+                "speedup_vs_baseline_mean": sp_base.mean,
+                "speedup_vs_baseline_ci95_low": sp_base.low,
+                "speedup_vs_baseline_ci95_high": sp_base.high,
                 "int8_peak_fraction": (
                     float(np.mean([r["int8_peak_fraction"] for r in reps]))
                     if first["int8_peak_fraction"] is not None

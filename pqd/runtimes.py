@@ -34,9 +34,17 @@ class Runner:
     the cost of Python-side tensor conversion."""
 
     def __init__(
-        self, run: Callable[[torch.Tensor], torch.Tensor], bind: Callable[[torch.Tensor], Callable[[], object]]
+        self,
+        run: Callable[[torch.Tensor], torch.Tensor],
+        bind: Callable[[torch.Tensor], Callable[[], object]],
+        precision: Optional[Callable[[tuple], str]] = None,
     ):
-        self._run, self._bind = run, bind
+        self._run, self._bind, self._precision = run, bind, precision
+
+    def precision(self, shape: tuple) -> str:
+        """The inference precision the runtime chose for floating-point layers at input ``shape``
+        (``f32`` unless the runtime says otherwise)."""
+        return self._precision(shape) if self._precision else "f32"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x)
@@ -181,11 +189,14 @@ def import_openvino():
     return openvino
 
 
-def openvino_runner(deployed: str, onnx_path: str | None, threads: int) -> Runner:
+def openvino_runner(deployed: str, onnx_path: str | None, threads: int, precision: str = "f32") -> Runner:
     """OpenVINO's CPU plugin on the exported QDQ graph: its low-precision transformations turn
     QuantizeLinear/DequantizeLinear pairs around convolutions into INT8 kernels. One model is
     compiled per input shape (static shapes let the plugin pick its fastest kernels), with the
-    latency hint, one stream and ``threads`` inference threads."""
+    latency hint, one stream and ``threads`` inference threads. ``precision``: ``f32`` forces FP32
+    arithmetic for floating-point layers (what pqd deploys and compares like with like);
+    ``default`` leaves the plugin its default (bf16 on CPUs with AVX-512 BF16 or AMX: what
+    ``compile_model(model, "CPU")`` gives a user)."""
     ov = import_openvino()
     if ov is None:
         raise PqdError("measure.runtime is 'openvino' but it is not installed; pip install openvino")
@@ -200,8 +211,11 @@ def openvino_runner(deployed: str, onnx_path: str | None, threads: int) -> Runne
         props.inference_num_threads: threads,
         props.num_streams: 1,
         hints.performance_mode: hints.PerformanceMode.LATENCY,
-        hints.inference_precision: ov.Type.f32,
     }
+    if precision == "f32":
+        config[hints.inference_precision] = ov.Type.f32
+    elif precision != "default":
+        raise PqdError(f"OpenVINO precision {precision!r}: use f32 or default")
     compiled: dict[tuple, object] = {}
 
     def request_for(shape: tuple):
@@ -229,12 +243,24 @@ def openvino_runner(deployed: str, onnx_path: str | None, threads: int) -> Runne
 
         return infer
 
-    return Runner(run, bind)
+    def chosen(shape: tuple) -> str:
+        return request_for(shape).get_compiled_model().get_property(hints.inference_precision).get_type_name()
+
+    return Runner(run, bind, chosen)
 
 
-def make_runner(name: str, deployed: str, onnx_path: str | None, threads: int) -> Runner | torch.nn.Module:
-    """The ``Tensor -> Tensor`` callable of runtime ``name`` (see :data:`pqd.catalog.RUNTIMES`)."""
-    return resolve(RUNTIMES.get(name).runner)(deployed, onnx_path, threads)
+def make_runner(
+    name: str, deployed: str, onnx_path: str | None, threads: int, precision: str = "f32"
+) -> Runner | torch.nn.Module:
+    """The ``Tensor -> Tensor`` callable of runtime ``name`` (see :data:`pqd.catalog.RUNTIMES`);
+    ``precision="default"`` (runtimes with ``default_precision`` only): the runtime's own choice for
+    floating-point layers instead of forced f32."""
+    spec = RUNTIMES.get(name)
+    if precision == "f32":
+        return resolve(spec.runner)(deployed, onnx_path, threads)
+    if not spec.default_precision:
+        raise PqdError(f"runtime {name!r} has no reduced default precision; time it at f32")
+    return resolve(spec.runner)(deployed, onnx_path, threads, precision=precision)
 
 
 def runtime_versions(name: str) -> dict:

@@ -221,3 +221,38 @@ def test_int8_vit_exports_from_its_fake_quantized_model_and_agrees_in_both_onnx_
         top1 = evaluate(run, digits)
         assert fake_top1 > 30 and abs(top1 - fake_top1) <= 1.0, (runtime, top1, fake_top1)
     assert abs(ov_top1 - fake_top1) <= 1.0, ("openvino weighted_inputs", ov_top1, fake_top1)
+
+
+def test_the_runtimes_default_precision_is_a_timed_baseline_and_evaluated(int8_artifacts, digits, tmp_path):
+    """OpenVINO runs an FP32 model in bf16 by default on CPUs with AVX-512 BF16 or AMX; pqd deploys
+    FP32 at forced f32. The latency job times dense both ways, records what each ran in, and names
+    the fastest untrained dense form as the baseline of speedup_vs_baseline; evaluating an FP32
+    model also scores it in the runtime's default precision."""
+    from pqd.measure import BASELINES, cpu_info, latency
+    from pqd.measure import evaluate as evaluate_deployed
+    from pqd.params import MeasureSettings
+
+    _, _, deployed, _ = int8_artifacts
+    qat_path, ov_path = str(Path(deployed).parent / "qat.pt"), str(tmp_path / "ov.onnx")
+    export_onnx(deployed, ov_path, source=qat_path, runtime="openvino")
+    dense = build_model("resnet20", 10, 0.25).eval()
+    save_checkpoint(
+        tmp_path / "dense.pt",
+        dense.state_dict(),
+        {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "fp32"},
+    )
+    export_onnx(str(tmp_path / "dense.pt"), str(tmp_path / "dense.onnx"))
+    settings = MeasureSettings(runtime="openvino", threads=1, runs=20, warmup=2, rounds=4)
+    lat = latency(deployed, str(tmp_path / "dense.pt"), settings, ov_path, str(tmp_path / "dense.onnx"))
+    reduced = {"avx512_bf16", "amx_bf16"} & set(cpu_info()["isa"])
+    precision = lat["inference_precision"]
+    assert precision["dense_runtime"] == "f32" and precision["dense_fp32"] == "f32"
+    assert (precision["dense_default"] in ("bf16", "f16")) if reduced else precision["dense_default"] == "f32"
+    assert lat["baseline"] in BASELINES and len(lat["dense_default"]["round_ms"]) == 4
+    assert lat["speedup_vs_baseline"] == pytest.approx(lat[lat["baseline"]]["median_ms"] / lat["model"]["median_ms"])
+    assert lat["speedup_vs_baseline"] <= lat["speedup_vs_dense_same_runtime"] + 1e-9  # the fastest baseline
+    ev = evaluate_deployed(str(tmp_path / "dense.pt"), digits, "openvino", str(tmp_path / "dense.onnx"))
+    assert ev["default_precision"] == precision["dense_default"]
+    assert abs(ev["accuracy_default_precision"] - ev["accuracy"]) <= 2.0  # bf16 rounding moves few predictions
+    with pytest.raises(PqdError, match="no reduced default precision"):
+        make_runner("onnxruntime", str(tmp_path / "dense.pt"), str(tmp_path / "dense.onnx"), 1, precision="default")
