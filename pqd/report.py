@@ -277,8 +277,13 @@ def summary(
         lat = stats.ratio_interval([r["model"] for r in rounds], None)
         sp = stats.ratio_interval([r["dense_fp32"] for r in rounds], [r["model"] for r in rounds])
         sp_rt = stats.ratio_interval([r["dense_runtime"] for r in rounds], [r["model"] for r in rounds])
-        sp_base = stats.ratio_interval([r["baseline"] for r in rounds], [r["model"] for r in rounds])
-        base_names = sorted({f"{r['baseline']} ({r['baseline_precision']})" for r in reps})
+        # reports from before the runtime-default baseline was timed: dense in the same runtime (f32)
+        sp_base = stats.ratio_interval(
+            [r.get("baseline") or r["dense_runtime"] for r in rounds], [r["model"] for r in rounds]
+        )
+        base_names = sorted(
+            {f"{r.get('baseline', 'dense_runtime')} ({r.get('baseline_precision', 'f32')})" for r in reps}
+        )
         first = reps[0]
         out.append(
             {
