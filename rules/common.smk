@@ -319,7 +319,13 @@ def onnx_file(exp, pipeline):
 
 
 def curve_file(exp, chain):
-    """The latency curve of the model entering the last stage of ``chain`` (it lives beside that stage's output)."""
+    """The latency curve of the model entering the last stage of ``chain`` (it lives beside that
+    stage's output). When that model is the imported dense checkpoint, it is the same model in every
+    replicate, so they all read the first seed's curve: one measurement, one architecture per
+    target (three replicates timing their own curves of one import, with machine drift between
+    them, chose 12, 14 and 31 MMACs for one latency target)."""
+    if len(chain) == 1 and byo_checkpoint(exp):
+        exp = exp_cfg(exp)["experiment"]
     return rules.latency_curve.output[0].format(exp=exp, chain=chain)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -268,6 +269,27 @@ LATENCY_S = """pipelines: [dense, s, sq]
 stages: {s: {target: latency, latency_keep: LATENCY_KEEP, latency_form: fp32, steps: 1}}
 protocols: {quick: {s: 1}}
 """
+
+
+def test_replicates_of_an_imported_model_share_one_latency_curve(built: Path):
+    """Every replicate imports the same dense checkpoint, so the model entering s is the same: one
+    latency curve (the first seed's) serves them all, and the replicates of one target get one
+    architecture."""
+    ckpt = built / "imported.pt"
+    shutil.copy(built / f"results/{EXP}/dense/dense.pt", ckpt)
+    edit = (
+        LATENCY_S.replace("LATENCY_KEEP", "0.9")
+        + f"seeds: [0, 1, 2]\ncontrols: false\ndense: {{checkpoint: '{ckpt}'}}\n"
+    )
+    targets = [f"results/{EXP}/s/report.json", f"results/{EXP}-s1/s/report.json", f"results/{EXP}-s2/s/report.json"]
+    jobs = planned(built, *targets, edit=edit)
+    assert jobs.get("latency_curve") == 1 and jobs.get("stage_structured") == 3, jobs
+    jobs = planned(
+        built, *targets, edit=LATENCY_S.replace("LATENCY_KEEP", "0.9") + "seeds: [0, 1, 2]\ncontrols: false\n"
+    )
+    assert jobs.get("latency_curve") >= 2, (
+        jobs
+    )  # trained dense models differ by seed: a curve each (seed 0 may be built)
 
 
 def test_latency_targeted_s_reads_a_curve_measured_by_its_own_job_and_reports_what_it_reached(built: Path):
