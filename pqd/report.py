@@ -439,6 +439,7 @@ def summary(
         accuracy_loss_warnings(table, seeds, vs_dense, vs_control, max_loss)
         + student_warnings(table, seeds)
         + latency_target_warnings(table, seeds)
+        + architecture_warnings(table, seeds)
     )
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
@@ -580,6 +581,22 @@ def accuracy_loss_warnings(table: dict, seeds: list, vs_dense: dict, vs_control:
             else "none of its stages removes weights: train longer (protocols) or ship another pipeline"
         )
         out.append(f"{p}: top-1 {against}, more than the {tol:g} point(s) allowed (report.max_loss); {cause}.")
+    return out
+
+
+def architecture_warnings(table: dict, seeds: list) -> list[str]:
+    """A pipeline whose replicates deploy different architectures (MACs differ between seeds): its
+    CI then mixes models, and a latency target met by each seed's own reading of its curve is not one
+    model's figure."""
+    out = []
+    for p, by_seed in table.items():
+        macs = [by_seed[s]["macs"] for s in seeds]
+        if len(set(macs)) > 1:
+            each = ", ".join(f"seed {s}: {m / 1e6:.1f}" for s, m in zip(seeds, macs))
+            out.append(
+                f"{p}: its replicates deploy different architectures (MMACs {each}); its CIs mix them. With a "
+                "latency target, share one curve (import the dense model) or give a MACs target."
+            )
     return out
 
 

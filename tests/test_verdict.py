@@ -193,3 +193,18 @@ def test_the_verdict_names_the_speedup_over_the_fastest_untrained_baseline():
     assert rows[1][verdict.HEADLINE.index("speedup vs fastest untrained dense [95% CI]")] == (
         "1.05x [0.98, 1.12] (dense_default (bf16))"
     )
+
+
+def test_replicates_with_different_architectures_are_warned():
+    from pqd.report import architecture_warnings
+
+    table = {
+        "sq": {0: {"macs": 12.3e6}, 1: {"macs": 14.0e6}, 2: {"macs": 31.5e6}},
+        "q": {0: {"macs": 4e7}, 1: {"macs": 4e7}, 2: {"macs": 4e7}},
+    }
+    out = architecture_warnings(table, [0, 1, 2])
+    assert out == [
+        "sq: its replicates deploy different architectures (MMACs seed 0: 12.3, seed 1: 14.0, seed 2: "
+        "31.5); its CIs mix them. With a latency target, share one curve (import the dense model) or give "
+        "a MACs target."
+    ]
