@@ -1,6 +1,7 @@
 """The research claims pqd builds on, tested on one experiment's replicates (BENCHMARKS.md section 2).
 
     python bench/claims.py results_c10jpg_stats resnet20_c10jpg
+    python bench/claims.py results resnet20_digits --config config/config.yaml my.yaml   # the seeds of another run
 
 Reads what the workflow wrote (``summary.csv`` and ``pairwise.csv`` of the experiment, and every
 replicate's ``report.json`` + ``predictions.npz``) and prints, claim by claim, the figures and a
@@ -21,7 +22,6 @@ verdict. Every accuracy comparison is the summary's paired test over seeds and t
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,31 +29,30 @@ import pandas as pd
 
 from pqd import stats
 from pqd.report import load_correct
+from pqd.results import configured, replicate_paths
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MARGIN = 1.10
-
-
-def replicates(results: Path, exp: str) -> dict[str, dict[int, Path]]:
-    """{pipeline: {seed: report.json}} over results/<exp>/ and results/<exp>-s<N>/."""
-    out: dict[str, dict[int, Path]] = {}
-    for rep in sorted(results.glob(f"{exp}*/*/report.json")):
-        if rep.parent.parent.name != exp and not rep.parent.parent.name.startswith(f"{exp}-s"):
-            continue
-        seed = json.loads(rep.read_text())["seed"]
-        out.setdefault(rep.parent.name, {})[seed] = rep
-    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
     ap.add_argument("experiment")
+    ap.add_argument(
+        "--config",
+        nargs="+",
+        type=Path,
+        default=[ROOT / "config/config.yaml", ROOT / "config/examples/c10jpg_stats.yaml"],
+        help="the run's config files, in order: their seeds pick the replicates read (default: section 2's run)",
+    )
     a = ap.parse_args()
     root = Path(a.results) / a.experiment
     df = pd.read_csv(root / "summary.csv").set_index("pipeline")
     pw = pd.read_csv(root / "pairwise.csv")
-    reps = replicates(Path(a.results), a.experiment)
-    seeds = sorted(reps["dense"])
+    seeds = configured(a.config)["seeds"]
+    reps = replicate_paths(Path(a.results), a.experiment, seeds)
     correct = {
         p: np.stack([load_correct(str(by_seed[s])) for s in seeds])
         for p, by_seed in reps.items()

@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pqd.pipeline import replicate_name
+from pqd.errors import PqdError
 from pqd.report import load_correct
+from pqd.results import configured, replicate_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 DENSE_CONFIG = ROOT / "config/examples/c10jpg_far_dense.yaml"
@@ -102,29 +103,15 @@ def run(dense_cfg: list[Path], far_cfg: list[Path]) -> None:
 
 def merged(configs: list[Path]) -> dict:
     """The settings this script reads (results, experiments, pipelines, seeds) after the overlays."""
-    out: dict = {}
-    for path in configs:
-        out.update(
-            {
-                k: v
-                for k, v in yaml.safe_load(path.read_text()).items()
-                if k in ("results", "experiments", "pipelines", "seeds")
-            }
-        )
-    return out
+    return configured(configs)
 
 
 def reports(results: Path, exp: str, pipeline: str, seeds: list[int]) -> list[dict]:
     """The pipeline's report in each configured seed's replicate (not whatever else the directory holds)."""
-    out = []
-    for seed in seeds:
-        path = results / replicate_name(exp, seed, seeds) / pipeline / "report.json"
-        if not path.exists():
-            raise SystemExit(f"{path} is missing; run without --no-run first")
-        rep = json.loads(path.read_text())
-        rep["_path"] = str(path)
-        out.append(rep)
-    return out
+    try:
+        return replicate_reports(results, exp, pipeline, seeds)
+    except PqdError as e:
+        raise SystemExit(f"{e}; run without --no-run first") from None
 
 
 def frontier(results: Path, exp: str, pipelines: list[str], seeds: list[int]) -> tuple[pd.DataFrame, dict]:

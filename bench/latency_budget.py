@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 
 from pqd import stats
+from pqd.errors import PqdError
 from pqd.report import load_correct
+from pqd.results import configured, replicate_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config/examples/c10jpg_latency.yaml"
@@ -61,12 +63,8 @@ def run(name: str, s: dict, results: Path) -> None:
 
 
 def reports(results: Path) -> list[dict]:
-    out = []
-    for path in sorted(results.glob(f"{EXP}*/{PIPELINE}/report.json")):
-        rep = json.loads(path.read_text())
-        rep["_path"] = str(path)
-        out.append(rep)
-    return sorted(out, key=lambda r: r["seed"])
+    """The pipeline's report in each seed's replicate that this script's config runs."""
+    return replicate_reports(results, EXP, PIPELINE, configured([ROOT / "config/config.yaml", CONFIG])["seeds"])
 
 
 def main() -> None:
@@ -82,9 +80,10 @@ def main() -> None:
     results = ROOT / a.results
     rows, correct = [], {}
     for name in vs:
-        reps = reports(results / name)
-        if not reps:
-            raise SystemExit(f"no {PIPELINE} reports under {results / name}; run without --no-run first")
+        try:
+            reps = reports(results / name)
+        except PqdError as e:
+            raise SystemExit(f"{e}; run without --no-run first") from None
         correct[name] = np.stack([load_correct(r["_path"]) for r in reps])
         summary = pd.read_csv(results / name / EXP / "summary.csv").set_index("pipeline")
         lt = [r["latency_target"] for r in reps]

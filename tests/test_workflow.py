@@ -250,7 +250,17 @@ def test_claims_script_reads_the_summary_and_gives_a_verdict_per_claim(built: Pa
     """bench/claims.py (BENCHMARKS.md section 2) on a two-seed summary of dense, pqd and pdq."""
     smk(built, f"results/{EXP}/summary.csv", edit="seeds: [0, 1]\ncontrols: true\n")
     res = subprocess.run(
-        [sys.executable, str(ROOT / "bench/claims.py"), "results", EXP],
+        # the run's configs name its seeds: replicates of other seeds on disk are not read
+        [
+            sys.executable,
+            str(ROOT / "bench/claims.py"),
+            "results",
+            EXP,
+            "--config",
+            "config/config.yaml",
+            "tiny.yaml",
+            "edit.yaml",
+        ],
         cwd=built,
         capture_output=True,
         text=True,
