@@ -53,11 +53,7 @@ def main() -> None:
     pw = pd.read_csv(root / "pairwise.csv")
     seeds = configured(a.config)["seeds"]
     reps = replicate_paths(Path(a.results), a.experiment, seeds)
-    correct = {
-        p: np.stack([load_correct(str(by_seed[s])) for s in seeds])
-        for p, by_seed in reps.items()
-        if sorted(by_seed) == seeds
-    }
+    correct = {p: np.stack([load_correct(str(by_seed[s])) for s in seeds]) for p, by_seed in reps.items()}
     n_images = next(iter(correct.values())).shape[1]
     plain = [p for p in df.index if p != "dense" and not p.startswith("ctl-")]
 

@@ -119,6 +119,10 @@ def cmd_deploy(a: argparse.Namespace) -> object:
     ("--onnx", {}),
     ("--threads", {"type": int, "default": 1}),
     ("--predictions", {"help": "also write every test image's predicted class here (.npz)"}),
+    (
+        "--default-precision",
+        {"action": "store_true", "help": "also score an FP32 model in the runtime's default precision"},
+    ),
 )
 def cmd_evaluate(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
@@ -127,7 +131,7 @@ def cmd_evaluate(a: argparse.Namespace) -> object:
 
     p = EvalParams.from_json(a.params)
     _threads(a.threads)
-    res = evaluate(a.input, data_for(p.data, a.data), p.runtime, a.onnx, a.threads, a.predictions)
+    res = evaluate(a.input, data_for(p.data, a.data), p.runtime, a.onnx, a.threads, a.predictions, a.default_precision)
     write_json(a.output, res)
     return {"accuracy": res["accuracy"]}
 

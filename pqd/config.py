@@ -131,13 +131,13 @@ def command_line_values(given: Any) -> dict:
     return {k: _yaml_typed(v) for k, v in dict(given or {}).items() if isinstance(v, (Mapping, list, tuple))}
 
 
-def _non_finite(value: Any, where: str = "") -> Optional[str]:
-    """The dotted path of the first NaN or infinite number in ``value`` (JSON Schema's ``number``
-    admits YAML's ``.nan`` and ``.inf``, which no setting means)."""
+def _non_finite(value: Any, where: str = "") -> Optional[tuple[str, float]]:
+    """The dotted path and value of the first NaN or infinite number in ``value`` (JSON Schema's
+    ``number`` admits YAML's ``.nan`` and ``.inf``, which no setting means)."""
     import math
 
     if isinstance(value, float) and not math.isfinite(value):
-        return where or "(top level)"
+        return where or "(top level)", value
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for k, v in items:
         found = _non_finite(v, f"{where}.{k}" if where else str(k))
@@ -155,7 +155,7 @@ def validate(config: dict, schema: str) -> dict:
     bad = _non_finite(config)
     if bad:
         raise PqdError(
-            f"invalid config at '{bad}': {_lookup(config, bad)} is not a finite number; "
+            f"invalid config at '{bad[0]}': {bad[1]} is not a finite number; "
             "fix config/config.yaml or the --config value"
         )
     if "seed" in config:  # renamed when seeds became replicates: say so rather than "unexpected property"
@@ -174,13 +174,6 @@ def validate(config: dict, schema: str) -> dict:
             f"invalid config at '{where}': {err.message}; fix config/config.yaml or the --config value"
         ) from None
     return config
-
-
-def _lookup(config: dict, dotted: str) -> Any:
-    value: Any = config
-    for key in dotted.split("."):
-        value = value[int(key)] if isinstance(value, list) else value[key]
-    return value
 
 
 def backbones(config: dict) -> Registry[BackboneSpec]:

@@ -566,7 +566,7 @@ def accuracy_loss_warnings(table: dict, seeds: list, vs_dense: dict, vs_control:
         if not losses:
             continue
         budgets = []
-        for st in table[p][seeds[0]]["stages"][1:]:
+        for st in table[p][seeds[0]]["stages"]:  # dense is no stage letter; e starts without it
             spec = STAGES.get(st["stage"]) if st["stage"] in STAGES else None
             keys = [k for k in (spec.budget if spec else ()) if st["settings"].get(k) is not None]
             target = st["settings"].get("target")  # s: only the budget its target reads
@@ -595,7 +595,8 @@ def architecture_warnings(table: dict, seeds: list) -> list[str]:
             each = ", ".join(f"seed {s}: {m / 1e6:.1f}" for s, m in zip(seeds, macs))
             out.append(
                 f"{p}: its replicates deploy different architectures (MMACs {each}); its CIs mix them. With a "
-                "latency target, share one curve (import the dense model) or give a MACs target."
+                "latency target, its replicates read their own latency curves (shared only when s prunes the "
+                "imported dense model): give a MACs target for one architecture."
             )
     return out
 
@@ -630,15 +631,13 @@ def place_labels(ax, xs: list[float], ys: list[float], labels: list[str], fontsi
     """Annotate each point with its label at the first of a ring of offsets whose text box overlaps
     no label placed before it (a thin line joins a label moved away from its point). Six INT8
     points within 5% of each other on the x axis made names printed beside each point unreadable.
-    Call after the figure's layout is final: offsets are in points from data coordinates."""
+    Call after the figure's layout is final: offsets are in points from data coordinates. The rings
+    grow until a free place is found (at most 40 rings out; a figure that full keeps the last try)."""
     from matplotlib.text import Text
 
     renderer = ax.figure.canvas.get_renderer()
-    rings = [
-        (r * cx, r * cy)
-        for r in (4, 11, 18, 26, 36, 48, 62)
-        for cx, cy in ((1, 0.4), (1, -1.4), (-1.8, 0.4), (-1.8, -1.4), (0, 1.2), (0, -2.2), (1.4, -0.5), (-2.4, -0.5))
-    ]
+    directions = ((1, 0.4), (1, -1.4), (-1.8, 0.4), (-1.8, -1.4), (0, 1.2), (0, -2.2), (1.4, -0.5), (-2.4, -0.5))
+    rings = [(r * cx, r * cy) for r in [4] + [11 + 7 * k for k in range(40)] for cx, cy in directions]
     placed, texts = [], []
     for i in sorted(range(len(labels)), key=lambda k: (xs[k], -ys[k])):
         for k, (dx, dy) in enumerate(rings):
@@ -652,6 +651,7 @@ def place_labels(ax, xs: list[float], ys: list[float], labels: list[str], fontsi
                 bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
                 arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4"} if k >= 8 else None,
             )
+            t.update_positions(renderer)  # place it at its point (annotate leaves it at the figure's corner)
             box = Text.get_window_extent(t, renderer)  # the label's own box (an Annotation's adds its line)
             if not any(box.overlaps(b) for b in placed) or k == len(rings) - 1:
                 break

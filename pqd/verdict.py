@@ -7,7 +7,7 @@ pipelines the evidence cannot tell from it; :func:`verdict_markdown` and :func:`
 render that with a short headline table (the full columns stay in summary.csv).
 
 "Close enough" is the user's tolerance ``report.max_loss`` in points of top-1: a pipeline qualifies
-when the lower end of the paired 95% CI of (pipeline - dense) lies above ``-max_loss``, i.e. the
+when the lower end of the paired 95% CI of (pipeline - dense) lies at or above ``-max_loss``, i.e. the
 loss is under the tolerance with confidence, not merely on the mean (an under-powered experiment
 must not make a lossy pipeline look safe). With ``max_loss: null`` a pipeline qualifies when it
 cannot be told apart from dense (Holm-adjusted p >= 0.05, or better than dense). With one seed
@@ -123,8 +123,8 @@ def _rule(d: Decision) -> str:
     if d.max_loss is None:
         return "a pipeline qualifies when its top-1 cannot be told apart from dense's (or is better), Holm-adjusted"
     return (
-        f"a pipeline qualifies when it loses less than {d.max_loss:g} point(s) of top-1 against dense with 95% "
-        f"confidence (the lower end of its paired CI above -{d.max_loss:g}; `report.max_loss`)"
+        f"a pipeline qualifies when it loses at most {d.max_loss:g} point(s) of top-1 against dense with 95% "
+        f"confidence (the lower end of its paired CI at or above -{d.max_loss:g}; `report.max_loss`)"
     )
 
 

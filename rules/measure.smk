@@ -68,11 +68,14 @@ rule evaluate:
     params:
         p=eval_json,
         onnx=optional_arg("--onnx", "onnx"),
+        # dense is also scored in the runtime's default precision: the untrained baseline's accuracy
+        baseline=lambda wc: "--default-precision" if wc.pipeline == "dense" else "",
         track=runtime_track,
         code=lambda wc: code_hash(runtime_track(wc)),
     shell:
         "python3 -m pqd --track {params.track} evaluate --input {input.model:q} --data {input.data:q} --params {params.p:q} "
-        "{params.onnx} --output {output.json:q} --predictions {output.predictions:q} --threads {threads} > {log:q} 2>&1"
+        "{params.onnx} {params.baseline} --output {output.json:q} --predictions {output.predictions:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule latency:

@@ -115,3 +115,16 @@ def test_stage_params_hold_only_what_the_stage_depends_on():
         40,
         20,
     ]
+
+
+def test_non_finite_numbers_are_found_with_their_path_even_under_dotted_keys():
+    from pqd.config import _non_finite, command_line_values
+
+    assert _non_finite({"backbones": {"my.net": {"kwargs": {"x": float("nan")}}}}) == (
+        "backbones.my.net.kwargs.x",
+        pytest.approx(float("nan"), nan_ok=True),
+    )
+    assert _non_finite({"stages": {"p": {"sparsity": 0.5}}, "seeds": [0, 1]}) is None
+    # nested --config values arrive as strings (Snakemake's BaseLoader); re-read as YAML, idempotently
+    once = command_line_values({"seeds": ["0", "1"], "stages": {"p": {"sparsity": "0.9"}}, "width": 0.5})
+    assert once == {"seeds": [0, 1], "stages": {"p": {"sparsity": 0.9}}} and command_line_values(once) == once

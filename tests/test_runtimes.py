@@ -251,7 +251,9 @@ def test_the_runtimes_default_precision_is_a_timed_baseline_and_evaluated(int8_a
     assert lat["baseline"] in BASELINES and len(lat["dense_default"]["round_ms"]) == 4
     assert lat["speedup_vs_baseline"] == pytest.approx(lat[lat["baseline"]]["median_ms"] / lat["model"]["median_ms"])
     assert lat["speedup_vs_baseline"] <= lat["speedup_vs_dense_same_runtime"] + 1e-9  # the fastest baseline
-    ev = evaluate_deployed(str(tmp_path / "dense.pt"), digits, "openvino", str(tmp_path / "dense.onnx"))
+    ev = evaluate_deployed(
+        str(tmp_path / "dense.pt"), digits, "openvino", str(tmp_path / "dense.onnx"), default_precision=True
+    )
     assert ev["default_precision"] == precision["dense_default"]
     assert abs(ev["accuracy_default_precision"] - ev["accuracy"]) <= 2.0  # bf16 rounding moves few predictions
     with pytest.raises(PqdError, match="no reduced default precision"):

@@ -63,7 +63,7 @@ def test_a_clear_winner_is_named_with_its_cost_control_and_what_fails():
     assert (d.fastest, d.smallest, d.qualifying) == ("pqd", "pqd", ["q", "pqd"])
     assert d.as_fast == []  # q's speedup CI [1.46, 1.55] is below pqd's [1.84, 1.96]
     text = verdict.verdict_markdown(df, d, vs_dense, vs_control)
-    assert text[0].startswith("**Verdict** (3 seeds; a pipeline qualifies when it loses less than 1 point(s)")
+    assert text[0].startswith("**Verdict** (3 seeds; a pipeline qualifies when it loses at most 1 point(s)")
     assert (
         "ship **pqd**, the fastest that qualifies: 1.90x [1.84, 1.96] faster than dense FP32 in openvino, "
         "3.40x smaller, top-1 84.90% (-0.10 points [-0.50, +0.30] against dense)" in text[0]
@@ -116,22 +116,31 @@ def test_one_seed_is_worded_as_a_reading_not_a_verdict():
     assert "<b>one seed: training noise is unseen</b>" in page and "<td>pqd</td>" in page
 
 
-def test_frontier_labels_do_not_overlap_even_when_points_coincide():
+@pytest.mark.parametrize("spread", [False, True])
+def test_frontier_labels_do_not_overlap_and_stay_by_their_points(spread):
     """Eight INT8 points within 2% of each other on both axes (the quick start's six orders lay
-    within 0.05 and printed their names over each other)."""
+    within 0.05 and printed their names over each other), and points far apart (each label beside
+    its own point, not pushed away by the boxes of labels that are elsewhere)."""
     import matplotlib.pyplot as plt
+    import numpy as np
     from matplotlib.text import Text
 
-    rows = [DENSE] + [row(f"p{i}", 84.9 + 0.02 * i, 1.90 + 0.005 * i, 3.4 + 0.001 * i) for i in range(8)] + [CTL]
-    df = summary_of(rows)
-    fig = frontier_figure(df, [], "exp", recommended="p3")
+    if spread:
+        rows = [DENSE] + [row(f"p{i}", 80.0 + i, 1.2 + 0.4 * i, 2.0 + i) for i in range(5)]
+    else:
+        rows = [DENSE] + [row(f"p{i}", 84.9 + 0.02 * i, 1.90 + 0.005 * i, 3.4 + 0.001 * i) for i in range(8)] + [CTL]
+    fig = frontier_figure(summary_of(rows), [], "exp", recommended="p3")
     renderer = fig.canvas.get_renderer()
     for ax in fig.axes:
+        for t in ax.texts:
+            t.update_positions(renderer)
         boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the label, without its leader line
         assert len(boxes) == len(rows)
         overlaps = [(i, j) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j])]
         assert overlaps == [], overlaps
         assert sorted(t.get_text() for t in ax.texts) == sorted(str(i + 1) for i in range(len(rows)))
+        far = [np.hypot(*(np.array(b.p0) - ax.transData.transform(t.xy))) for t, b in zip(ax.texts, boxes)]
+        assert max(far) < (12 if spread else 40), far  # pixels from its point to the label's corner
     key = [t.get_text() for t in fig.texts if "1 dense" in t.get_text()]
     assert key and "5 p3" in key[0]
     assert any("recommended: p3" in t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts())
@@ -205,6 +214,14 @@ def test_replicates_with_different_architectures_are_warned():
     out = architecture_warnings(table, [0, 1, 2])
     assert out == [
         "sq: its replicates deploy different architectures (MMACs seed 0: 12.3, seed 1: 14.0, seed 2: "
-        "31.5); its CIs mix them. With a latency target, share one curve (import the dense model) or give "
-        "a MACs target."
+        "31.5); its CIs mix them. With a latency target, its replicates read their own latency curves "
+        "(shared only when s prunes the imported dense model): give a MACs target for one architecture."
     ]
+
+
+def test_the_loss_warning_names_a_starting_stages_budget():
+    from pqd.report import accuracy_loss_warnings
+
+    table = {"eq": {0: {"stages": [{"stage": "e", "settings": {"sparsity": 0.9}}, {"stage": "q", "settings": {}}]}}}
+    out = accuracy_loss_warnings(table, [0], {"eq": comp("eq", "dense", -5.0, 1.0, 1e-4)}, {}, 1.0)
+    assert len(out) == 1 and "its budget: e (sparsity 0.9)" in out[0]
