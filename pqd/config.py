@@ -128,7 +128,16 @@ def command_line_values(given: Any) -> dict:
     ``['0', '1']`` and failed validation with "'0' is not of type 'integer'". Merged over the
     config before validation (re-reading is idempotent, so cluster jobs that get the same
     arguments again end with the same config)."""
-    return {k: _yaml_typed(v) for k, v in dict(given or {}).items() if isinstance(v, (Mapping, list, tuple))}
+    out = {k: _yaml_typed(v) for k, v in dict(given or {}).items() if isinstance(v, (Mapping, list, tuple))}
+    # top-level: Snakemake already typed numbers and True/False, not YAML's lowercase true/false/null
+    out.update(
+        {
+            k: {"true": True, "false": False, "null": None}[v]
+            for k, v in dict(given or {}).items()
+            if isinstance(v, str) and v in ("true", "false", "null")
+        }
+    )
+    return out
 
 
 def _non_finite(value: Any, where: str = "") -> Optional[tuple[str, float]]:

@@ -128,3 +128,4 @@ def test_non_finite_numbers_are_found_with_their_path_even_under_dotted_keys():
     # nested --config values arrive as strings (Snakemake's BaseLoader); re-read as YAML, idempotently
     once = command_line_values({"seeds": ["0", "1"], "stages": {"p": {"sparsity": "0.9"}}, "width": 0.5})
     assert once == {"seeds": [0, 1], "stages": {"p": {"sparsity": 0.9}}} and command_line_values(once) == once
+    assert command_line_values({"controls": "false", "results": "on", "width": 0.5}) == {"controls": False}
