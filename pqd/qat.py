@@ -8,7 +8,7 @@ by pattern matching), its converted model runs PyTorch's real INT8 kernels
 and both the QAT model and the INT8 model round-trip through plain state dicts that
 load with ``weights_only=True``. torch.ao is deprecated in favour of torchao's PT2E
 flow, whose CPU INT8 speed comes from Inductor code generation (a C++ compiler at
-deploy time, minutes on 2 cores) rather than from a loadable artifact; see README.
+deploy time, minutes on 2 cores) rather than from a loadable artifact; see docs/runtimes.md.
 
 QConfig: weights per-channel symmetric int8, activations per-tensor affine uint8,
 both with plain ``FakeQuantize`` modules (not the fused moving-average kind), so the
