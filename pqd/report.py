@@ -367,7 +367,7 @@ def summary(
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in pw.itertuples(index=False):
-            verdict = (
+            said = (
                 ("a better" if r.diff > 0 else "b better")
                 if r.significant
                 else "no detectable difference"
@@ -376,7 +376,7 @@ def summary(
             )
             lines.append(
                 f"| {r.a} | {r.b} | {r.why} | {r.diff:+.2f} | [{r.diff_ci95_low:+.2f}, {r.diff_ci95_high:+.2f}] "
-                f"| {r.p_value:.3g} | {r.p_holm:.3g} | {verdict} |"
+                f"| {r.p_value:.3g} | {r.p_holm:.3g} | {said} |"
             )
         with atomic_path(pairwise_md) as tmp:
             tmp.write_text("\n".join(lines) + "\n")

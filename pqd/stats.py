@@ -10,7 +10,8 @@ here estimate each once, from a two-way random-effects decomposition of the seed
 (:class:`Components`): the spread of the per-seed means measures training noise (with S - 1 degrees
 of freedom), the spread of the per-image means over seeds the image noise; their sum is the
 variance of the grand mean, with Satterthwaite's degrees of freedom (never more than the seeds
-allow when the seed term is large or its estimate implausibly small, :meth:`Components.variance_df`). With 2-3 seeds that is few
+allow over the seed term's share of the variance, :meth:`Components.variance_df`; seeds that all
+made the same predictions are one model, tested on its images). With 2-3 seeds that is few
 degrees of freedom, and the t quantile says so: a bootstrap over 3 seeds instead treated their
 spread as known (the two-level bootstrap this replaces declared 8.7% of truly equal pairs different
 at nominal 5% with 3 seeds, 35% with one, in an independent simulation).
@@ -58,6 +59,7 @@ class Components:
     ms_seed: float
     ms_image: float
     ms_resid: float
+    identical: bool = False  # every seed's row is the same: one model (an import, a stage that ignores the seed)
 
     def _terms(self, n_seeds: int) -> list[tuple[float, float]]:
         """(coefficient x expected mean square, degrees of freedom) whose sum is the variance of the
@@ -80,22 +82,21 @@ class Components:
     def variance_df(self, n_seeds: Optional[int] = None) -> tuple[float, float]:
         """Variance of the grand mean and its Satterthwaite degrees of freedom, for this table or,
         projected from its variance estimates, for ``n_seeds`` seeds on the same images."""
+        if self.identical and self.n_seeds > 1:
+            # one model scored S times: no training noise to see or to allow for (it is absent, not
+            # unseen), so its uncertainty is that of its test images, as for one seed
+            return self.ms_image / (self.n_seeds * self.n_images), max(self.n_images - 1, 1)
         terms = self._terms(n_seeds or self.n_seeds)
         var = sum(c for c, _ in terms)
         denom = sum(c * c / df for c, df in terms if df > 0)
         df = var * var / denom if denom > 0 else math.inf
         s = n_seeds or self.n_seeds
-        if s > 1 and var > 0:
-            if self.ms_seed <= self.ms_resid:
-                # seeds closer than image-level noise predicts: with 1-4 degrees of freedom that is
-                # chance as often as not, and Satterthwaite would then count the image term's
-                # thousands of df (3 seeds one image apart got df 2650, identical seeds the df of
-                # one seed's test): no more than S - 1.
-                df = min(df, terms[0][1])
-            else:
-                # a seed term that is a moderate share of the variance is still known to 1-2 df only
-                # (2 seeds covered 92.8% in the calibration without this): S - 1 over its share.
-                df = min(df, terms[0][1] / (terms[0][0] / var))
+        if s > 1 and var > 0 and terms[0][0] > 0:
+            # a seed term that is a moderate share of the variance is still known to 1-2 df only
+            # (2 seeds covered 92.8% in the calibration without this): S - 1 over its share. (Capping
+            # at S - 1 whenever seeds agree closer than image noise made the 360-image intervals
+            # cover 100%: there the image term, known to hundreds of df, is most of the variance.)
+            df = min(df, terms[0][1] / (terms[0][0] / var))
         if s > 1 and var <= 0 and self.ms_resid > 0:
             # seeds' means identical and no image term, yet cells disagree: not zero noise (a CI of
             # zero width), but at least the residual's, known to S - 1 degrees of freedom
@@ -138,6 +139,7 @@ def components(values: np.ndarray) -> Components:
         ss_seed / (s - 1),
         ss_image / (n - 1) if n > 1 else 0.0,
         ss_resid / ((s - 1) * (n - 1)) if n > 1 else 0.0,
+        identical=bool((v == v[0]).all()),
     )
 
 

@@ -52,7 +52,7 @@ class Decision:
     smallest: Optional[str]
     closest: Optional[str]  # when nothing qualifies: the pipeline with the smallest loss at the CI's far end
     as_fast: list[str] = field(default_factory=list)  # qualifying, speedup CI overlapping the fastest's
-    same_group: list[str] = field(default_factory=list)  # sharing a letter group with the fastest
+    same_group: list[str] = field(default_factory=list)  # compressed pipelines sharing a letter group with it
 
 
 def qualifies(c: Comparison, max_loss: Optional[float]) -> bool:
@@ -81,7 +81,7 @@ def decide(df, vs_dense: dict[str, Comparison], n_seeds: int, max_loss: Optional
             p for p in ok if p != fastest and rows[p].speedup_same_runtime_ci95_high >= f.speedup_same_runtime_ci95_low
         ]
         letters = set(str(f.group)) - {"-"}
-        same_group = [p for p in rows if p != fastest and letters & set(str(rows[p].group))]
+        same_group = [p for p in candidates if p != fastest and letters & set(str(rows[p].group))]
     return Decision(max_loss, n_seeds, ok, fastest, smallest, closest, as_fast, same_group)
 
 
@@ -167,12 +167,12 @@ def verdict_sentences(df, d: Decision, vs_dense: dict[str, Comparison], vs_contr
     ctl = vs_control.get(d.fastest)
     if ctl is not None:
         how = (
-            ("better than" if ctl.diff > 0 else "worse than")
+            ("is better than" if ctl.diff > 0 else "is worse than")
             if ctl.significant
-            else ("cannot be told apart from" if d.n_seeds >= 2 else "not judged against")
+            else ("cannot be told apart from" if d.n_seeds >= 2 else "is not judged against")
         )
         out.append(
-            f"Its top-1 is {how} its equal-budget control {ctl.b} (plain fine-tuning for the same epochs: "
+            f"Its top-1 {how} its equal-budget control {ctl.b} (plain fine-tuning for the same epochs: "
             f"{ctl.diff:+.2f} points {_ci(ctl.low, ctl.high, '{:+.2f}')}), so "
             + (
                 "compression's own recipe adds accuracy here."
@@ -190,7 +190,10 @@ def verdict_sentences(df, d: Decision, vs_dense: dict[str, Comparison], vs_contr
     if d.as_fast:
         out.append(f"As fast within the timing noise (speedup CIs overlap): {', '.join(d.as_fast)}.")
     if d.n_seeds >= 2 and d.same_group:
-        out.append(f"Not told apart from it in top-1 (a shared letter group): {', '.join(d.same_group)}.")
+        out.append(
+            "Not told apart from it in top-1 among the compressed pipelines (a shared letter group; Holm over "
+            f"all pairs, stricter than the paired CIs above): {', '.join(d.same_group)}."
+        )
     rest = [p for p in vs_dense if p not in d.qualifying and control_of(p) is None]
     if rest:
         out.append(f"Do not qualify: {', '.join(rest)}.")
