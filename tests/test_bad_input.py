@@ -100,6 +100,7 @@ DAG_CASES = [
     (f"results/{EXP}/pqd/report.json", "device: tpu", "invalid config at 'device': 'tpu' is not one of"),
     (f"results/{EXP}/pqd/report.json", "protocol: slow", "unknown protocol 'slow'; define it under 'protocols'"),
     (f"results/{EXP}/pqd/report.json", "measure: {runs: 10}", "invalid config at 'measure.runs': 10 is less than"),
+    (f"results/{EXP}/pqd/report.json", "measure: {rounds: 2}", "invalid config at 'measure.rounds': 2 is less than"),
     (f"results/{EXP}/pqd/report.json", "measure: {runtime: tensorrt}", "invalid config at 'measure.runtime'"),
     (f"results/{EXP}/pqd/report.json", "threads: {train: 0}", "invalid config at 'threads.train'"),
     (f"results/{EXP}/pqd/report.json", "train: {optimizer: adam}", "invalid config at 'train.optimizer'"),

@@ -81,7 +81,10 @@ def test_onnx_runtimes_match_the_pytorch_int8_model(int8_artifacts, digits, runt
     # a barely trained width-0.25 model has small logit margins, so requantization rounding
     # differences flip some near-ties; a wrong scale or layout would drop agreement to chance
     assert agree > 0.85
-    assert abs(evaluate(ort, digits) - evaluate(int8, digits)) <= 1.5  # at most 5 of 360 images
+    # at most 11 of 360 images: PyTorch's x86 INT8 kernels round differently on CPUs with AMX (Intel
+    # Xeon, 2026-12-07: 72.8% against 74.4% in ONNX Runtime and 75.0% in OpenVINO for this weakly
+    # trained model; within 5 images on AMD EPYC), with the old code as with the new
+    assert abs(evaluate(ort, digits) - evaluate(int8, digits)) <= 3.1
     res = interleaved_latency({"ort": ort, "torch": int8}, runs=200, warmup=2, rounds=10, threads=1, image_size=32)
     assert res["ort"]["runs"] >= 200 and res["ort"]["median_ms"] > 0
 
@@ -102,7 +105,7 @@ def test_openvino_runs_the_weighted_inputs_graph_of_the_qat_model(int8_artifacts
     every convolution and the classifier read dequantized INT8 inputs and weights, no pair sits
     before an add or an activation, the weights are the QAT model's integers (pruned zeros included;
     within one step of the converted model's, which re-observes each weight at conversion), and
-    OpenVINO's top-1 on it is within 1.5 points of the PyTorch INT8 model's."""
+    OpenVINO's top-1 on it is within 3 points (11 images) of the PyTorch INT8 model's."""
     int8, pruned, deployed, onnx_path = int8_artifacts
     qat_path, ov_path = str(Path(deployed).parent / "qat.pt"), str(Path(deployed).parent / "ov.onnx")
     with pytest.raises(PqdError, match="fake-quantized model.*--source"):
@@ -138,7 +141,7 @@ def test_openvino_runs_the_weighted_inputs_graph_of_the_qat_model(int8_artifacts
     inner = [a for a in ints if a.ndim == 4 and a.shape[1] > 3]
     assert sum((a == 0).sum() for a in inner) / sum(a.size for a in inner) >= 0.5
     ov = make_runner("openvino", deployed, ov_path, 1)
-    assert abs(evaluate(ov, digits) - evaluate(int8, digits)) <= 1.5
+    assert abs(evaluate(ov, digits) - evaluate(int8, digits)) <= 3.1  # see test_onnx_runtimes_match_...
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
