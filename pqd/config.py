@@ -13,6 +13,7 @@ that stage and its descendants and nothing else.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import dataclasses
 import json
@@ -20,6 +21,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Optional
 
 from pqd.catalog import BACKBONES, DATASET_KINDS, DEFAULT_RUNTIME, RUNTIMES, BackboneSpec
@@ -98,8 +100,10 @@ def build_schema(path: str) -> dict:
 
 @lru_cache(maxsize=None)
 def _schema_file(path: str) -> str:
-    """The generated schema written once per process to a file (snakemake.utils.validate reads files)."""
+    """The generated schema written once per process to a file (snakemake.utils.validate reads files),
+    removed when the process exits (every job validates: 500 files a day piled up in /tmp)."""
     fd, out = tempfile.mkstemp(prefix="pqd-schema-", suffix=".json")
+    atexit.register(lambda: Path(out).unlink(missing_ok=True))
     with os.fdopen(fd, "w") as f:
         json.dump(build_schema(path), f)
     return out
@@ -401,7 +405,8 @@ def curve_params(cfg: dict, chain: str) -> CurveParams:
     runtime and timing, and the form its latency target is for."""
     s = settings(cfg, stage_spec(chain))
     return CurveParams(
-        measure=MeasureSettings(**cfg["measure"]),
+        # a curve is batch-1 latency only: a throughput setting must not rerun it (and the s it feeds)
+        measure=MeasureSettings(**{**cfg["measure"], "throughput_rounds": 0}),
         form=s["latency_form"],
         allocation=s["allocation"],
         round_to=s["round_to"],

@@ -129,3 +129,18 @@ def test_non_finite_numbers_are_found_with_their_path_even_under_dotted_keys():
     once = command_line_values({"seeds": ["0", "1"], "stages": {"p": {"sparsity": "0.9"}}, "width": 0.5})
     assert once == {"seeds": [0, 1], "stages": {"p": {"sparsity": 0.9}}} and command_line_values(once) == once
     assert command_line_values({"controls": "false", "results": "on", "width": 0.5}) == {"controls": False}
+
+
+def test_the_generated_schema_file_is_removed_when_the_process_exits(tmp_path):
+    """Every Snakemake process validates the config through a generated schema file: it must not be
+    left behind in the temp directory (hundreds piled up in a day of jobs)."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"from pqd import config as pc; print(pc._schema_file({SCHEMA!r}))"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    written = Path(out.stdout.strip())
+    assert written.parent == tmp_path and written.name.startswith("pqd-schema-")
+    assert not written.exists() and list(tmp_path.iterdir()) == []
