@@ -15,7 +15,7 @@ from pqd.channels import prune_once
 from pqd.checkpoint import save_checkpoint
 from pqd.constants import LATENCY_TOLERANCE
 from pqd.errors import PqdError
-from pqd.latency_budget import ratio_for_latency, target_keep
+from pqd.latency_budget import monotone_keep, ratio_for_latency, target_keep
 from pqd.latency_curve import measure_curve, per_round_keep
 from pqd.measure import interleaved_latency
 from pqd.models import build_model
@@ -37,17 +37,19 @@ def test_ratio_is_interpolated_between_the_points_that_bracket_the_target():
     ratio, predicted = ratio_for_latency(c, 0.7)
     assert ratio == pytest.approx(0.15) and predicted == 0.7
     assert ratio_for_latency(c, 0.4)[0] == pytest.approx(0.3)
-    # a noisy, non-monotone curve: the first crossing is taken
-    assert ratio_for_latency(curve(1.0, 0.9, 0.95, 0.5), 0.7)[0] == pytest.approx(0.2 + 0.1 * 0.25 / 0.45)
+    # a noisy, non-monotone curve is read through its monotone fit: 0.9 and 0.95 pool into 0.925
+    assert ratio_for_latency(curve(1.0, 0.9, 0.95, 0.5), 0.7)[0] == pytest.approx(0.2 + 0.1 * 0.225 / 0.425)
+    # a point timed slower than the reference (1.05: noise) is pooled, never above the reference's 1.0
+    assert [k for _, k in monotone_keep(curve(1.0, 1.05, 0.95, 0.5))] == pytest.approx([1.0, 1.0, 0.95, 0.5])
     # latency_ms is read against the curve's unpruned milliseconds
     assert target_keep(c, {"latency_ms": 1.0}) == 0.5 and target_keep(c, {"latency_keep": 0.3}) == 0.3
 
 
 def test_an_unreachable_target_names_the_fastest_point_and_the_setting_to_change():
     with pytest.raises(PqdError) as e:
-        ratio_for_latency(curve(1.0, 0.9, 0.85, 0.86), 0.5)
-    msg = str(e.value)
-    assert "\n" not in msg and "0.85" in msg and "stages.s.latency_keep" in msg
+        ratio_for_latency(curve(1.0, 0.9, 0.8, 0.86), 0.5)
+    msg = str(e.value)  # the fastest point of the fit: 0.8 and 0.86 pool into 0.83
+    assert "\n" not in msg and "keeps 0.83" in msg and "stages.s.latency_keep to 0.83" in msg
 
 
 def cfg_with(s: dict, **top):

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pqd.channels import attention_heads, make_pruner, ratio_for_macs, sync_heads
-from pqd.latency_budget import ratio_for_latency, target_keep
+from pqd.latency_budget import monotone_keep, ratio_for_latency, target_keep
 from pqd.losses import kd_objective
 from pqd.macs import macs, param_count
 from pqd.pipeline import latency_target
@@ -52,7 +52,10 @@ def run(model: nn.Module, ctx) -> nn.Module:
             "predicted_keep": predicted,
             "predicted_ms": predicted * curve["reference_ms"],
             "curve_reference_ms": curve["reference_ms"],
-            "curve": [{"ratio": p["ratio"], "keep": p["keep"]} for p in curve["points"]],
+            "curve": [
+                {"ratio": p["ratio"], "keep": p["keep"], "fitted_keep": fit}
+                for p, (_, fit) in zip(sorted(curve["points"], key=lambda p: p["ratio"]), monotone_keep(curve))
+            ],
         }
     else:
         ratio = ratio_for_macs(
