@@ -121,7 +121,9 @@ class RuntimeSpec:
     the CPU has it (OpenVINO: bf16 on AVX-512 BF16 / AMX CPUs), so the dense model a user gets for
     free is not the one timed at forced f32: the latency job times that default too, the summary's
     ``speedup_vs_baseline`` is against the fastest untrained dense form, and the evaluation scores
-    FP32 models in that precision as well."""
+    FP32 models in that precision as well. ``throughput(runtime, deployed, onnx, threads, precision,
+    image_size)`` returns a :class:`pqd.runtimes.Throughput`: the runtime at its own throughput
+    setting (OpenVINO: its THROUGHPUT hint, the streams and requests it picks; others: a batch)."""
 
     name: str
     runner: str
@@ -130,6 +132,7 @@ class RuntimeSpec:
     doc: str = ""
     int8_placement: str = "every_op"
     default_precision: bool = False
+    throughput: str = "pqd.runtimes:batched_throughput"
 
 
 def _builtin(name: str, builder: str, **kw: Any) -> BackboneSpec:
@@ -197,6 +200,7 @@ RUNTIMES: Registry[RuntimeSpec] = Registry(
                 doc="OpenVINO's CPU plugin on the exported QDQ graph (the fastest INT8 runtime here)",
                 int8_placement="weighted_inputs",
                 default_precision=True,
+                throughput="pqd.runtimes:openvino_throughput",
             ),
         )
     },

@@ -183,8 +183,12 @@ def validate(config: dict, schema: str) -> dict:
         if err is None:
             raise PqdError(f"invalid config: {str(e).splitlines()[-1]}") from None
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        message = err.message
+        if err.validator in ("anyOf", "oneOf") and isinstance(err.schema, dict) and err.schema.get("description"):
+            # "not valid under any of the given schemas" says nothing: the setting's own description does
+            message += f" (expected: {' '.join(str(err.schema['description']).split())})"
         raise PqdError(
-            f"invalid config at '{where}': {err.message}; fix config/config.yaml or the --config value"
+            f"invalid config at '{where}': {message}; fix config/config.yaml or the --config value"
         ) from None
     return config
 

@@ -33,7 +33,7 @@ from pqd.masks import sparsity
 from pqd.model_io import build_from_meta, load_model
 from pqd.models import backbone_of, build_model
 from pqd.params import MeasureSettings
-from pqd.runtimes import Runner, export_onnx, import_openvino, make_runner, runtime_versions
+from pqd.runtimes import Runner, export_onnx, import_openvino, make_runner, runtime_versions, throughput_runner
 
 META_KEYS = (
     "experiment",
@@ -365,6 +365,17 @@ def latency(
     # The default-precision form counts only where it is reduced: an f32 default is the same model.
     offered = [k for k in BASELINES if k in res and (k != "dense_default" or precision[k] != "f32")]
     baseline = min(offered, key=lambda k: res[k]["median_ms"])
+    forms = {
+        "model": (runtime, deployed, onnx_path, "f32"),
+        "dense_fp32": ("torch", dense, None, "f32"),
+        "dense_runtime": (runtime, dense, dense_onnx, "f32"),
+        "dense_default": (runtime, dense, dense_onnx, "default"),
+    }
+    tput = (
+        throughput({"model": forms["model"], baseline: forms[baseline]}, settings, backbone_of(meta).image_size)
+        if settings.throughput_rounds
+        else None
+    )
     n_macs = deployed_macs(deployed, meta)
     rate = n_macs / (res["model"]["median_ms"] / 1e3)
     return {
@@ -379,6 +390,14 @@ def latency(
         "baseline": baseline,
         "speedup_vs_baseline": res[baseline]["median_ms"] / res["model"]["median_ms"],
         "inference_precision": precision,
+        **(
+            {
+                "throughput": tput,
+                "throughput_vs_baseline": tput["model"]["images_per_s"] / tput[baseline]["images_per_s"],
+            }
+            if tput
+            else {}
+        ),
         "macs": n_macs,
         "macs_per_s": rate,
         **peak,
@@ -386,6 +405,31 @@ def latency(
         "system": cpu_info(),
         "code_version": code_version(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def throughput(forms: dict[str, tuple], settings: MeasureSettings, image_size: int) -> dict[str, dict]:
+    """Images/s of each ``name -> (runtime, checkpoint, onnx, precision)`` at its runtime's throughput
+    setting (:func:`pqd.runtimes.throughput_runner`), timed in ``settings.throughput_rounds``
+    alternating rounds like latency. Batch-1 latency is what one user waits; a server batching
+    requests cares about images/s, and the two can rank models differently (a pruned model that
+    leaves a core idle at batch 1 may not be faster when every core is busy). Per round, ms per image
+    (``round_ms_per_image``, paired by round across the forms, for the summary's CIs)."""
+    calls = {
+        name: throughput_runner(rt, path, onnx, settings.threads, image_size, precision)
+        for name, (rt, path, onnx, precision) in forms.items()
+    }
+    rounds = settings.throughput_rounds
+    res = interleaved_latency(
+        calls, runs=2 * rounds, warmup=2, rounds=rounds, threads=settings.threads, image_size=image_size
+    )
+    return {
+        name: {
+            "images_per_s": 1e3 * c.images / res[name]["median_ms"],
+            "round_ms_per_image": [ms / c.images for ms in res[name]["round_ms"]],
+            **c.setting,
+        }
+        for name, c in calls.items()
     }
 
 

@@ -109,13 +109,15 @@ class EvalParams(_Json):
 
 @dataclass(frozen=True)
 class MeasureSettings(_Json):
-    """Batch-1 latency timing (config ``measure``)."""
+    """Batch-1 latency timing and the throughput beside it (config ``measure``; 0 throughput rounds:
+    not measured)."""
 
     runtime: str
     threads: int
     runs: int
     warmup: int
     rounds: int
+    throughput_rounds: int = 0
 
 
 @dataclass(frozen=True)

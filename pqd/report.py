@@ -76,6 +76,7 @@ def pipeline_report(
         ),
         "speedup_vs_baseline": lat["speedup_vs_baseline"],
         "inference_precision": lat["inference_precision"],
+        **throughput_report(lat),
         "latency_threads": lat["threads"],
         "latency_runs": lat["model"]["runs"],
         # per-round medians, paired by round across the three models (pqd.stats CIs)
@@ -95,6 +96,23 @@ def pipeline_report(
     }
     write_json(output, rep)
     return rep
+
+
+def throughput_report(lat: dict) -> dict:
+    """Images/s of the deployed model and of the baseline at the runtime's throughput setting, with
+    their per-round ms per image (paired by round, for the summary's CI); None where the latency job
+    measured no throughput (``measure.throughput_rounds: 0``, or a report from before it existed)."""
+    tput = lat.get("throughput")
+    if not tput:
+        return {"throughput_images_per_s": None, "baseline_throughput_images_per_s": None, "throughput_rounds": None}
+    model, base = tput["model"], tput[lat["baseline"]]
+    return {
+        "throughput_images_per_s": model["images_per_s"],
+        "baseline_throughput_images_per_s": base["images_per_s"],
+        "throughput_vs_baseline": lat["throughput_vs_baseline"],
+        "throughput_setting": {k: model[k] for k in ("batch", "streams", "requests")},
+        "throughput_rounds": {"model": model["round_ms_per_image"], "baseline": base["round_ms_per_image"]},
+    }
 
 
 def latency_target_report(stages: list[dict], lat: dict, deployed_form: str) -> Optional[dict]:
@@ -154,10 +172,38 @@ COLUMNS = [
     "speedup_vs_baseline_mean",
     "speedup_vs_baseline_ci95_low",
     "speedup_vs_baseline_ci95_high",
+    "throughput_images_per_s",
+    "throughput_vs_baseline_mean",
+    "throughput_vs_baseline_ci95_low",
+    "throughput_vs_baseline_ci95_high",
     "int8_peak_fraction",
     "train_wall_s",
 ]
 PAIR_COLUMNS = ["a", "b", "why", "diff", "diff_ci95_low", "diff_ci95_high", "p_value", "p_holm", "significant"]
+
+
+def throughput_interval(rounds: list[Optional[dict]]) -> dict:
+    """Summary columns of images/s (geometric mean over seeds) and its ratio to the baseline's, with a
+    95% CI (:func:`pqd.stats.ratio_interval` on ms per image); NaN unless every replicate measured it."""
+    import numpy as np
+
+    from pqd import stats
+
+    if not rounds or any(r is None for r in rounds):
+        return {
+            "throughput_images_per_s": np.nan,
+            "throughput_vs_baseline_mean": np.nan,
+            "throughput_vs_baseline_ci95_low": np.nan,
+            "throughput_vs_baseline_ci95_high": np.nan,
+        }
+    per_image = stats.ratio_interval([r["model"] for r in rounds], None)
+    ratio = stats.ratio_interval([r["baseline"] for r in rounds], [r["model"] for r in rounds])
+    return {
+        "throughput_images_per_s": 1e3 / per_image.mean,
+        "throughput_vs_baseline_mean": ratio.mean,
+        "throughput_vs_baseline_ci95_low": ratio.low,
+        "throughput_vs_baseline_ci95_high": ratio.high,
+    }
 
 
 def pareto(costs: list[float], accs: list[float]) -> list[int]:
@@ -281,6 +327,7 @@ def summary(
         sp_base = stats.ratio_interval(
             [r.get("baseline") or r["dense_runtime"] for r in rounds], [r["model"] for r in rounds]
         )
+        tput = throughput_interval([r.get("throughput_rounds") for r in reps])
         base_names = sorted(
             {f"{r.get('baseline', 'dense_runtime')} ({r.get('baseline_precision', 'f32')})" for r in reps}
         )
@@ -316,6 +363,7 @@ def summary(
                 "speedup_vs_baseline_mean": sp_base.mean,
                 "speedup_vs_baseline_ci95_low": sp_base.low,
                 "speedup_vs_baseline_ci95_high": sp_base.high,
+                **tput,
                 "int8_peak_fraction": (
                     float(np.mean([r["int8_peak_fraction"] for r in reps]))
                     if first["int8_peak_fraction"] is not None

@@ -11,6 +11,7 @@ re-calibrated, so pruned zeros are still integer zeros in the file.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -261,6 +262,88 @@ def make_runner(
     if not spec.default_precision:
         raise PqdError(f"runtime {name!r} has no reduced default precision; time it at f32")
     return resolve(spec.runner)(deployed, onnx_path, threads, precision=precision)
+
+
+# images per call where a runtime has no throughput mode of its own: a batch large enough to fill the
+# cores' vector units on a small model, small enough for a 224 px FP32 model to take about a second
+THROUGHPUT_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """A deployed model at its runtime's throughput setting: ``call()`` processes ``images`` images
+    (a batch, or a burst of asynchronous requests) and returns when all are done; ``setting``
+    records what the runtime chose. ``bind`` makes it timeable like a :class:`Runner`
+    (:func:`pqd.measure.interleaved_latency`), the input being fixed already."""
+
+    call: Callable[[], object]
+    images: int
+    setting: dict = field(default_factory=dict)
+
+    def bind(self, x: torch.Tensor) -> Callable[[], object]:
+        return self.call
+
+
+def batched_throughput(
+    runtime: str, deployed: str, onnx_path: str | None, threads: int, precision: str, image_size: int
+) -> Throughput:
+    """A batch of :data:`THROUGHPUT_BATCH` images through the runtime's latency runner."""
+    runner = make_runner(runtime, deployed, onnx_path, threads, precision)
+    x = torch.randn(*input_shape(THROUGHPUT_BATCH, image_size))
+    if isinstance(runner, torch.nn.Module):
+        runner.eval()
+
+        def call():
+            with torch.inference_mode():
+                return runner(x)
+
+    else:
+        call = runner.bind(x)
+    return Throughput(call, THROUGHPUT_BATCH, {"batch": THROUGHPUT_BATCH, "streams": 1, "requests": 1})
+
+
+def openvino_throughput(
+    runtime: str, deployed: str, onnx_path: str | None, threads: int, precision: str, image_size: int
+) -> Throughput:
+    """OpenVINO's own throughput setting, as ``benchmark_app -hint throughput`` runs it: the
+    THROUGHPUT hint on ``threads`` threads (the plugin picks the streams), batch 1, as many
+    asynchronous requests in flight as it calls optimal; one call is four rounds of them."""
+    ov = import_openvino()
+    if ov is None:
+        raise PqdError("measure.runtime is 'openvino' but it is not installed; pip install openvino")
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    if not onnx_path:
+        raise PqdError("runtime 'openvino' needs the exported deployed.onnx")
+    core = ov.Core()
+    model = core.read_model(onnx_path)
+    model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(input_shape(1, image_size)))})
+    config = {props.inference_num_threads: threads, hints.performance_mode: hints.PerformanceMode.THROUGHPUT}
+    if precision == "f32":
+        config[hints.inference_precision] = ov.Type.f32
+    compiled = core.compile_model(model, "CPU", config)
+    requests = int(compiled.get_property(props.optimal_number_of_infer_requests))
+    queue = ov.AsyncInferQueue(compiled, requests)
+    array = np.ascontiguousarray(torch.randn(*input_shape(1, image_size)).numpy())
+    for request in queue:
+        request.set_input_tensor(ov.Tensor(array))
+    bursts = 4 * requests
+
+    def call(array=array):  # holds the array: the input tensors may share its memory
+        for _ in range(bursts):
+            queue.start_async()
+        queue.wait_all()
+
+    setting = {"batch": 1, "streams": int(compiled.get_property(props.num_streams)), "requests": requests}
+    return Throughput(call, bursts, setting)
+
+
+def throughput_runner(
+    name: str, deployed: str, onnx_path: str | None, threads: int, image_size: int, precision: str = "f32"
+) -> Throughput:
+    """Runtime ``name`` at its throughput setting (:attr:`pqd.catalog.RuntimeSpec.throughput`)."""
+    return resolve(RUNTIMES.get(name).throughput)(name, deployed, onnx_path, threads, precision, image_size)
 
 
 def runtime_versions(name: str) -> dict:

@@ -36,6 +36,7 @@ HEADLINE = [
     "vs equal-budget control",
     "speedup, same runtime [95% CI]",
     "speedup vs fastest untrained dense [95% CI]",
+    "throughput vs that dense [95% CI]",
     "size ratio",
     "qualifies",
 ]
@@ -94,6 +95,31 @@ def _baseline_cell(r) -> str:
     if mean is None:
         return "-"
     return f"{mean:.2f}x {_ci(r.speedup_vs_baseline_ci95_low, r.speedup_vs_baseline_ci95_high)} ({r.baseline})"
+
+
+def _throughput_cell(r) -> str:
+    """Images/s at the runtime's throughput setting over the baseline's ("-" where not measured)."""
+    import math
+
+    mean = getattr(r, "throughput_vs_baseline_mean", None)
+    if mean is None or math.isnan(mean):
+        return "-"
+    return f"{mean:.2f}x {_ci(r.throughput_vs_baseline_ci95_low, r.throughput_vs_baseline_ci95_high)}"
+
+
+def _throughput_caveat(r) -> list[str]:
+    """A sentence where the recommended pipeline is, with confidence, no faster than the baseline at
+    the runtime's throughput setting: batch-1 latency and images/s on busy cores can disagree."""
+    import math
+
+    high = getattr(r, "throughput_vs_baseline_ci95_high", None)
+    if high is None or math.isnan(high) or high >= 1.0:
+        return []
+    return [
+        f"At the runtime's throughput setting, though, it processes {r.throughput_vs_baseline_mean:.2f}x "
+        f"{_ci(r.throughput_vs_baseline_ci95_low, high)} the images/s of the fastest untrained dense form "
+        f"({r.baseline}): fewer; if you serve batches rather than single requests, ship that baseline."
+    ]
 
 
 def _against_baseline(r) -> str:
@@ -164,6 +190,7 @@ def verdict_sentences(df, d: Decision, vs_dense: dict[str, Comparison], vs_contr
             )
         return [" ".join(out)]
     out.append(f"ship **{d.fastest}**, the fastest that qualifies: {describe(d.fastest)}.")
+    out += _throughput_caveat(rows[d.fastest])
     ctl = vs_control.get(d.fastest)
     if ctl is not None:
         how = (
@@ -218,6 +245,7 @@ def headline_rows(
                 f"{r.speedup_same_runtime_mean:.2f}x "
                 f"{_ci(r.speedup_same_runtime_ci95_low, r.speedup_same_runtime_ci95_high)}",
                 _baseline_cell(r),
+                _throughput_cell(r),
                 f"{r.size_ratio:.2f}x",
                 "-"
                 if r.pipeline == "dense" or control_of(r.pipeline) is not None

@@ -74,6 +74,11 @@ def test_stage_settings_schema_is_generated_from_the_specs_and_closed():
         (("stages", "p", "sparsity"), 1.5, r"stages\.p\.sparsity"),
         (("device",), "tpu", r"'device'"),
         (("measure", "runs"), 10, r"measure\.runs"),
+        (
+            ("measure", "throughput_rounds"),
+            2,
+            r"measure\.throughput_rounds.*0: not measured; else at least 4",
+        ),  # 0 (off) or >= 4
         (("stages", "d", "temprature"), 2.0, r"Additional properties"),
     ],
 )

@@ -1,5 +1,6 @@
 """Export of the deployed model to ONNX and its execution in ONNX Runtime and OpenVINO."""
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -261,3 +262,39 @@ def test_the_runtimes_default_precision_is_a_timed_baseline_and_evaluated(int8_a
     assert abs(ev["accuracy_default_precision"] - ev["accuracy"]) <= 2.0  # bf16 rounding moves few predictions
     with pytest.raises(PqdError, match="no reduced default precision"):
         make_runner("onnxruntime", str(tmp_path / "dense.pt"), str(tmp_path / "dense.onnx"), 1, precision="default")
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_throughput_is_measured_beside_latency_for_the_model_and_its_baseline(int8_artifacts, tmp_path, runtime):
+    """Images/s at the runtime's throughput setting (OpenVINO's THROUGHPUT hint with the requests it
+    calls optimal; a batch of 16 in ONNX Runtime), for the deployed model and the baseline, timed in
+    alternating rounds; counted right: at one thread, one stream and one request OpenVINO's images/s
+    is the same work as batch-1 latency, so the two agree within the machine's drift."""
+    from pqd.measure import latency
+    from pqd.params import MeasureSettings
+    from pqd.runtimes import THROUGHPUT_BATCH
+
+    _, _, deployed, _ = int8_artifacts
+    onnx = str(tmp_path / "model.onnx")
+    export_onnx(deployed, onnx, source=str(Path(deployed).parent / "qat.pt"), runtime=runtime)
+    dense = build_model("resnet20", 10, 0.25).eval()
+    meta = {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "fp32"}
+    save_checkpoint(tmp_path / "dense.pt", dense.state_dict(), meta)
+    export_onnx(str(tmp_path / "dense.pt"), str(tmp_path / "dense.onnx"))
+    settings = MeasureSettings(runtime=runtime, threads=1, runs=200, warmup=5, rounds=8, throughput_rounds=4)
+    lat = latency(deployed, str(tmp_path / "dense.pt"), settings, onnx, str(tmp_path / "dense.onnx"))
+    tput = lat["throughput"]
+    assert set(tput) == {"model", lat["baseline"]}
+    for t in tput.values():
+        assert t["images_per_s"] > 0 and len(t["round_ms_per_image"]) == 4
+    assert lat["throughput_vs_baseline"] == pytest.approx(
+        tput["model"]["images_per_s"] / tput[lat["baseline"]]["images_per_s"]
+    )
+    model = tput["model"]
+    if runtime == "onnxruntime":
+        assert (model["batch"], model["streams"], model["requests"]) == (THROUGHPUT_BATCH, 1, 1)
+    else:
+        assert model["batch"] == 1 and model["streams"] == 1 and model["requests"] >= 1
+        assert 0.4 < model["images_per_s"] / (1e3 / lat["model"]["median_ms"]) < 2.5
+    off = dataclasses.replace(settings, throughput_rounds=0)
+    assert "throughput" not in latency(deployed, str(tmp_path / "dense.pt"), off, onnx, str(tmp_path / "dense.onnx"))

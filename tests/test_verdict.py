@@ -204,6 +204,32 @@ def test_the_verdict_names_the_speedup_over_the_fastest_untrained_baseline():
     )
 
 
+def test_a_pipeline_faster_at_batch_1_but_slower_at_throughput_gets_the_caveat():
+    """Batch-1 latency and images/s on busy cores can rank models differently (OpenVINO's bf16 dense
+    outran an INT8 ResNet-20 at its throughput setting on an AMX CPU): the verdict says so when the
+    recommended pipeline's throughput CI is below the baseline's."""
+    base = {"baseline": "dense_default (bf16)", "speedup_vs_baseline_mean": 1.2}
+    base |= {"speedup_vs_baseline_ci95_low": 1.1, "speedup_vs_baseline_ci95_high": 1.3}
+    slower = {"throughput_vs_baseline_mean": 0.8, "throughput_vs_baseline_ci95_low": 0.7}
+    df = summary_of([{**DENSE, **base}, {**row("pqd", 84.9, 1.9, 3.4), **base, **slower}])
+    vs_dense = {"pqd": comp("pqd", "dense", -0.1, 0.4, 0.6)}
+    d = verdict.decide(df, vs_dense, 3, max_loss=1.0)
+    for high, caveat in ((0.9, True), (1.05, False)):
+        df.loc[1, "throughput_vs_baseline_ci95_high"] = high
+        text = verdict.verdict_sentences(df, d, vs_dense, {})[0]
+        assert ("processes 0.80x [0.70, 0.90] the images/s of the fastest untrained dense form" in text) == caveat
+        cell = verdict.headline_rows(df, d, vs_dense, {})[1][
+            verdict.HEADLINE.index("throughput vs that dense [95% CI]")
+        ]
+        assert cell == f"0.80x [0.70, {high:.2f}]"
+    df["throughput_vs_baseline_mean"] = float("nan")  # not measured: no caveat, a dash
+    assert "images/s" not in verdict.verdict_sentences(df, d, vs_dense, {})[0]
+    assert (
+        verdict.headline_rows(df, d, vs_dense, {})[1][verdict.HEADLINE.index("throughput vs that dense [95% CI]")]
+        == "-"
+    )
+
+
 def test_replicates_with_different_architectures_are_warned():
     from pqd.report import architecture_warnings
 

@@ -88,6 +88,11 @@ def test_summary_table_plot_and_snakemake_html_report(built: Path):
         df["accuracy_mean"] <= df["accuracy_ci95_high"]
     ).all()
     assert (built / f"results/{EXP}/frontier.png").stat().st_size > 10_000
+    # images/s at the runtime's throughput setting beside batch-1 latency, against the same baseline
+    assert (df["throughput_images_per_s"] > 0).all()
+    assert (df["throughput_vs_baseline_ci95_low"] <= df["throughput_vs_baseline_mean"]).all()
+    rep = json.loads((built / f"results/{EXP}/pqd/report.json").read_text())
+    assert rep["throughput_setting"]["requests"] >= 1 and len(rep["throughput_rounds"]["baseline"]) == 4
     md = (built / f"results/{EXP}/summary.md").read_text()
     assert "| pqd |" in md and "Minimum detectable effect" in md
     # one seed: the summary says training noise is unseen and makes no significance-based claim
