@@ -1,9 +1,10 @@
 """The architecture of a model whose layers a stage has reshaped or replaced.
 
-Structured pruning (``s``) thins layers and low-rank factorisation (``l``) replaces them,
-so the backbone's constructor alone no longer rebuilds the model. A checkpoint therefore
-stores, as plain JSON in its metadata, what differs from a freshly built backbone: the
-names of factorised layers and, for every module whose tensors changed shape, those shapes
+Structured pruning (``s``) thins layers, depth pruning (``b``) removes whole residual blocks and
+low-rank factorisation (``l``) replaces layers, so the backbone's constructor alone no longer
+rebuilds the model. A checkpoint therefore stores, as plain JSON in its metadata, what differs
+from a freshly built backbone: the names of removed blocks (now ``nn.Identity``), of factorised
+layers and, for every module whose tensors changed shape, those shapes
 and the size attributes (``in_channels``, ``num_heads`` ...) its ``forward`` reads. Rebuilding
 is generic (build, swap in factor pairs, reshape tensors), so it works for any backbone and
 needs neither the pruning library nor pickled code: ``weights_only=True`` still applies.
@@ -16,7 +17,7 @@ from itertools import chain
 import torch
 import torch.nn as nn
 
-from pqd import factorize
+from pqd import blocks, factorize
 
 # Size attributes that modules read in forward(); ints or tuples of ints.
 SIZE_ATTRS = (
@@ -53,8 +54,9 @@ def _attrs(m: nn.Module) -> dict:
 
 def describe(model: nn.Module, reference: nn.Module) -> dict:
     """What differs between ``model`` and ``reference`` (a fresh build of the same backbone)."""
+    removed = blocks.removed_blocks(model, reference)
     factorised = [n for n, m in model.named_modules() if isinstance(m, factorize.LowRank)]
-    reference = apply(reference, {"lowrank": factorised, "modules": {}})
+    reference = apply(reference, {"removed": removed, "lowrank": factorised, "modules": {}})
     ref = dict(reference.named_modules())
     modules = {}
     for name, m in model.named_modules():
@@ -62,11 +64,12 @@ def describe(model: nn.Module, reference: nn.Module) -> dict:
         r = ref.get(name)
         if r is None or spec != {"tensors": _tensors(r), "attrs": _attrs(r)}:
             modules[name] = spec
-    return {"lowrank": factorised, "modules": modules}
+    return {"removed": removed, "lowrank": factorised, "modules": modules}
 
 
 def apply(model: nn.Module, arch: dict) -> nn.Module:
     """Reshape a freshly built backbone to the recorded architecture (values left to load)."""
+    blocks.remove(model, arch.get("removed", []))
     for name in arch.get("lowrank", []):
         factorize.set_submodule(model, name, factorize.skeleton(model.get_submodule(name)))
     for name, spec in arch.get("modules", {}).items():

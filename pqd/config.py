@@ -394,12 +394,13 @@ def needs_curve(cfg: dict, chain: str) -> bool:
 
 
 def latency_reference(chain: str) -> Optional[str]:
-    """The chain of the model that entered ``chain``'s channel-pruning stage (one that can prune to
-    a latency target), None when ``chain`` has none. Its ``latency`` job times that unpruned model
-    beside the deployed one, in the same form, so every such pipeline reports the latency pruning
-    kept, whether its budget was latency or MACs (what a MACs target buys in time)."""
+    """The chain of the model that entered ``chain``'s first structure-removing stage
+    (:attr:`pqd.pipeline.StageSpec.reference`: ``s``, ``b``), None when ``chain`` has none. Its
+    ``latency`` job times that unpruned model beside the deployed one, in the same form, so every
+    such pipeline reports the latency pruning kept, whatever its budget counted (what a MACs or a
+    blocks target buys in time)."""
     for i, c in enumerate(chain):
-        if STAGES.get(c).latency_curve:
+        if STAGES.get(c).reference:
             return chain[:i]
     return None
 

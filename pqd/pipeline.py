@@ -91,6 +91,10 @@ class StageSpec:
     each other (one-line error at DAG-build time), beyond what the schema block can say.
     ``budget`` names the settings that decide how much of the model the stage removes: when a
     pipeline loses more top-1 than ``report.max_loss``, the summary's warning names them.
+    ``reference``: the stage removes structure to save time (``s``, ``b``), so a pipeline's latency
+    job also times the model that entered the first such stage, in the deployed form, and the
+    report says what fraction of its latency the pipeline kept (the stage's record then holds a
+    ``budget``).
     """
 
     letter: str
@@ -108,6 +112,7 @@ class StageSpec:
     record: Tuple[str, ...] = ()
     imports: Optional[str] = None
     latency_curve: bool = False
+    reference: bool = False
     check: Optional[Callable[[Mapping[str, Any]], None]] = None
     budget: Tuple[str, ...] = ()
     doc: str = ""
@@ -328,8 +333,44 @@ STAGES: Registry[StageSpec] = Registry(
                 record=("structured",),
                 budget=("target", "macs_keep", "latency_keep", "latency_ms"),
                 latency_curve=True,
+                reference=True,
                 check=_check_budget,
                 doc="dependency-aware channel/head pruning (Torch-Pruning), optionally distilling while pruning (CPD)",
+            ),
+            StageSpec(
+                "b",
+                "depth",
+                "shallow",
+                "pqd.stages.depth",
+                structural=True,
+                reference=True,
+                probe="depth",
+                settings={
+                    "lr": _lr(0.01),
+                    "blocks_keep": {
+                        "type": "number",
+                        "minimum": 0,
+                        "exclusiveMaximum": 1,
+                        "default": 0.5,
+                        "description": "fraction of the removable residual blocks (identity shortcut) kept; "
+                        "the others are removed whole, least important first",
+                    },
+                    "score_batches": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "default": 4,
+                        "description": "training batches on which each block's importance (the KL "
+                        "divergence of the outputs when it is bypassed) is measured",
+                    },
+                    "distill": _flag(True, "distil from the unpruned model while fine-tuning"),
+                    "temperature": _temperature(),
+                    "alpha": _alpha(),
+                },
+                epochs={"quick": 2, "paper": 40},
+                record=("depth",),
+                budget=("blocks_keep",),
+                doc="depth pruning: remove whole residual blocks by measured bypass importance, then fine-tune "
+                "(with KD from the unpruned model)",
             ),
             StageSpec(
                 "l",

@@ -285,12 +285,36 @@ def check_lowrank(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
     _round_trip(m, spec, ctx, "factorised")
 
 
+def check_depth(model: nn.Module, spec: BackboneSpec, ctx: dict) -> None:
+    """Depth pruning (``b``): a residual block with an identity shortcut to remove, a forward
+    without it, and the weights-only reload of the shallower architecture."""
+    from pqd.blocks import removable_blocks, remove
+
+    try:
+        found = removable_blocks(model, spec.image_size)
+    except Exception as e:  # noqa: BLE001
+        raise Refusal(_where(e, "finding residual blocks"), _first_line(e), "drop 'b'; use 's' (width)") from None
+    if not found:
+        raise Refusal(
+            "model",
+            "no residual block with an identity shortcut (a module computing x + f(x) with its input's shape)",
+            "drop 'b' from this experiment's pipelines; use 's' (width) instead",
+        )
+    try:
+        remove(model, found[-1:])
+        _forward(model.eval(), spec.image_size)
+    except Exception as e:  # noqa: BLE001
+        raise Refusal(_where(e, f"without block {found[-1]}"), _first_line(e), "drop 'b'; use 's' (width)") from None
+    _round_trip(model, spec, ctx, "depth-pruned")
+
+
 CHECKS: dict[str, Callable[[nn.Module, BackboneSpec, dict], None]] = {
     "build": check_build,
     "masks": check_masks,
     "quantize": check_quantize,
     "structured": check_structured,
     "lowrank": check_lowrank,
+    "depth": check_depth,
 }
 
 

@@ -116,13 +116,23 @@ def throughput_report(lat: dict) -> dict:
 
 
 def latency_target_report(stages: list[dict], lat: dict, deployed_form: str) -> Optional[dict]:
-    """What structured pruning kept of the latency (None when no ``s`` ran): the deployed model's
-    latency as a fraction of the unpruned model that entered ``s``, both timed in the same rounds of
-    the pipeline's latency job in the deployed form and runtime (95% CI over timing rounds), beside
-    the budget ``s`` was given and, for a latency target, the keep its curve predicted."""
+    """What structure-removing stages kept of the latency (None when no ``s`` or ``b`` ran): the
+    deployed model's latency as a fraction of the model that entered the first of them, both timed in
+    the same rounds of the pipeline's latency job in the deployed form and runtime (95% CI over timing
+    rounds), beside the budget that stage was given and, for a latency target, the keep its curve
+    predicted."""
     from pqd import stats
 
-    budget = next((st["structured"]["budget"] for st in stages if "budget" in (st.get("structured") or {})), None)
+    # the first structure-removing stage's budget (its record entry holds one: s's "structured", b's "depth")
+    budget = next(
+        (
+            v["budget"]
+            for st in stages
+            for k, v in st.items()
+            if k != "settings" and isinstance(v, dict) and "budget" in v
+        ),
+        None,
+    )
     if budget is None or "reference" not in lat:
         return None
     keep = stats.ratio_interval([lat["model"]["round_ms"]], [lat["reference"]["round_ms"]])

@@ -29,6 +29,7 @@ ALL_STAGES_TARGETS = [
     "results/resnet18_digits/pqk/pqk_int8.pt",
     "results/resnet18_digits/eq/qat_int8.pt",
     "results/resnet18_digits/f/finetuned.pt",
+    "results/resnet18_digits/b/shallow.pt",
 ]
 
 

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("bench/vit_int8.py", "vs fake-quantized"),
         ("bench/far_frontier.py", "fastest with mean loss under 1 point"),
         ("bench/q_paths.py", "takes all steps: fx (pqd) 1/2"),
+        ("bench/depth_latency.py", "| depth 7/7 |"),
     ],
 )
 def test_bench_script_smoke_run(script, expect):

@@ -16,7 +16,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPS = ("mnv3s_tiny", "effb0_tiny", "mynet_tiny")
-CHAIN = "slpkqd"  # every stage letter but e (starts from scratch) and f (the control) in one chain
+CHAIN = "bslpkqd"  # every stage letter but e (starts from scratch) and f (the control) in one chain
 
 CONFIG = f"""
 experiments: [{", ".join(EXPS)}]
@@ -30,7 +30,7 @@ backbones:
   badnet: {{builder: "models.bad:build", image_size: 64}}
 datasets:
   tiny: {{kind: imagefolder, root: images, augment: {{resized_crop: [0.5, 1.0], flip: true}}}}
-protocols: {{quick: {{dense: 6, p: 1, q: 1, d: 1, s: 1, l: 1, k: 1, e: 2, f: 1}}}}
+protocols: {{quick: {{dense: 6, p: 1, q: 1, d: 1, s: 1, l: 1, k: 1, e: 2, f: 1, b: 1}}}}
 train: {{batch_size: 8}}
 threads: {{train: 1, eval: 1}}  # two jobs at a time on 2 cores: most of a tiny job is start-up
 dense: {{lr: 0.05}}
@@ -204,13 +204,14 @@ def test_every_stage_runs_on_torchvision_and_user_models_at_64px(built: Path, mo
         assert deployed["meta"]["model"]["image_size"] == 64
         for pipeline in ("e", "ctl-q", "dense") if exp == "mnv3s_tiny" else ("dense",):
             assert json.loads((built / f"results/{exp}/{pipeline}/report.json").read_text())["accuracy"] > 0
-        # structured and low-rank results reload from their files alone (weights only), wherever the
-        # model's code imports from (the user's file: the workflow directory, as in the jobs)
+        # depth-pruned, structured and low-rank results reload from their files alone (weights only),
+        # wherever the model's code imports from (the user's file: the workflow directory, as in the jobs)
         monkeypatch.syspath_prepend(str(built))
-        for chain, artifact in (("s", "slim"), ("sl", "lowrank")):
+        for chain, artifact in (("b", "shallow"), ("bs", "slim"), ("bsl", "lowrank")):
             model, meta = load_model(str(built / f"results/{exp}/{chain}/{artifact}.pt"))
             with torch.no_grad():
                 assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
+            assert meta["arch"]["removed"]  # the user's residual blocks, removed whole by b
         assert meta["arch"]["lowrank"] and meta["model"]["builder"]
 
 

@@ -20,8 +20,8 @@ def dense(tmp: Path, digits_cache: str, backbone: str = "resnet20", width: float
 
 
 @pytest.fixture(scope="module")
-def resnet_dense(tmp_path_factory, digits_cache):
-    return dense(tmp_path_factory.mktemp("ext"), digits_cache)
+def resnet_dense(resnet20_dense):
+    return resnet20_dense
 
 
 @pytest.fixture(scope="module")
