@@ -26,6 +26,8 @@ configfile: "config/config.yaml" if Path("config/config.yaml").is_file() else f"
 SCHEMA = f"{workflow.basedir}/config/schema/config.schema.yaml"
 # Nested --config values (seeds=[0,1], stages={p: {sparsity: 0.9}}) arrive as strings: re-read as YAML.
 update_config(config, pqd_config.command_line_values(workflow.config_settings.config))
+for line in pqd_config.inert_settings(config):  # as written, before the schema fills defaults
+    print(f"pqd: warning: {line}", file=sys.stderr)
 try:
     pqd_config.validate(config, SCHEMA)
 except PqdError as e:

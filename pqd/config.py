@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from pqd.catalog import BACKBONES, DATASET_KINDS, DEFAULT_RUNTIME, RUNTIMES, BackboneSpec
 from pqd.errors import PqdError
@@ -157,6 +157,57 @@ def _non_finite(value: Any, where: str = "") -> Optional[tuple[str, float]]:
         if found:
             return found
     return None
+
+
+def _stage_default(letter: str, key: str) -> Any:
+    return STAGES.get(letter).settings[key].get("default")
+
+
+# Settings that do nothing in the mode the rest of their block chose: (block, setting, inert when the
+# block says ..., why). Said rather than silently ignored (issue 22; :func:`inert_settings`).
+INERT: tuple[tuple[tuple[str, ...], str, Callable[[Mapping], bool], str], ...] = (
+    (("train",), "nesterov", lambda b: b.get("optimizer", "sgd") == "adamw", "it applies to SGD only"),
+    (
+        ("stages", "s"),
+        "latency_form",
+        lambda b: b.get("target", _stage_default("s", "target")) != "latency",
+        "target is macs",
+    ),
+    (
+        ("stages", "s"),
+        "taylor_batches",
+        lambda b: b.get("importance", _stage_default("s", "importance")) != "taylor",
+        "importance is magnitude",
+    ),
+    *(
+        (
+            ("stages", letter),
+            key,
+            lambda b, letter=letter: not b.get("distill", _stage_default(letter, "distill")),
+            "distill is false",
+        )
+        for letter in ("s", "b")
+        for key in ("temperature", "alpha")
+    ),
+)
+
+
+def inert_settings(config: Mapping, where: str = "") -> list[str]:
+    """One line per setting of ``config`` (as the user wrote it, before defaults fill every key) that
+    :data:`INERT` says has no effect there, also inside each ``overrides`` block. Warnings, not errors:
+    a config that lists every setting (the shipped one does) and switches a mode on the command line
+    would otherwise fail on a key it did not touch."""
+    out = []
+    for path, key, inert, why in INERT:
+        block: Any = config
+        for k in path:
+            block = block.get(k, {}) if isinstance(block, Mapping) else {}
+        if isinstance(block, Mapping) and key in block and inert(block):
+            out.append(f"{where}{'.'.join((*path, key))} has no effect ({why})")
+    for exp, block in (config.get("overrides") or {}).items():
+        if isinstance(block, Mapping):
+            out += inert_settings(block, f"overrides.{exp}.")
+    return out
 
 
 def validate(config: dict, schema: str) -> dict:

@@ -160,6 +160,10 @@ def test_nested_command_line_config_values_are_typed_like_the_config_file(wd: Pa
     )
     out = res.stdout + res.stderr
     assert res.returncode == 0 and "stage_prune" in out and '"sparsity": 0.9' in out, out[-2000:]
+    # a setting the rest of its block makes inert is said once, before anything runs (issue 22)
+    res = smk(wd, "-n", f"results/{EXP}/pqd/report.json", "--config", "train={optimizer: adamw}")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "pqd: warning: train.nesterov has no effect (it applies to SGD only)" in out
     res = smk(wd, "-n", f"results/{EXP}/pqd/report.json", "--config", "stages={p: {sparsity: .nan}}")
     lines = error_lines(res.stdout + res.stderr)
     assert res.returncode != 0 and lines == [

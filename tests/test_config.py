@@ -149,3 +149,24 @@ def test_the_generated_schema_file_is_removed_when_the_process_exits(tmp_path):
     written = Path(out.stdout.strip())
     assert written.parent == tmp_path and written.name.startswith("pqd-schema-")
     assert not written.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_settings_without_effect_in_the_chosen_mode_are_named():
+    """Silence was the defect: nesterov under AdamW, an s latency_form under a MACs target, KD's
+    temperature with distill off; the shipped config (which lists every setting) has none."""
+    assert pc.inert_settings(base()) == []
+    cfg = {
+        "train": {"optimizer": "adamw", "nesterov": True},
+        "stages": {"s": {"latency_form": "fp32", "taylor_batches": 4, "distill": False, "alpha": 0.5}},
+        "overrides": {"vit_c10": {"stages": {"b": {"distill": False, "temperature": 2.0}}}},
+    }
+    assert pc.inert_settings(cfg) == [
+        "train.nesterov has no effect (it applies to SGD only)",
+        "stages.s.latency_form has no effect (target is macs)",
+        "stages.s.taylor_batches has no effect (importance is magnitude)",
+        "stages.s.alpha has no effect (distill is false)",
+        "overrides.vit_c10.stages.b.temperature has no effect (distill is false)",
+    ]
+    cfg["stages"]["s"] |= {"target": "latency", "importance": "taylor", "distill": True}
+    cfg["train"]["optimizer"] = "sgd"
+    assert pc.inert_settings(cfg) == ["overrides.vit_c10.stages.b.temperature has no effect (distill is false)"]
