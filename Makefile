@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (see README):
-#   make quickstart   install, then run every pipeline on the embedded digits data (~15 min with the install, 2 cores)
+#   make quickstart   install, then run dense, q and pqd on the embedded digits data and print the verdict
 #   make test         install, then run the test suite
 #   make lint         install, then the checks CI runs first (ruff, snakefmt)
 PYTHON ?= python3
