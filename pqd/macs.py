@@ -27,3 +27,21 @@ def macs(model: nn.Module, image_size: int) -> int:
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def counts(model: nn.Module, image_size: int) -> dict[str, int]:
+    """``{"macs", "params"}`` of ``model``: what a structure-removing stage records before and after."""
+    return {"macs": macs(model, image_size), "params": param_count(model)}
+
+
+def size_change(before: dict[str, int], after: dict[str, int]) -> dict:
+    """The record every structure-removing stage (``s``, ``b``) writes: MACs and parameters before
+    and after (:func:`counts`) and the fractions kept."""
+    return {
+        "macs_before": before["macs"],
+        "macs_after": after["macs"],
+        "params_before": before["params"],
+        "params_after": after["params"],
+        "macs_kept": after["macs"] / before["macs"],
+        "params_kept": after["params"] / before["params"],
+    }

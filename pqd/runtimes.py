@@ -190,6 +190,28 @@ def import_openvino():
     return openvino
 
 
+def _openvino_source(onnx_path: str | None) -> tuple:
+    """``(openvino, Core, the ONNX model read)``, or the one-line error that says what is missing."""
+    ov = import_openvino()
+    if ov is None:
+        raise PqdError("measure.runtime is 'openvino' but it is not installed; pip install openvino")
+    if not onnx_path:
+        raise PqdError("runtime 'openvino' needs the exported deployed.onnx")
+    core = ov.Core()
+    return ov, core, core.read_model(onnx_path)
+
+
+def _openvino_precision(ov, precision: str) -> dict:
+    """The compile option of ``precision``: ``f32`` forced, or nothing (the plugin's default)."""
+    import openvino.properties.hint as hints
+
+    if precision == "f32":
+        return {hints.inference_precision: ov.Type.f32}
+    if precision != "default":
+        raise PqdError(f"OpenVINO precision {precision!r}: use f32 or default")
+    return {}
+
+
 def openvino_runner(deployed: str, onnx_path: str | None, threads: int, precision: str = "f32") -> Runner:
     """OpenVINO's CPU plugin on the exported QDQ graph: its low-precision transformations turn
     QuantizeLinear/DequantizeLinear pairs around convolutions into INT8 kernels. One model is
@@ -198,25 +220,16 @@ def openvino_runner(deployed: str, onnx_path: str | None, threads: int, precisio
     arithmetic for floating-point layers (what pqd deploys and compares like with like);
     ``default`` leaves the plugin its default (bf16 on CPUs with AVX-512 BF16 or AMX: what
     ``compile_model(model, "CPU")`` gives a user)."""
-    ov = import_openvino()
-    if ov is None:
-        raise PqdError("measure.runtime is 'openvino' but it is not installed; pip install openvino")
+    ov, core, source = _openvino_source(onnx_path)
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    if not onnx_path:
-        raise PqdError("runtime 'openvino' needs the exported deployed.onnx")
-    core = ov.Core()
-    source = core.read_model(onnx_path)
     config = {
         props.inference_num_threads: threads,
         props.num_streams: 1,
         hints.performance_mode: hints.PerformanceMode.LATENCY,
+        **_openvino_precision(ov, precision),
     }
-    if precision == "f32":
-        config[hints.inference_precision] = ov.Type.f32
-    elif precision != "default":
-        raise PqdError(f"OpenVINO precision {precision!r}: use f32 or default")
     compiled: dict[tuple, object] = {}
 
     def request_for(shape: tuple):
@@ -308,20 +321,16 @@ def openvino_throughput(
     """OpenVINO's own throughput setting, as ``benchmark_app -hint throughput`` runs it: the
     THROUGHPUT hint on ``threads`` threads (the plugin picks the streams), batch 1, as many
     asynchronous requests in flight as it calls optimal; one call is four rounds of them."""
-    ov = import_openvino()
-    if ov is None:
-        raise PqdError("measure.runtime is 'openvino' but it is not installed; pip install openvino")
+    ov, core, model = _openvino_source(onnx_path)
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    if not onnx_path:
-        raise PqdError("runtime 'openvino' needs the exported deployed.onnx")
-    core = ov.Core()
-    model = core.read_model(onnx_path)
     model.reshape({model.input(0).get_any_name(): ov.PartialShape(list(input_shape(1, image_size)))})
-    config = {props.inference_num_threads: threads, hints.performance_mode: hints.PerformanceMode.THROUGHPUT}
-    if precision == "f32":
-        config[hints.inference_precision] = ov.Type.f32
+    config = {
+        props.inference_num_threads: threads,
+        hints.performance_mode: hints.PerformanceMode.THROUGHPUT,
+        **_openvino_precision(ov, precision),
+    }
     compiled = core.compile_model(model, "CPU", config)
     requests = int(compiled.get_property(props.optimal_number_of_infer_requests))
     queue = ov.AsyncInferQueue(compiled, requests)

@@ -295,6 +295,7 @@ def test_throughput_is_measured_beside_latency_for_the_model_and_its_baseline(in
         assert (model["batch"], model["streams"], model["requests"]) == (THROUGHPUT_BATCH, 1, 1)
     else:
         assert model["batch"] == 1 and model["streams"] == 1 and model["requests"] >= 1
-        assert 0.4 < model["images_per_s"] / (1e3 / lat["model"]["median_ms"]) < 2.5
+        # a miscount (one image per request, or per burst of 4) is off by 4x; drift here is under 2x
+        assert 0.3 < model["images_per_s"] / (1e3 / lat["model"]["median_ms"]) < 3.3
     off = dataclasses.replace(settings, throughput_rounds=0)
     assert "throughput" not in latency(deployed, str(tmp_path / "dense.pt"), off, onnx, str(tmp_path / "dense.onnx"))

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from pqd.blocks import greedy_removal, removable_blocks
 from pqd.losses import kd_objective
-from pqd.macs import macs, param_count
+from pqd.macs import counts, size_change
 from pqd.train import cross_entropy, freeze
 
 
@@ -27,7 +27,7 @@ def run(model: nn.Module, ctx) -> nn.Module:
     """Remove blocks to the budget, then fine-tune (distilling from the unpruned model)."""
     s = ctx.settings
     model = model.cpu()
-    before = {"macs": macs(model, ctx.image_size), "params": param_count(model)}
+    before = counts(model, ctx.image_size)
     candidates = removable_blocks(model, ctx.image_size)
     n_remove = len(candidates) - math.ceil(s["blocks_keep"] * len(candidates) - 1e-9)  # keep at least the fraction
     teacher = freeze(copy.deepcopy(model).to(ctx.device)) if s["distill"] else None
@@ -36,18 +36,12 @@ def run(model: nn.Module, ctx) -> nn.Module:
     loss_fn = kd_objective(teacher, s["temperature"], s["alpha"]) if teacher is not None else cross_entropy
     ctx.fit(model.to(ctx.device), lr=s["lr"], loss_fn=loss_fn, masks={})
     model.cpu()
-    after = {"macs": macs(model, ctx.image_size), "params": param_count(model)}
     ctx.record["depth"] = {
         "budget": {"target": {"blocks_keep": s["blocks_keep"]}},
         "candidates": candidates,
         "removed": removed,
         "blocks_before": len(candidates),
         "blocks_after": len(candidates) - len(removed),
-        "macs_before": before["macs"],
-        "macs_after": after["macs"],
-        "params_before": before["params"],
-        "params_after": after["params"],
-        "macs_kept": after["macs"] / before["macs"],
-        "params_kept": after["params"] / before["params"],
+        **size_change(before, counts(model, ctx.image_size)),
     }
     return model

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pqd.channels import attention_heads, make_pruner, ratio_for_macs, sync_heads
 from pqd.latency_budget import monotone_keep, ratio_for_latency, target_keep
 from pqd.losses import kd_objective
-from pqd.macs import macs, param_count
+from pqd.macs import counts, size_change
 from pqd.pipeline import latency_target
 from pqd.train import cross_entropy, freeze
 
@@ -39,7 +39,7 @@ def run(model: nn.Module, ctx) -> nn.Module:
     """Remove channels/heads to the budget (MACs or measured latency) in rounds, fine-tuning between."""
     s = ctx.settings
     model = model.cpu()
-    before = {"macs": macs(model, ctx.image_size), "params": param_count(model)}
+    before = counts(model, ctx.image_size)
     target = latency_target(s)
     if target:
         curve = ctx.load_curve()
@@ -90,7 +90,6 @@ def run(model: nn.Module, ctx) -> nn.Module:
         model.zero_grad(set_to_none=True)
         ctx.fit(model, lr=s["lr"], loss_fn=loss_fn, masks={}, epochs=epochs[r])
         model.cpu()
-    after = {"macs": macs(model, ctx.image_size), "params": param_count(model)}
     ctx.record["structured"] = {
         "budget": budget,
         "channel_ratio": ratio,
@@ -98,12 +97,7 @@ def run(model: nn.Module, ctx) -> nn.Module:
         "round_to": s["round_to"],
         "rounds": rounds,
         "out_channels": {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)},
-        "macs_before": before["macs"],
-        "macs_after": after["macs"],
-        "params_before": before["params"],
-        "params_after": after["params"],
-        "macs_kept": after["macs"] / before["macs"],
-        "params_kept": after["params"] / before["params"],
+        **size_change(before, counts(model, ctx.image_size)),
         "heads": {
             n: m.num_heads
             for n, m in model.named_modules()
