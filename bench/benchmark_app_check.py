@@ -3,8 +3,8 @@
     python bench/benchmark_app_check.py                    # resnet20 (small) and vgg16 (large), INT8
     python bench/benchmark_app_check.py --smoke            # tiny, for CI
 
-Each model is made as the workflow makes it (FX QAT prepare, observers fed, convert, exported by
-``export_onnx``), then timed alternately, in rounds: pqd's measurement (:func:`pqd.measure.
+Each model is made as the workflow makes it (:func:`pqd.measure.deployed_runner`: FX QAT prepare,
+observers fed, convert, and the ONNX graph the ``export_onnx`` rule makes for OpenVINO), then timed alternately, in rounds: pqd's measurement (:func:`pqd.measure.
 interleaved_latency` on the OpenVINO runner, which times the infer request alone) and
 ``benchmark_app -m deployed.onnx -d CPU -api sync -nstreams 1 -nthreads T -hint none
 -infer_precision f32`` (its median latency). Both compile with the same thread count, one stream
@@ -29,12 +29,9 @@ from pathlib import Path
 
 import torch
 
-from pqd import qat as quant
-from pqd.checkpoint import save_checkpoint
 from pqd.constants import input_shape
-from pqd.measure import cpu_info, interleaved_latency
+from pqd.measure import cpu_info, deployed_runner, interleaved_latency
 from pqd.models import build_model
-from pqd.runtimes import export_onnx, make_runner
 
 
 def benchmark_app() -> str:
@@ -100,18 +97,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.backbones:
             torch.manual_seed(0)
-            qat = quant.prepare_qat(build_model(name, 10, a.width), 32)
-            with torch.no_grad():
-                for _ in range(4):
-                    qat(torch.randn(*input_shape(16)))
-            path = str(Path(tmp) / f"{name}.pt")
-            save_checkpoint(
-                path,
-                quant.convert(qat).state_dict(),
-                {"backbone": name, "num_classes": 10, "width": a.width, "form": "int8", "reduce_range": True},
-            )
-            export_onnx(path, path + ".onnx")
-            runner = make_runner("openvino", path, path + ".onnx", a.threads)
+            meta = {"backbone": name, "num_classes": 10, "width": a.width, "reduce_range": True}
+            # the INT8 model and the OpenVINO graph the workflow deploys, written as <tmp>/<name>.onnx
+            model = build_model(name, 10, a.width).eval()
+            runner = deployed_runner(model, meta, "int8", tmp, name, "openvino", a.threads)
+            onnx = str(Path(tmp) / f"{name}.onnx")
             ours, theirs = [], []
             for _ in range(a.rounds):
                 ours.append(
@@ -119,7 +109,7 @@ def main() -> None:
                         {"m": runner}, runs=a.runs, warmup=20, rounds=1, threads=a.threads, image_size=32
                     )["m"]["median_ms"]
                 )
-                theirs.append(app_median_ms(exe, path + ".onnx", a.threads, a.seconds))
+                theirs.append(app_median_ms(exe, onnx, a.threads, a.seconds))
             o, t = statistics.median(ours), statistics.median(theirs)
             print(f"| {name} | {a.width} | int8 | {o:.3f} | {t:.3f} | {o / t:.2f} |")
 

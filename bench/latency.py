@@ -6,9 +6,9 @@ FP32 and the fraction of this CPU's INT8 MAC peak each INT8 runtime reaches.
     python bench/latency.py --smoke               # tiny widths, a few runs (CI smoke run)
     python bench/latency.py --columns torch_fp32 ort_int8 ov_int8 --threads 2   # fewer runtimes per process
 
-Random weights: latency does not depend on the values. The INT8 model is made exactly as the
-workflow makes it (FX QAT prepare, observers fed a few batches, convert) and exported to ONNX
-exactly as the `export_onnx` rule does, so each column is what a pipeline's deployed model gets.
+Random weights: latency does not depend on the values. Every column's model is deployed through
+:func:`pqd.measure.deployed_runner`, as the workflow deploys it (FX QAT prepare, observers fed a few
+batches, convert; each runtime's own ONNX graph), so each column is what a pipeline's deployed model gets.
 Trust the ratios; absolute ms drift on shared CPUs.
 """
 
@@ -17,22 +17,28 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch._inductor.config
 
-from pqd import qat as quant
-from pqd.checkpoint import save_checkpoint
 from pqd.constants import input_shape
 from pqd.macs import macs
-from pqd.measure import cpu_info, timed_with_peak
+from pqd.measure import cpu_info, deployed_runner, timed_with_peak
 from pqd.models import build_model
-from pqd.runtimes import export_onnx, make_runner
 
 # ov_fp32 is dense as pqd times it (f32 forced); ov_fp32_default as OpenVINO runs it by default (bf16 on CPUs
 # with AVX-512 BF16 or AMX), the baseline a user gets for free (the latency job's dense_default)
 COLUMNS = ["torch_fp32", "compile_fp32", "ort_fp32", "ov_fp32", "ov_fp32_default", "torch_int8", "ort_int8", "ov_int8"]
+# column -> (runtime, deployed form, precision) of the columns the workflow deploys
+DEPLOYED = {
+    "torch_fp32": ("torch", "fp32", "f32"),
+    "ort_fp32": ("onnxruntime", "fp32", "f32"),
+    "ov_fp32": ("openvino", "fp32", "f32"),
+    "ov_fp32_default": ("openvino", "fp32", "default"),
+    "torch_int8": ("torch", "int8", "f32"),
+    "ort_int8": ("onnxruntime", "int8", "f32"),
+    "ov_int8": ("openvino", "int8", "f32"),
+}
 
 
 def main() -> None:
@@ -72,44 +78,26 @@ def main() -> None:
         for name in a.backbones:
             torch.manual_seed(0)
             fp32 = build_model(name, 10, a.width).eval()
-            qat = quant.prepare_qat(build_model(name, 10, a.width), 32)
-            with torch.no_grad():
-                for _ in range(4):
-                    qat(torch.randn(*input_shape(16)))
             meta = {"backbone": name, "num_classes": 10, "width": a.width, "reduce_range": True}
-            qat_path = str(Path(tmp) / f"{name}_qat.pt")  # the source of OpenVINO's INT8 graph (weighted_inputs)
-            save_checkpoint(qat_path, qat.state_dict(), {**meta, "form": "qat"})
-            int8 = quant.convert(qat)
-            paths = {}
-            for form, model in (("fp32", fp32), ("int8", int8)):
-                paths[form] = str(Path(tmp) / f"{name}_{form}.pt")
-                save_checkpoint(paths[form], model.state_dict(), {**meta, "form": form})
-                for rt in (
-                    "onnxruntime",
-                    "openvino",
-                ):  # each runtime's own INT8 graph, as the export_onnx rule makes it
-                    export_onnx(paths[form], f"{paths[form]}.{rt}.onnx", source=qat_path, runtime=rt)
             n_macs = macs(fp32, 32)
             for t in a.threads:
                 torch.set_num_threads(t)
-                # inductor's C++ CPU backend, compiled on first call. Freezing (weights as constants:
-                # oneDNN prepacking, conv+BN folding) is Inductor's CPU inference setting; without it
-                # the compiled VGG-16-BN ran 1.4x *slower* than eager here.
-                runners = {"torch_fp32": fp32, "torch_int8": int8}
+                # every column deployed as the workflow deploys it: the INT8 model and each runtime's
+                # own ONNX graph (pqd.measure.deployed_runner), from the same random weights
+                runners = {
+                    c: deployed_runner(fp32, meta, form, tmp, f"{name}_{c}_{t}", runtime, t, precision)
+                    for c, (runtime, form, precision) in DEPLOYED.items()
+                    if c in cols
+                }
                 if "compile_fp32" in cols:
+                    # inductor's C++ CPU backend, compiled on first call. Freezing (weights as constants:
+                    # oneDNN prepacking, conv+BN folding) is Inductor's CPU inference setting; without it
+                    # the compiled VGG-16-BN ran 1.4x *slower* than eager here.
                     torch._inductor.config.freezing = True
                     torch._dynamo.reset()
                     runners["compile_fp32"] = torch.compile(fp32)
                     with torch.no_grad():
                         runners["compile_fp32"](torch.randn(*input_shape(1)))
-                for rt, short in (("onnxruntime", "ort"), ("openvino", "ov")):
-                    for f in paths:
-                        if f"{short}_{f}" in cols:
-                            runners[f"{short}_{f}"] = make_runner(rt, paths[f], f"{paths[f]}.{rt}.onnx", t)
-                if "ov_fp32_default" in cols:
-                    runners["ov_fp32_default"] = make_runner(
-                        "openvino", paths["fp32"], f"{paths['fp32']}.openvino.onnx", t, precision="default"
-                    )
                 res, peak_rec = timed_with_peak(
                     {c: runners[c] for c in cols}, t, runs=a.runs, warmup=10, rounds=20, image_size=32
                 )

@@ -61,12 +61,22 @@ def deploy(src: str, output: str) -> dict:
 
 
 def deployed_runner(
-    model: nn.Module, meta: dict, form: str, workdir: str, name: str, runtime: str, threads: int
+    model: nn.Module,
+    meta: dict,
+    form: str,
+    workdir: str,
+    name: str,
+    runtime: str,
+    threads: int,
+    precision: str = "f32",
 ) -> Callable:
     """``model`` (FP32) deployed in ``form`` and ready to time in ``runtime``: written under ``workdir``
-    as a checkpoint and, for an ONNX runtime, its ONNX export. INT8 goes through the pipeline's own
-    path (QAT prepare, then :func:`deploy`'s convert), after a few random batches have given the
-    observers ranges: latency depends on shapes and kernels, not on trained weights."""
+    as ``{name}.pt`` and, for an ONNX runtime, its export ``{name}.onnx`` (the graph that runtime gets
+    from the ``export_onnx`` rule). INT8 goes through the pipeline's own path (QAT prepare, then
+    :func:`deploy`'s convert), after a few random batches have given the observers ranges: latency
+    depends on shapes and kernels, not on trained weights. ``precision``: see :func:`make_runner`.
+    The bench scripts build every deployed model they time through this function, so they time what
+    the workflow deploys."""
     base = {k: meta[k] for k in META_KEYS if k in meta}
     spec = backbone_of(meta)
     base["arch"] = arch_mod.describe(model, build_model(spec, meta["num_classes"], meta["width"]))
@@ -87,7 +97,7 @@ def deployed_runner(
     if RUNTIMES.get(runtime).onnx:
         onnx = str(Path(workdir) / f"{name}.onnx")
         export_onnx(str(out), onnx, source=fake_path, runtime=runtime)
-    return make_runner(runtime, str(out), onnx, threads)
+    return make_runner(runtime, str(out), onnx, threads, precision)
 
 
 def load_unpruned(model_path: str) -> tuple[nn.Module, dict]:
