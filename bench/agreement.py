@@ -38,14 +38,14 @@ def smoke_model(tmp: Path) -> tuple[str, str]:
     from pqd.checkpoint import save_checkpoint
     from pqd.data import prepare
     from pqd.models import build_model
-    from pqd.train import fit
+    from pqd.train import Callbacks, FitSettings, fit
 
     cache = str(tmp / "digits.pt")
     prepare("digits", {"kind": "digits"}, str(tmp), cache)
     data = load_data(cache, augment={"crop_pad": 2})
     torch.manual_seed(0)
     q = quant.prepare_qat(build_model("resnet20", 10, 0.25), 32)
-    fit(q, data, epochs=2, lr=0.05, batch_size=64, log=io.StringIO())
+    fit(q, data, FitSettings(epochs=2, lr=0.05, batch_size=64), callbacks=Callbacks(log=io.StringIO()))
     meta = {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "int8", "reduce_range": True}
     save_checkpoint(tmp / "deployed.pt", quant.convert(q).state_dict(), meta)
     return str(tmp / "deployed.pt"), cache

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import statistics
 import tempfile
 import time
@@ -32,7 +33,7 @@ from PIL import Image
 from pqd.data import load_data, prepare
 from pqd.measure import cpu_info
 from pqd.models import build_model
-from pqd.train import PRECISIONS, fit, memory_format
+from pqd.train import PRECISIONS, Callbacks, FitSettings, fit, memory_format
 
 
 def torchvision_loader(root: Path, batch: int, workers: int, pin: bool):
@@ -86,13 +87,9 @@ def pqd_images_per_s(model, data, device: torch.device, precision: str, batch: i
     fit(
         model,
         data,
-        epochs=1,
-        lr=0.01,
-        batch_size=batch,
-        precision=precision,
+        FitSettings(epochs=1, lr=0.01, batch_size=batch, precision=precision, seed=seed),
         device=device,
-        seed=seed,
-        log=open("/dev/null", "w"),
+        callbacks=Callbacks(log=io.StringIO()),
     )
     sync(device)
     return len(data.train_y) // batch * batch / (time.perf_counter() - t0)

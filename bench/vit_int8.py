@@ -29,7 +29,7 @@ from pqd.data import load_data, prepare
 from pqd.measure import cpu_info, deploy, deployed_runner, interleaved_latency
 from pqd.models import build_model
 from pqd.runtimes import export_onnx, make_runner
-from pqd.train import evaluate, fit
+from pqd.train import Callbacks, FitSettings, evaluate, fit
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 
@@ -60,9 +60,10 @@ def accuracy_rows(width: float, epochs: int, threads: int) -> list[str]:
         data = load_data(cache, augment={"crop_pad": 2})
         torch.manual_seed(0)
         vit = build_model("vit", 10, width)
-        fit(vit, data, epochs=epochs, lr=1e-3, batch_size=64, optimizer="adamw", log=io.StringIO())
+        quiet = Callbacks(log=io.StringIO())
+        fit(vit, data, FitSettings(epochs=epochs, lr=1e-3, batch_size=64, optimizer="adamw"), callbacks=quiet)
         q = quant.prepare_qat(vit, 32)
-        fit(q, data, epochs=1, lr=5e-4, batch_size=64, optimizer="adamw", log=io.StringIO())
+        fit(q, data, FitSettings(epochs=1, lr=5e-4, batch_size=64, optimizer="adamw"), callbacks=quiet)
         meta = {"backbone": "vit", "num_classes": 10, "width": width, "reduce_range": True}
         src, dep, onnx = (str(Path(tmp) / n) for n in ("qat.pt", "deployed.pt", "deployed.onnx"))
         save_checkpoint(src, q.state_dict(), {**meta, "form": "qat"})

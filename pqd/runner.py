@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
@@ -119,28 +119,17 @@ class StageContext:
         epochs = self.epochs if epochs is None else epochs
         if qat.is_qat(model):
             hooks.append(qat.freeze_hook(epochs, self.quant["freeze_at"]))
-        t = self.params.train
-        self.record.setdefault("train", [])
-        self.record["train"] += trainer.fit(
-            model,
-            self.data,
-            epochs=epochs,
-            lr=lr,
-            batch_size=t.batch_size,
-            momentum=t.momentum,
-            weight_decay=t.weight_decay,
-            nesterov=t.nesterov,
-            optimizer=t.optimizer,
-            precision=t.precision,
-            memory_format_name=t.memory_format,
-            seed=self.params.seed,
-            device=self.device,
-            loss_fn=loss_fn,
-            epoch_hooks=hooks,
-            step_hooks=[masks_mod.mask_hook(masks)],
-            desc=self.params.label,
+        settings = trainer.FitSettings(epochs=epochs, lr=lr, seed=self.params.seed, **asdict(self.params.train))
+        callbacks = trainer.Callbacks(
+            epoch=hooks,
+            step=[masks_mod.mask_hook(masks)],
             resume=self.resume,
             deadline=self.deadline,
+            desc=self.params.label,
+        )
+        self.record.setdefault("train", [])
+        self.record["train"] += trainer.fit(
+            model, self.data, settings, device=self.device, loss_fn=loss_fn, callbacks=callbacks
         )
 
 

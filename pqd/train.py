@@ -1,8 +1,8 @@
 """The one training loop every stage uses: SGD + momentum (or AdamW), cosine schedule, hooks.
 
-Stages differ only in what they hand to :func:`fit`: a loss (KD wraps the teacher),
-epoch hooks (gradual pruning, QAT observer freezing) and step hooks (re-applying
-pruning masks), so that a stage module stays a few lines of policy.
+Stages differ only in what they hand to :func:`fit`: its :class:`FitSettings`, a loss (KD wraps the teacher),
+and :class:`Callbacks`: epoch hooks (gradual pruning, QAT observer freezing), step hooks (re-applying
+pruning masks), resume and deadline, so that a stage module stays a few lines of policy.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import math
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -125,41 +126,63 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """How to train: epochs, learning rate (one cosine cycle), the optimiser and its settings (config
+    ``train``: :class:`pqd.params.TrainSettings` has the same fields), numerics and the data-order seed."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    optimizer: str = "sgd"
+    precision: str = "fp32"
+    memory_format: str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """What a stage hangs on the loop: ``epoch`` hooks run before each epoch (a pruning schedule, QAT's
+    observer freezing), ``step`` hooks after each optimiser step (re-applying pruning masks);
+    ``resume`` saves the whole state every epoch and continues from it; ``deadline`` (a wall-clock
+    time, e.g. the SLURM job's end) stops cleanly before an epoch that would not finish; progress
+    lines (``desc``) go to ``log`` every ``progress_s`` seconds and once per epoch."""
+
+    epoch: Sequence[EpochHook] = ()
+    step: Sequence[StepHook] = ()
+    resume: Optional["ResumeFile"] = None
+    deadline: Optional[float] = None
+    desc: str = "train"
+    log: Any = None  # None: stderr at call time (a test may swap sys.stderr)
+    progress_s: float = PROGRESS_S
+
+
 def fit(
     model: nn.Module,
     data: Data,
+    settings: FitSettings,
     *,
-    epochs: int,
-    lr: float,
-    batch_size: int = 128,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    nesterov: bool = True,
-    optimizer: str = "sgd",
-    precision: str = "fp32",
-    memory_format_name: str = "auto",
-    seed: int = 0,
     device: torch.device | str = "cpu",
     loss_fn: LossFn = cross_entropy,
-    epoch_hooks: Iterable[EpochHook] = (),
-    step_hooks: Iterable[StepHook] = (),
-    desc: str = "train",
-    log=sys.stderr,
-    resume: Optional["ResumeFile"] = None,
-    progress_s: float = PROGRESS_S,
-    deadline: Optional[float] = None,
+    callbacks: Callbacks = Callbacks(),
 ) -> list[dict]:
     """Train ``model`` in place; returns one record per epoch (loss, accuracy, seconds).
 
-    With ``resume``, the whole state is saved at the end of every epoch and, when the file holds
-    this call's state, training continues from it. A progress line goes to ``log`` every
-    ``progress_s`` seconds within an epoch, and one line per epoch. The loop never waits for the
-    device within an epoch: loss and accuracy are summed on the device and read once per epoch.
-    With ``deadline`` (a wall-clock time, e.g. the SLURM job's end), training stops with
-    :class:`TimeLimitNear` after saving an epoch when the next one would not end before it."""
-    epoch_hooks, step_hooks = list(epoch_hooks), list(step_hooks)
+    With ``callbacks.resume``, the whole state is saved at the end of every epoch and, when the file
+    holds this call's state, training continues from it. The loop never waits for the device within
+    an epoch: loss and accuracy are summed on the device and read once per epoch. With
+    ``callbacks.deadline``, training stops with :class:`TimeLimitNear` after saving an epoch when the
+    next one would not end before it."""
+    s, cb = settings, callbacks
+    epochs, lr, batch_size, seed = s.epochs, s.lr, s.batch_size, s.seed
+    epoch_hooks, step_hooks = list(cb.epoch), list(cb.step)
+    resume, deadline, desc, progress_s = cb.resume, cb.deadline, cb.desc, cb.progress_s
+    log = cb.log if cb.log is not None else sys.stderr
     device = torch.device(device)
-    fmt = memory_format(memory_format_name, device)
+    fmt = memory_format(s.memory_format, device)
     model.to(device=device, memory_format=fmt)
     history: list[dict] = []
     if epochs <= 0:
@@ -169,13 +192,13 @@ def fit(
     if data.device != device:
         data = data.to(device)
     opt = make_optimizer(
-        model.parameters(), optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        model.parameters(), s.optimizer, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.nesterov
     )
     steps_per_epoch = max(1, len(data.train_y) // batch_size)
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     gen = torch.Generator().manual_seed(seed)
-    autocast_dtype = PRECISIONS[precision]
+    autocast_dtype = PRECISIONS[s.precision]
     start = 0
     state = resume.next_call() if resume is not None else None
     if state is not None:

@@ -8,7 +8,7 @@ from pqd import measure
 from pqd import qat as quant
 from pqd.models import build_model
 from pqd.stages.prune import cubic_schedule
-from pqd.train import fit
+from pqd.train import Callbacks, FitSettings, fit
 
 
 def _pruned_model(sparsity=0.6):
@@ -44,11 +44,16 @@ def test_zeros_survive_training_qat_and_int8_conversion(digits):
     m, layers, masks = _pruned_model(0.5)
     pruned_at = {f"{n}.weight": mod.weight.detach() == 0 for n, mod in layers}
     # FP32 fine-tuning with the mask hook
-    fit(m, digits, epochs=1, lr=0.01, batch_size=128, step_hooks=[prune.mask_hook(masks)])
+    fit(m, digits, FitSettings(epochs=1, lr=0.01), callbacks=Callbacks(step=[prune.mask_hook(masks)]))
     # QAT fine-tuning with masks re-derived from zeros (what a later stage does)
     qat = quant.prepare_qat(m, 32)
     assert quant.is_qat(qat)
-    fit(qat, digits, epochs=1, lr=0.01, batch_size=128, step_hooks=[prune.mask_hook(prune.masks_from_zeros(qat))])
+    fit(
+        qat,
+        digits,
+        FitSettings(epochs=1, lr=0.01),
+        callbacks=Callbacks(step=[prune.mask_hook(prune.masks_from_zeros(qat))]),
+    )
     qparams = dict(qat.named_parameters())
     for name, zero in pruned_at.items():
         assert bool((qparams[name].detach()[zero] == 0).all()), name

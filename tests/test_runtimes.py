@@ -17,7 +17,7 @@ from pqd.errors import PqdError
 from pqd.measure import interleaved_latency
 from pqd.models import build_model
 from pqd.runtimes import export_onnx, make_runner
-from pqd.train import evaluate, fit
+from pqd.train import Callbacks, FitSettings, evaluate, fit
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def int8_artifacts(digits, tmp_path_factory):
     """A trained, 50%-pruned, QAT-trained ResNet-20 (width 0.25), deployed and exported."""
     torch.manual_seed(0)
     m = build_model("resnet20", 10, 0.25)
-    fit(m, digits, epochs=2, lr=0.1, batch_size=64, log=io.StringIO())
+    fit(m, digits, FitSettings(epochs=2, lr=0.1, batch_size=64), callbacks=Callbacks(log=io.StringIO()))
     layers = prune.prunable_layers(m)
     prune.global_magnitude_prune(m, 0.5, layers)
     pruned = {n: mod.weight.detach() == 0 for n, mod in layers}
@@ -33,11 +33,8 @@ def int8_artifacts(digits, tmp_path_factory):
     fit(
         q,
         digits,
-        epochs=1,
-        lr=0.01,
-        batch_size=64,
-        step_hooks=[prune.mask_hook(prune.masks_from_zeros(q))],
-        log=io.StringIO(),
+        FitSettings(epochs=1, lr=0.01, batch_size=64),
+        callbacks=Callbacks(step=[prune.mask_hook(prune.masks_from_zeros(q))], log=io.StringIO()),
     )
     d = tmp_path_factory.mktemp("rt")
     meta = {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "int8", "reduce_range": True}
@@ -198,9 +195,12 @@ def test_int8_vit_exports_from_its_fake_quantized_model_and_agrees_in_both_onnx_
     without the QAT source the export is one clear error."""
     torch.manual_seed(0)
     vit = build_model("vit", 10, 0.5)
-    fit(vit, digits, epochs=15, lr=1e-3, batch_size=64, optimizer="adamw", log=io.StringIO())  # ~50% on digits
+    quiet = Callbacks(log=io.StringIO())
+    fit(
+        vit, digits, FitSettings(epochs=15, lr=1e-3, batch_size=64, optimizer="adamw"), callbacks=quiet
+    )  # ~50% on digits
     q = quant.prepare_qat(vit, 32)
-    fit(q, digits, epochs=1, lr=5e-4, batch_size=64, optimizer="adamw", log=io.StringIO())
+    fit(q, digits, FitSettings(epochs=1, lr=5e-4, batch_size=64, optimizer="adamw"), callbacks=quiet)
     meta = {"backbone": "vit", "num_classes": 10, "width": 0.5, "reduce_range": True}
     save_checkpoint(tmp_path / "v_qat.pt", q.state_dict(), {**meta, "form": "qat"})
     from pqd.measure import deploy

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from pqd.models import build_model
-from pqd.train import evaluate, fit
+from pqd.train import Callbacks, FitSettings, evaluate, fit
 
 
 def _train(digits, seed):
     torch.manual_seed(seed)
     m = build_model("resnet20", 10, 0.25)
-    hist = fit(m, digits, epochs=1, lr=0.05, batch_size=32, seed=seed)
+    hist = fit(m, digits, FitSettings(epochs=1, lr=0.05, batch_size=32, seed=seed))
     return m, hist
 
 
@@ -29,7 +29,7 @@ def test_progress_lines_report_epoch_loss_accuracy_and_eta(digits, capsys):
     import sys
 
     m = build_model("resnet20", 10, 0.125)
-    fit(m, digits, epochs=2, lr=0.05, batch_size=256, desc="p:prune", log=sys.stdout)
+    fit(m, digits, FitSettings(epochs=2, lr=0.05, batch_size=256), callbacks=Callbacks(desc="p:prune", log=sys.stdout))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[p:prune]")]
     assert len(lines) == 2
     assert all(k in lines[0] for k in ("epoch 1/2", "loss", "train-acc", "eta"))
@@ -60,7 +60,9 @@ def test_device_resident_batches_equal_the_cpu_batches(digits, device):
 def test_bf16_and_channels_last_train_and_save_nchw_fp32_weights(digits, device, precision, fmt):
     torch.manual_seed(0)
     m = build_model("resnet20", 10, 0.25)
-    hist = fit(m, digits, epochs=2, lr=0.05, batch_size=32, device=device, precision=precision, memory_format_name=fmt)
+    hist = fit(
+        m, digits, FitSettings(epochs=2, lr=0.05, batch_size=32, precision=precision, memory_format=fmt), device=device
+    )
     assert all(math.isfinite(h["loss"]) for h in hist) and hist[1]["loss"] < hist[0]["loss"]
     for name, p in m.state_dict().items():
         assert p.is_contiguous(), name  # checkpoints keep NCHW whatever the training layout
@@ -74,7 +76,7 @@ def test_qat_trains_under_bf16_autocast_and_converts_to_int8(digits, device):
 
     torch.manual_seed(0)
     q = qat.prepare_qat(build_model("resnet20", 10, 0.25), 32)
-    fit(q, digits, epochs=1, lr=0.02, batch_size=32, device=device, precision="bf16", memory_format_name="auto")
+    fit(q, digits, FitSettings(epochs=1, lr=0.02, batch_size=32, precision="bf16", memory_format="auto"), device=device)
     int8 = qat.convert(q)
     assert qat.int8_layers(int8) and evaluate(int8, digits) > 20.0
 
@@ -89,5 +91,5 @@ def test_the_training_loop_reads_the_device_twice_per_epoch_not_per_step(digits,
         monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=orig, _n=name: calls.append(_n) or _o(self, *a))
     m = build_model("resnet20", 10, 0.125)
     steps = len(digits.train_y) // 32
-    fit(m, digits, epochs=2, lr=0.05, batch_size=32)
+    fit(m, digits, FitSettings(epochs=2, lr=0.05, batch_size=32))
     assert steps >= 40 and calls == ["item", "item"] * 2, calls[:10]  # loss and accuracy, 2 epochs
