@@ -484,11 +484,11 @@ def summary(
     if targets:
         lines += [
             "",
-            "## Latency kept by structured pruning",
+            "## Latency kept by structured and depth pruning",
             "",
-            "Deployed latency as a fraction of the unpruned model that entered `s`, timed in the same rounds "
-            "and the same form (mean over seeds; 95% CI over timing rounds of the first seed); predicted: "
-            "read off the latency curve (latency targets only).",
+            "Deployed latency as a fraction of the unpruned model that entered the first `s` or `b`, timed in "
+            "the same rounds and the same form (mean over seeds; 95% CI over timing rounds of the first seed); "
+            "predicted: read off the latency curve (latency targets only); target: that stage's budget.",
             "",
             "| pipeline | target | form (target / deployed) | predicted | measured [95% CI] |",
             "|---|---|---|---|---|",

@@ -34,7 +34,8 @@ def run(model: nn.Module, ctx) -> nn.Module:
     batches = [x.cpu() for x, _ in ctx.train_batches(s["score_batches"], ctx.params.seed)]
     removed = greedy_removal(model, n_remove, batches, ctx.image_size)
     loss_fn = kd_objective(teacher, s["temperature"], s["alpha"]) if teacher is not None else cross_entropy
-    ctx.fit(model.to(ctx.device), lr=s["lr"], loss_fn=loss_fn, masks={})
+    # masks re-derived from zeros: a sparsity p left in the kept layers survives (as in every stage but s)
+    ctx.fit(model.to(ctx.device), lr=s["lr"], loss_fn=loss_fn)
     model.cpu()
     ctx.record["depth"] = {
         "budget": {"target": {"blocks_keep": s["blocks_keep"]}},
