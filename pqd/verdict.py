@@ -222,7 +222,7 @@ def verdict_sentences(df, d: Decision, vs_dense: dict[str, Comparison], vs_contr
                 "compression's own recipe adds accuracy here."
                 if ctl.significant and ctl.diff > 0
                 else "the accuracy it keeps is what the extra training gives any model; what compression adds is "
-                "the speed and size."
+                + ("the size." if _slower_than_baseline(rows[d.fastest], d.fastest) else "the speed and size.")
                 if not (ctl.significant and ctl.diff < 0)
                 else "the same training without compression would be more accurate."
             )
