@@ -30,58 +30,105 @@ import torch.nn.functional as F
 from pqd.constants import input_shape
 
 _ADDS = (operator.add, operator.iadd, torch.add)
+# what may follow a block's residual add before its output: activations and no-ops (BasicBlock's ReLU)
+_AFTER_ADD_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Identity, nn.Dropout)
+_AFTER_ADD_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.dropout)
 
 
-def _adds_its_input(module: nn.Module) -> bool:
-    """True when the module's FX graph adds its (single) input, directly or through ``nn.Identity``
-    shortcuts, to something: an identity shortcut."""
+def _is_add(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in _ADDS) or (
+        node.op == "call_method" and node.target in ("add", "add_")
+    )
+
+
+def _passes_through(node: fx.Node, traced: fx.GraphModule) -> bool:
+    if node.op == "call_module":
+        return isinstance(traced.get_submodule(node.target), _AFTER_ADD_MODULES)
+    if node.op == "call_function":
+        return node.target in _AFTER_ADD_FUNCTIONS
+    return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def _is_residual(module: nn.Module) -> bool:
+    """True when the module computes ``x + f(x)`` (then at most an activation): its output is an
+    addition of its input (directly or through ``nn.Identity``) and of something computed from it,
+    or of such an addition and something computed from it (a ViT block adds twice). A module that
+    merely adds its input to a constant (``norm(x + pos)``) or adds before further layers is not one:
+    removing it is not a bypass."""
     try:
         traced = fx.symbolic_trace(module)
     except Exception:  # noqa: BLE001 - untraceable: not a block pqd can vouch for
         return False
-    inputs = [n for n in traced.graph.nodes if n.op == "placeholder"]
-    if len(inputs) != 1:
+    graph = traced.graph
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    outputs = [n for n in graph.nodes if n.op == "output"]
+    if len(inputs) != 1 or len(outputs) != 1 or not isinstance(outputs[0].args[0], fx.Node):
         return False
-    same = {inputs[0]}  # nodes that are the input itself
-    for node in traced.graph.nodes:
+    same, derived = {inputs[0]}, {inputs[0]}  # the input itself; everything computed from it
+    for node in graph.nodes:
+        nodes = [a for a in node.all_input_nodes]
+        if any(a in derived for a in nodes):
+            derived.add(node)
         if node.op == "call_module" and isinstance(traced.get_submodule(node.target), nn.Identity):
-            if node.args and node.args[0] in same:
+            if nodes and nodes[0] in same:
                 same.add(node)
-        is_add = (node.op == "call_function" and node.target in _ADDS) or (
-            node.op == "call_method" and node.target in ("add", "add_")
-        )
-        if is_add and any(a in same for a in node.args):
-            return True
-    return False
+
+    def skip_sum(node: fx.Node) -> bool:
+        if not _is_add(node) or len(node.args) < 2:
+            return False
+        a, b = node.args[0], node.args[1]
+        for skip, branch in ((a, b), (b, a)):
+            if isinstance(branch, fx.Node) and branch in derived and isinstance(skip, fx.Node):
+                if skip in same or skip_sum(skip):
+                    return True
+        return False
+
+    node = outputs[0].args[0]
+    while _passes_through(node, traced) and len(node.all_input_nodes) == 1:
+        node = node.all_input_nodes[0]
+    return skip_sum(node)
 
 
 def removable_blocks(model: nn.Module, image_size: int) -> list[str]:
     """Names of the model's residual blocks with an identity shortcut, in forward order; innermost
     only (a stage of several blocks also adds its input, through its first block: its blocks are the
     units, removed one by one)."""
-    shapes: dict[str, tuple] = {}
+    kept: set[str] = set()  # every call kept the shape of its single tensor input
+    changed: set[str] = set()  # some call did not (a module called several times counts every call)
     hooks = []
     for name, m in model.named_modules():
         if name and next(m.parameters(), None) is not None:
 
             def hook(mod, args, out, name=name):
-                if len(args) == 1 and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-                    if tuple(args[0].shape) == tuple(out.shape) and name not in shapes:
-                        shapes[name] = tuple(out.shape)
+                same = (
+                    len(args) == 1
+                    and isinstance(args[0], torch.Tensor)
+                    and isinstance(out, torch.Tensor)
+                    and tuple(args[0].shape) == tuple(out.shape)
+                )
+                (kept if same else changed).add(name)
 
             hooks.append(m.register_forward_hook(hook))
     was_training = model.training
     try:
+        model.eval()
         with torch.no_grad():
-            model.eval()(torch.randn(*input_shape(2, image_size)))
+            model(torch.randn(*input_shape(2, image_size), device=_device(model)))
+        # traced in eval mode too: a forward that branches on self.training (stochastic depth) is
+        # scored and removed in eval mode
+        adding = [name for name in kept - changed if _is_residual(model.get_submodule(name))]
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    adding = [name for name in shapes if _adds_its_input(model.get_submodule(name))]
     inner = [n for n in adding if not any(o.startswith(f"{n}.") for o in adding)]
     order = [n for n, _ in model.named_modules()]  # definition order: forward order for these models
     return sorted(inner, key=order.index)
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def remove(model: nn.Module, names: Iterable[str]) -> nn.Module:

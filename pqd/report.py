@@ -99,15 +99,25 @@ def pipeline_report(
 
 
 def throughput_report(lat: dict) -> dict:
-    """Images/s of the deployed model and of the baseline at the runtime's throughput setting, with
-    their per-round ms per image (paired by round, for the summary's CI); None where the latency job
-    measured no throughput (``measure.throughput_rounds: 0``, or a report from before it existed)."""
+    """Images/s of the deployed model and of the throughput baseline (the untrained dense form with the
+    most images/s at the runtime's throughput setting) with their per-round ms per image (paired by
+    round, for the summary's CI); None where the latency job measured no throughput
+    (``measure.throughput_rounds: 0``, or a report from before it existed)."""
     tput = lat.get("throughput")
     if not tput:
-        return {"throughput_images_per_s": None, "baseline_throughput_images_per_s": None, "throughput_rounds": None}
-    model, base = tput["model"], tput[lat["baseline"]]
+        return {
+            "throughput_images_per_s": None,
+            "throughput_baseline": None,
+            "baseline_throughput_images_per_s": None,
+            "throughput_vs_baseline": None,
+            "throughput_setting": None,
+            "throughput_rounds": None,
+        }
+    name = lat.get("throughput_baseline", lat["baseline"])  # before it was chosen apart: the batch-1 baseline
+    model, base = tput["model"], tput[name]
     return {
         "throughput_images_per_s": model["images_per_s"],
+        "throughput_baseline": name,
         "baseline_throughput_images_per_s": base["images_per_s"],
         "throughput_vs_baseline": lat["throughput_vs_baseline"],
         "throughput_setting": {k: model[k] for k in ("batch", "streams", "requests")},
@@ -183,6 +193,7 @@ COLUMNS = [
     "speedup_vs_baseline_ci95_low",
     "speedup_vs_baseline_ci95_high",
     "throughput_images_per_s",
+    "throughput_baseline",
     "throughput_vs_baseline_mean",
     "throughput_vs_baseline_ci95_low",
     "throughput_vs_baseline_ci95_high",
@@ -338,6 +349,7 @@ def summary(
             [r.get("baseline") or r["dense_runtime"] for r in rounds], [r["model"] for r in rounds]
         )
         tput = throughput_interval([r.get("throughput_rounds") for r in reps])
+        tput["throughput_baseline"] = "/".join(sorted({str(r.get("throughput_baseline")) for r in reps}))
         base_names = sorted(
             {f"{r.get('baseline', 'dense_runtime')} ({r.get('baseline_precision', 'f32')})" for r in reps}
         )

@@ -36,7 +36,7 @@ HEADLINE = [
     "vs equal-budget control",
     "speedup, same runtime [95% CI]",
     "speedup vs fastest untrained dense [95% CI]",
-    "throughput vs that dense [95% CI]",
+    "throughput vs the fastest untrained dense there [95% CI]",
     "size ratio",
     "qualifies",
 ]
@@ -104,7 +104,10 @@ def _throughput_cell(r) -> str:
     mean = getattr(r, "throughput_vs_baseline_mean", None)
     if mean is None or math.isnan(mean):
         return "-"
-    return f"{mean:.2f}x {_ci(r.throughput_vs_baseline_ci95_low, r.throughput_vs_baseline_ci95_high)}"
+    name = getattr(r, "throughput_baseline", None)
+    return f"{mean:.2f}x {_ci(r.throughput_vs_baseline_ci95_low, r.throughput_vs_baseline_ci95_high)}" + (
+        f" ({name})" if isinstance(name, str) and name else ""
+    )
 
 
 def _throughput_caveat(r) -> list[str]:
@@ -117,9 +120,25 @@ def _throughput_caveat(r) -> list[str]:
         return []
     return [
         f"At the runtime's throughput setting, though, it processes {r.throughput_vs_baseline_mean:.2f}x "
-        f"{_ci(r.throughput_vs_baseline_ci95_low, high)} the images/s of the fastest untrained dense form "
-        f"({r.baseline}): fewer; if you serve batches rather than single requests, ship that baseline."
+        f"{_ci(r.throughput_vs_baseline_ci95_low, high)} the images/s of the fastest untrained dense form there "
+        f"({getattr(r, 'throughput_baseline', None) or r.baseline}): fewer; if you serve batches rather than "
+        "single requests, ship that baseline."
     ]
+
+
+def _has_baseline(r) -> bool:
+    """A summary row with a measured baseline other than dense FP32 in the same runtime (rows of
+    summaries from before the baseline existed have NaN there)."""
+    import math
+
+    name = getattr(r, "baseline", None)
+    values = [getattr(r, f"speedup_vs_baseline_{k}", None) for k in ("mean", "ci95_low", "ci95_high")]
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and not name.startswith("dense_runtime")
+        and all(isinstance(v, (int, float)) and not math.isnan(v) for v in values)
+    )
 
 
 def _against_baseline(r) -> str:
@@ -127,9 +146,9 @@ def _against_baseline(r) -> str:
     same runtime (e.g. OpenVINO's default bf16 on a CPU with AVX-512 BF16 or AMX), worded by where its
     CI lies: faster, slower (an INT8 ResNet-20 ran at 0.81x of OpenVINO's bf16 dense on an AMX Xeon),
     or not told apart."""
-    name = str(getattr(r, "baseline", "") or "")
-    if not name or name.startswith("dense_runtime"):
+    if not _has_baseline(r):
         return ""
+    name = r.baseline
     lo, hi, mean = r.speedup_vs_baseline_ci95_low, r.speedup_vs_baseline_ci95_high, r.speedup_vs_baseline_mean
     what = f"the fastest untrained dense form ({name}: what the runtime gives without pqd)"
     if lo > 1.0:
@@ -142,9 +161,9 @@ def _against_baseline(r) -> str:
 def _slower_than_baseline(r, p: str) -> list[str]:
     """A sentence where the recommended pipeline is, with confidence, slower at batch 1 than the
     runtime's own untrained dense form: compression then buys size, not speed, on this CPU."""
-    name = str(getattr(r, "baseline", "") or "")
-    if not name or name.startswith("dense_runtime") or not r.speedup_vs_baseline_ci95_high < 1.0:
+    if not _has_baseline(r) or not r.speedup_vs_baseline_ci95_high < 1.0:
         return []
+    name = r.baseline
     return [
         f"On this CPU the runtime's default runs the untrained dense model faster ({name}): ship {p} for "
         f"its size ({r.size_ratio:.2f}x smaller), or that dense form for speed."

@@ -82,6 +82,7 @@ TRAIN = {
     "stage_pqk",
     "stage_epsd",
     "stage_finetune",
+    "stage_depth",
 }
 # One line per output file of the rules in TARGETS: stage_qat has two jobs (pq and eq), evaluate two
 # outputs (eval.json, predictions.npz).
@@ -90,9 +91,10 @@ EXPECTED = {
     # each stage module: that stage's jobs only
     **{codehash.module_file(s.module).relative_to(ROOT).as_posix(): {s.rule} for s in all_stage_specs()},
     # core modules: the stages whose code imports them
-    "pqd/losses.py": {"stage_distill", "stage_structured", "stage_pqk", "stage_epsd"},
+    "pqd/losses.py": {"stage_distill", "stage_structured", "stage_pqk", "stage_epsd", "stage_depth"},
+    "pqd/blocks.py": TRAIN | {"deploy", "evaluate"},  # model_io -> arch -> blocks: every job that loads a model
     "pqd/channels.py": {"stage_structured"},
-    "pqd/macs.py": {"stage_structured", "deploy", "evaluate"},
+    "pqd/macs.py": {"stage_structured", "stage_depth", "deploy", "evaluate"},
     "pqd/runtimes.py": {"deploy", "evaluate"},
     # reading a latency target is the stage's; measuring the curve is the curve job's (none here)
     "pqd/latency_budget.py": {"stage_structured"},

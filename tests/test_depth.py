@@ -34,6 +34,57 @@ class Plain(nn.Module):
         return self.head(self.body(x).mean((2, 3)))
 
 
+class AddsConstant(nn.Module):
+    """Shape-preserving and adds its input, but to a constant, before a layer: removing it is no bypass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(1, 8, 1, 1))
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x + self.pos)
+
+
+class Decoys(nn.Module):
+    """A residual add computed inline (no module of its own to remove), a decoy that adds its input to a
+    constant, and plain shape-preserving layers."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.decoy = AddsConstant()
+        self.res = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.twice = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = self.decoy(self.stem(x))
+        x = x + self.res(x)
+        x = self.twice(x)  # a plain shape-preserving layer: never a block
+        return self.head(x.mean((2, 3)))
+
+
+class Wrapped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = Block()
+        self.head = nn.Linear(3, 10)
+
+    def forward(self, x):
+        return self.head(self.inner(x).mean((2, 3)))
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.expand = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.expand(torch.relu(x + self.conv(x)))  # a residual add, then a layer: not removable
+
+
 @pytest.mark.parametrize(
     "model, size, expected",
     [
@@ -51,9 +102,12 @@ class Plain(nn.Module):
         ),
         (torchvision.models.resnet18(num_classes=10), 64, ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]),
         (Plain(), 32, []),
+        (Decoys(), 32, []),  # x + res(x) is computed inline by Decoys, not by a module of its own
+        (Wrapped(), 32, []),
+        (build_model("vit", 10, 0.25), 32, ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]),
         (build_model("vgg16", 10, 0.125), 32, []),
     ],
-    ids=["resnet20", "mobilenet_v3_small", "torchvision_resnet18", "plain", "vgg16"],
+    ids=["resnet20", "mobilenet_v3_small", "torchvision_resnet18", "plain", "decoys", "add_then_layer", "vit", "vgg16"],
 )
 def test_removable_blocks_are_the_identity_shortcut_residuals(model, size, expected):
     assert blocks.removable_blocks(model, size) == expected

@@ -233,13 +233,15 @@ def test_a_pipeline_faster_at_batch_1_but_slower_at_throughput_gets_the_caveat()
         text = verdict.verdict_sentences(df, d, vs_dense, {})[0]
         assert ("processes 0.80x [0.70, 0.90] the images/s of the fastest untrained dense form" in text) == caveat
         cell = verdict.headline_rows(df, d, vs_dense, {})[1][
-            verdict.HEADLINE.index("throughput vs that dense [95% CI]")
+            verdict.HEADLINE.index("throughput vs the fastest untrained dense there [95% CI]")
         ]
         assert cell == f"0.80x [0.70, {high:.2f}]"
     df["throughput_vs_baseline_mean"] = float("nan")  # not measured: no caveat, a dash
     assert "images/s" not in verdict.verdict_sentences(df, d, vs_dense, {})[0]
     assert (
-        verdict.headline_rows(df, d, vs_dense, {})[1][verdict.HEADLINE.index("throughput vs that dense [95% CI]")]
+        verdict.headline_rows(df, d, vs_dense, {})[1][
+            verdict.HEADLINE.index("throughput vs the fastest untrained dense there [95% CI]")
+        ]
         == "-"
     )
 
