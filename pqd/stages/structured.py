@@ -54,7 +54,9 @@ def run(model: nn.Module, ctx) -> nn.Module:
             "curve_reference_ms": curve["reference_ms"],
             "curve": [
                 {"ratio": p["ratio"], "keep": p["keep"], "fitted_keep": fit}
-                for p, (_, fit) in zip(sorted(curve["points"], key=lambda p: (p["ratio"], p["keep"])), monotone_keep(curve))
+                for p, (_, fit) in zip(
+                    sorted(curve["points"], key=lambda p: (p["ratio"], p["keep"])), monotone_keep(curve)
+                )
             ],
         }
     else:
