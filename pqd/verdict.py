@@ -190,6 +190,19 @@ def _rule(d: Decision) -> str:
     )
 
 
+def _sentences(parts: list[str]) -> str:
+    """The parts joined into one paragraph, a part that starts a sentence (after a full stop) capitalised
+    (the one-seed caveat ends in one, and the recommendation after it began with a lower-case "ship")."""
+    out: list[str] = []
+    for part in parts:
+        if out and out[-1].rstrip().endswith(".") and part:
+            i = next((k for k, ch in enumerate(part) if ch.isalpha()), None)
+            if i is not None:
+                part = part[:i] + part[i].upper() + part[i + 1 :]
+        out.append(part)
+    return " ".join(out)
+
+
 def verdict_sentences(df, d: Decision, vs_dense: dict[str, Comparison], vs_control: dict[str, Comparison]) -> list[str]:
     """The verdict paragraph(s) in Markdown."""
     rows = {r.pipeline: r for r in df.itertuples(index=False)}
@@ -224,7 +237,7 @@ def verdict_sentences(df, d: Decision, vs_dense: dict[str, Comparison], vs_contr
                 f"a loss of up to {-c.low:.2f} points at its CI's far end. Loosen `report.max_loss`, train longer "
                 "or choose a milder budget."
             )
-        return [" ".join(out)]
+        return [_sentences(out)]
     out.append(f"ship **{d.fastest}**, the fastest that qualifies: {describe(d.fastest)}.")
     out += _slower_than_baseline(rows[d.fastest], d.fastest) or _throughput_caveat(rows[d.fastest])
     ctl = vs_control.get(d.fastest)
@@ -260,7 +273,7 @@ def verdict_sentences(df, d: Decision, vs_dense: dict[str, Comparison], vs_contr
     rest = [p for p in vs_dense if p not in d.qualifying and control_of(p) is None]
     if rest:
         out.append(f"Do not qualify: {', '.join(rest)}.")
-    return [" ".join(out)]
+    return [_sentences(out)]
 
 
 def headline_rows(

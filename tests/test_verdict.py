@@ -111,7 +111,7 @@ def test_one_seed_is_worded_as_a_reading_not_a_verdict():
     d = verdict.decide(df, {"pqd": c}, 1, max_loss=1.0)
     text = verdict.verdict_sentences(df, d, {"pqd": c}, {})[0]
     assert text.startswith("**Verdict** (1 seed;") and "**one seed: training noise is unseen**" in text
-    assert "run 3 or more seeds" in text
+    assert "run 3 or more seeds" in text and "before shipping on it. Ship **pqd**, the fastest" in text
     page = verdict.verdict_html("x", df, d, {"pqd": c}, {}, ["a note"])
     assert "<b>one seed: training noise is unseen</b>" in page and "<td>pqd</td>" in page
 
