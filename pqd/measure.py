@@ -348,13 +348,18 @@ def latency(
     runtime, threads = settings.runtime, settings.threads
     spec = RUNTIMES.get(runtime)
     meta = load_checkpoint(deployed)["meta"]
-    models = {"model": make_runner(runtime, deployed, onnx_path, threads), "dense_fp32": load_model(dense)[0]}
-    if spec.onnx:
-        if not dense_onnx:
-            raise PqdError(f"runtime '{runtime}' needs the dense model's deployed.onnx as well (--dense-onnx)")
-        models["dense_runtime"] = make_runner(runtime, dense, dense_onnx, threads)
-    if spec.default_precision:  # the dense model as the runtime runs it by default (bf16 where the CPU has it)
-        models["dense_default"] = make_runner(runtime, dense, dense_onnx, threads, precision="default")
+    if spec.onnx and not dense_onnx:
+        raise PqdError(f"runtime '{runtime}' needs the dense model's deployed.onnx as well (--dense-onnx)")
+    # name -> (runtime, checkpoint, onnx, precision) of every form timed: the latency runners and the
+    # throughput runners below are made from this one table
+    forms = {
+        "model": (runtime, deployed, onnx_path, "f32"),
+        "dense_fp32": ("torch", dense, None, "f32"),
+        **({"dense_runtime": (runtime, dense, dense_onnx, "f32")} if spec.onnx else {}),
+        # the dense model as the runtime runs it by default (bf16 where the CPU has it)
+        **({"dense_default": (runtime, dense, dense_onnx, "default")} if spec.default_precision else {}),
+    }
+    models = {k: make_runner(rt, path, onnx, threads, prec) for k, (rt, path, onnx, prec) in forms.items()}
     with tempfile.TemporaryDirectory(prefix="pqd-reference-") as tmp:
         if reference:
             models["reference"] = reference_runner(reference, meta["form"], runtime, threads, tmp)
@@ -375,12 +380,6 @@ def latency(
     # The default-precision form counts only where it is reduced: an f32 default is the same model.
     offered = [k for k in BASELINES if k in res and (k != "dense_default" or precision[k] != "f32")]
     baseline = min(offered, key=lambda k: res[k]["median_ms"])
-    forms = {
-        "model": (runtime, deployed, onnx_path, "f32"),
-        "dense_fp32": ("torch", dense, None, "f32"),
-        "dense_runtime": (runtime, dense, dense_onnx, "f32"),
-        "dense_default": (runtime, dense, dense_onnx, "default"),
-    }
     # every untrained form on offer is timed at throughput too: the one with the most images/s there (it
     # need not be the batch-1 baseline: bf16 can overtake f32 once every core is busy) is its baseline
     tput = (

@@ -10,6 +10,7 @@ re-calibrated, so pruned zeros are still integer zeros in the file.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -301,17 +302,10 @@ def batched_throughput(
     runtime: str, deployed: str, onnx_path: str | None, threads: int, precision: str, image_size: int
 ) -> Throughput:
     """A batch of :data:`THROUGHPUT_BATCH` images through the runtime's latency runner."""
-    runner = make_runner(runtime, deployed, onnx_path, threads, precision)
+    runner = make_runner(runtime, deployed, onnx_path, threads, precision)  # a torch runner is in eval mode
     x = torch.randn(*input_shape(THROUGHPUT_BATCH, image_size))
-    if isinstance(runner, torch.nn.Module):
-        runner.eval()
-
-        def call():
-            with torch.inference_mode():
-                return runner(x)
-
-    else:
-        call = runner.bind(x)
+    # timed under interleaved_latency's inference mode, like the latency runners
+    call = runner.bind(x) if isinstance(runner, Runner) else functools.partial(runner, x)
     return Throughput(call, THROUGHPUT_BATCH, {"batch": THROUGHPUT_BATCH, "streams": 1, "requests": 1})
 
 
