@@ -359,6 +359,8 @@ def latency(
         # the dense model as the runtime runs it by default (bf16 where the CPU has it)
         **({"dense_default": (runtime, dense, dense_onnx, "default")} if spec.default_precision else {}),
     }
+    # in PyTorch the dense model in the deployed runtime is dense_fp32 itself: timed once, named twice
+    alias = {} if spec.onnx else {"dense_runtime": "dense_fp32"}
     models = {k: make_runner(rt, path, onnx, threads, prec) for k, (rt, path, onnx, prec) in forms.items()}
     with tempfile.TemporaryDirectory(prefix="pqd-reference-") as tmp:
         if reference:
@@ -371,8 +373,7 @@ def latency(
             rounds=settings.rounds,
             image_size=backbone_of(meta).image_size,
         )
-    if "dense_runtime" not in res:
-        res["dense_runtime"] = res["dense_fp32"]
+    res.update({k: res[v] for k, v in alias.items()})
     shape = input_shape(1, backbone_of(meta).image_size)
     precision = {k: m.precision(shape) if isinstance(m, Runner) else "f32" for k, m in models.items()}
     # the fastest untrained form of the dense model this runtime offers on this CPU: what a user
@@ -383,7 +384,11 @@ def latency(
     # every untrained form on offer is timed at throughput too: the one with the most images/s there (it
     # need not be the batch-1 baseline: bf16 can overtake f32 once every core is busy) is its baseline
     tput = (
-        throughput({"model": forms["model"], **{k: forms[k] for k in offered}}, settings, backbone_of(meta).image_size)
+        throughput(
+            {"model": forms["model"], **{k: forms[alias.get(k, k)] for k in offered}},
+            settings,
+            backbone_of(meta).image_size,
+        )
         if settings.throughput_rounds
         else None
     )

@@ -264,7 +264,7 @@ def test_the_runtimes_default_precision_is_a_timed_baseline_and_evaluated(int8_a
         make_runner("onnxruntime", str(tmp_path / "dense.pt"), str(tmp_path / "dense.onnx"), 1, precision="default")
 
 
-@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime", "torch"])
 def test_throughput_is_measured_beside_latency_for_the_model_and_its_baseline(int8_artifacts, tmp_path, runtime):
     """Images/s at the runtime's throughput setting (OpenVINO's THROUGHPUT hint with the requests it
     calls optimal; a batch of 16 in ONNX Runtime), for the deployed model and the baseline, timed in
@@ -275,14 +275,16 @@ def test_throughput_is_measured_beside_latency_for_the_model_and_its_baseline(in
     from pqd.runtimes import THROUGHPUT_BATCH
 
     _, _, deployed, _ = int8_artifacts
-    onnx = str(tmp_path / "model.onnx")
-    export_onnx(deployed, onnx, source=str(Path(deployed).parent / "qat.pt"), runtime=runtime)
     dense = build_model("resnet20", 10, 0.25).eval()
     meta = {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "fp32"}
     save_checkpoint(tmp_path / "dense.pt", dense.state_dict(), meta)
-    export_onnx(str(tmp_path / "dense.pt"), str(tmp_path / "dense.onnx"))
+    onnx = dense_onnx = None  # PyTorch runs the checkpoints themselves
+    if runtime != "torch":
+        onnx, dense_onnx = str(tmp_path / "model.onnx"), str(tmp_path / "dense.onnx")
+        export_onnx(deployed, onnx, source=str(Path(deployed).parent / "qat.pt"), runtime=runtime)
+        export_onnx(str(tmp_path / "dense.pt"), dense_onnx)
     settings = MeasureSettings(runtime=runtime, threads=1, runs=200, warmup=5, rounds=8, throughput_rounds=4)
-    lat = latency(deployed, str(tmp_path / "dense.pt"), settings, onnx, str(tmp_path / "dense.onnx"))
+    lat = latency(deployed, str(tmp_path / "dense.pt"), settings, onnx, dense_onnx)
     tput = lat["throughput"]
     # every untrained dense form on offer is timed at throughput; the one with the most images/s is its baseline
     assert {"model", lat["baseline"], lat["throughput_baseline"]} <= set(tput)
@@ -294,7 +296,7 @@ def test_throughput_is_measured_beside_latency_for_the_model_and_its_baseline(in
         tput["model"]["images_per_s"] / tput[lat["throughput_baseline"]]["images_per_s"]
     )
     model = tput["model"]
-    if runtime == "onnxruntime":
+    if runtime != "openvino":
         assert (model["batch"], model["streams"], model["requests"]) == (THROUGHPUT_BATCH, 1, 1)
     else:
         assert model["batch"] == 1 and model["streams"] == 1 and model["requests"] >= 1
@@ -308,4 +310,4 @@ def test_throughput_is_measured_beside_latency_for_the_model_and_its_baseline(in
         res = interleaved_latency({"tp": tp, "one": one}, runs=40, warmup=5, rounds=20, threads=1, image_size=32)
         assert 0.3 < (tp.images / res["tp"]["median_ms"]) / (1 / res["one"]["median_ms"]) < 3.3
     off = dataclasses.replace(settings, throughput_rounds=0)
-    assert "throughput" not in latency(deployed, str(tmp_path / "dense.pt"), off, onnx, str(tmp_path / "dense.onnx"))
+    assert "throughput" not in latency(deployed, str(tmp_path / "dense.pt"), off, onnx, dense_onnx)
