@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import io
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from common import header, parse, row, stamp
 
 from pqd.data import load_data
-from pqd.measure import cpu_info
 from pqd.runtimes import export_onnx, make_runner
 
 RUNTIMES_COMPARED = ("torch", "onnxruntime", "openvino")
@@ -58,10 +57,9 @@ def main() -> None:
     ap.add_argument("--mean", type=float, nargs=3, help="normalisation the model was trained with, if not the cache's")
     ap.add_argument("--std", type=float, nargs=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--smoke", action="store_true")
-    a = ap.parse_args()
+    a = parse(ap, {}, help="a briefly trained tiny INT8 model on digits instead of the given ones")
     torch.set_num_threads(a.threads)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_info()}")
+    print(stamp())
     with tempfile.TemporaryDirectory() as tmp:
         if a.smoke:
             deployed, a.data = smoke_model(Path(tmp))
@@ -70,15 +68,13 @@ def main() -> None:
         data = load_data(a.data, normalize=normalize)
         print(f"# {len(data.test_y)} test images from {a.data}")
         print(
-            "| model | "
-            + " | ".join(f"{r} top-1 %" for r in RUNTIMES_COMPARED)
-            + " | "
-            + " | ".join(f"{r} Δ vs torch" for r in RUNTIMES_COMPARED[1:])
-            + " | "
-            + " | ".join(f"{r} same prediction %" for r in RUNTIMES_COMPARED[1:])
-            + " |"
+            header(
+                ["model"]
+                + [f"{r} top-1 %" for r in RUNTIMES_COMPARED]
+                + [f"{r} Δ vs torch" for r in RUNTIMES_COMPARED[1:]]
+                + [f"{r} same prediction %" for r in RUNTIMES_COMPARED[1:]]
+            )
         )
-        print("|---|" + "---|" * (3 * len(RUNTIMES_COMPARED) - 2))
         for i, path in enumerate(a.deployed):
             onnx_path = str(Path(tmp) / f"m{i}.onnx")
             export_onnx(path, onnx_path)
@@ -86,13 +82,12 @@ def main() -> None:
             acc = {r: 100.0 * (p == data.test_y).float().mean().item() for r, p in preds.items()}
             same = {r: 100.0 * (preds[r] == preds["torch"]).float().mean().item() for r in RUNTIMES_COMPARED[1:]}
             print(
-                f"| {path} | "
-                + " | ".join(f"{acc[r]:.2f}" for r in RUNTIMES_COMPARED)
-                + " | "
-                + " | ".join(f"{acc[r] - acc['torch']:+.2f}" for r in RUNTIMES_COMPARED[1:])
-                + " | "
-                + " | ".join(f"{same[r]:.2f}" for r in RUNTIMES_COMPARED[1:])
-                + " |",
+                row(
+                    [path]
+                    + [f"{acc[r]:.2f}" for r in RUNTIMES_COMPARED]
+                    + [f"{acc[r] - acc['torch']:+.2f}" for r in RUNTIMES_COMPARED[1:]]
+                    + [f"{same[r]:.2f}" for r in RUNTIMES_COMPARED[1:]]
+                ),
                 flush=True,
             )
 

@@ -24,13 +24,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from common import header, parse, stamp
 
 from pqd.constants import input_shape
-from pqd.measure import cpu_info, deployed_runner, interleaved_latency
+from pqd.measure import deployed_runner, interleaved_latency
 from pqd.models import build_model
 
 
@@ -82,18 +82,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=200, help="pqd's timed runs per round")
     ap.add_argument("--seconds", type=int, default=5, help="benchmark_app's duration per round")
-    ap.add_argument("--smoke", action="store_true")
-    a = ap.parse_args()
-    if a.smoke:
-        a.backbones, a.width, a.rounds, a.runs, a.seconds = ["resnet20"], 0.25, 1, 20, 1
+    a = parse(ap, {"backbones": ["resnet20"], "width": 0.25, "rounds": 1, "runs": 20, "seconds": 1})
     exe = benchmark_app()
-    cpu = cpu_info()
-    print(
-        f"# {time.strftime('%Y-%m-%d %H:%M')} {cpu['cpu']} ({' '.join(cpu['isa'])}); {a.threads} thread(s); "
-        f"{a.rounds} alternating rounds; medians over rounds"
-    )
-    print("| backbone | width | form | pqd ms | benchmark_app ms | pqd / benchmark_app |")
-    print("|---|---|---|---|---|---|")
+    print(stamp(f"{a.threads} thread(s)", f"{a.rounds} alternating rounds; medians over rounds"))
+    print(header(["backbone", "width", "form", "pqd ms", "benchmark_app ms", "pqd / benchmark_app"]))
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.backbones:
             torch.manual_seed(0)

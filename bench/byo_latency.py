@@ -25,14 +25,14 @@ import argparse
 import collections
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import header, parse, stamp
 
 from pqd.catalog import BACKBONES, BackboneSpec
-from pqd.measure import cpu_info, deployed_runner, interleaved_latency
+from pqd.measure import deployed_runner, interleaved_latency
 from pqd.models import build_model
 from pqd.runtimes import import_openvino, openvino_runner
 
@@ -95,16 +95,15 @@ def main() -> None:
         action="store_true",
         help="also time, in OpenVINO, the every_op INT8 graph (QDQ after every op, what ONNX Runtime gets)",
     )
-    ap.add_argument("--smoke", action="store_true", help="64 px, two models, few runs, for CI")
-    a = ap.parse_args()
-    if a.smoke:
-        a.models, a.size, a.threads, a.runs, a.rounds = ["resnet18", "mobilenet_v3_small"], 64, [1], 20, 4
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  batch 1, {a.size} px (pqd: backbones at their own)  {cpu_info()}")
+    smoke = {"models": ["resnet18", "mobilenet_v3_small"], "size": 64, "threads": [1], "runs": 20, "rounds": 4}
+    a = parse(ap, smoke, help="64 px, two models, few runs, for the tests' smoke run")
+    print(stamp(f"batch 1, {a.size} px (pqd: backbones at their own)"))
     print(
-        "| model | threads | OpenVINO FP32 ms | pqd INT8 ms | NNCF INT8 ms | pqd / NNCF [2.5-97.5% of rounds] "
-        "| FP32 / pqd INT8 |"
+        header(
+            ["model", "threads", "OpenVINO FP32 ms", "pqd INT8 ms", "NNCF INT8 ms"]
+            + ["pqd / NNCF [2.5-97.5% of rounds]", "FP32 / pqd INT8"]
+        )
     )
-    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="pqd-byo-") as tmp:
         for name in a.models:
             if name.startswith("pqd:"):  # a built-in backbone at its own size

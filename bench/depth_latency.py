@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
+
+from common import header, parse, stamp
 
 from pqd import stats
 from pqd.blocks import removable_blocks, remove
@@ -27,7 +28,7 @@ from pqd.catalog import BACKBONES
 from pqd.channels import prune_once
 from pqd.config import CURVE_RATIOS
 from pqd.macs import macs
-from pqd.measure import cpu_info, deployed_runner, interleaved_latency
+from pqd.measure import deployed_runner, interleaved_latency
 from pqd.models import build_model
 
 
@@ -53,10 +54,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--runs", type=int, default=400)
-    ap.add_argument("--smoke", action="store_true", help="a tiny ResNet-20 and 4 rounds (the tests' smoke run)")
-    a = ap.parse_args()
-    if a.smoke:
-        a.backbone, a.width, a.rounds, a.runs = "resnet20", 0.25, 4, 8
+    smoke = {"backbone": "resnet20", "width": 0.25, "rounds": 4, "runs": 8}
+    a = parse(ap, smoke, help="a tiny ResNet-20 and 4 rounds (the tests' smoke run)")
     spec = BACKBONES.get(a.backbone)
     size = spec.image_size
     model = build_model(spec, 10, a.width).eval()
@@ -78,13 +77,13 @@ def main() -> None:
         for i, (name, m) in enumerate(variants.items()):
             runners[name] = deployed_runner(m, meta, "int8", tmp, f"v{i}", a.runtime, a.threads)
         res = interleaved_latency(runners, runs=a.runs, warmup=20, rounds=a.rounds, threads=a.threads, image_size=size)
-    info = cpu_info()
     print(
-        f"# {a.backbone} width {a.width}, INT8 in {a.runtime}, {a.threads} thread(s), batch 1, {size}px, "
-        f"{a.rounds} rounds; {time.strftime('%Y-%m-%d')}; {info['cpu']} ({' '.join(info['isa'])})"
+        stamp(
+            f"{a.backbone} width {a.width}, INT8 in {a.runtime}, {a.threads} thread(s), batch 1, {size}px, "
+            f"{a.rounds} rounds"
+        )
     )
-    print("| variant | MACs kept | latency kept (95% CI) | median ms |")
-    print("|---|---|---|---|")
+    print(header(["variant", "MACs kept", "latency kept (95% CI)", "median ms"]))
     for name, m in variants.items():
         keep = stats.ratio_interval([res[name]["round_ms"]], [res["reference"]["round_ms"]])
         print(

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
 import torch._inductor.config
+from common import header, parse, row, stamp
 
 from pqd.constants import input_shape
 from pqd.macs import macs
-from pqd.measure import cpu_info, deployed_runner, timed_with_peak
+from pqd.measure import deployed_runner, timed_with_peak
 from pqd.models import build_model
 
 # ov_fp32 is dense as pqd times it (f32 forced); ov_fp32_default as OpenVINO runs it by default (bf16 on CPUs
@@ -56,23 +56,18 @@ def main() -> None:
         "keeps its own thread pool; with 2 threads on 2 cores, seven pools in one process "
         "slowed OpenVINO on the small models, which a run with fewer columns shows",
     )
-    ap.add_argument("--smoke", action="store_true", help="tiny widths and runs, for CI")
-    a = ap.parse_args()
-    if a.smoke:
-        a.width, a.runs, a.threads = 0.125, 20, [1]
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_info()}")
+    a = parse(ap, {"width": 0.125, "runs": 20, "threads": [1]})
+    print(stamp())
     cols = [c for c in COLUMNS if c in a.columns or c == "torch_fp32"]
     int8_cols = [c for c in cols if c.endswith("int8")]
     print(
-        "| backbone | width | MMACs | threads | INT8 peak GMAC/s | "
-        + " | ".join(f"{c} ms" for c in cols)
-        + " | "
-        + " | ".join(f"{c} speedup" for c in cols[1:])
-        + " | "
-        + " | ".join(f"{c} peak frac" for c in int8_cols)
-        + " |"
+        header(
+            ["backbone", "width", "MMACs", "threads", "INT8 peak GMAC/s"]
+            + [f"{c} ms" for c in cols]
+            + [f"{c} speedup" for c in cols[1:]]
+            + [f"{c} peak frac" for c in int8_cols]
+        )
     )
-    print("|---|---|---|---|---|" + "---|" * (2 * len(cols) - 1 + len(int8_cols)))
     baselines = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.backbones:
@@ -104,13 +99,12 @@ def main() -> None:
                 peak = peak_rec["int8_peak_macs_per_s"]
                 ms = {c: res[c]["median_ms"] for c in cols}
                 print(
-                    f"| {name} | {a.width} | {n_macs / 1e6:.0f} | {t} | {peak / 1e9:.0f} | "
-                    + " | ".join(f"{ms[c]:.2f}" for c in cols)
-                    + " | "
-                    + " | ".join(f"{ms['torch_fp32'] / ms[c]:.2f}x" for c in cols[1:])
-                    + " | "
-                    + " | ".join(f"{n_macs / (ms[c] / 1e3) / peak:.2f}" for c in int8_cols)
-                    + " |",
+                    row(
+                        [name, a.width, f"{n_macs / 1e6:.0f}", t, f"{peak / 1e9:.0f}"]
+                        + [f"{ms[c]:.2f}" for c in cols]
+                        + [f"{ms['torch_fp32'] / ms[c]:.2f}x" for c in cols[1:]]
+                        + [f"{n_macs / (ms[c] / 1e3) / peak:.2f}" for c in int8_cols]
+                    ),
                     flush=True,
                 )
                 if {"ov_fp32", "ov_fp32_default", "ov_int8"} <= set(cols):
@@ -122,8 +116,11 @@ def main() -> None:
                     )
     if baselines:
         print("\nOpenVINO: INT8 against dense at forced f32 (what pqd compares with) and at the runtime's default\n")
-        print("| backbone | threads | dense f32 ms | dense default ms | INT8 ms | INT8 vs f32 | INT8 vs default |")
-        print("|---|---|---|---|---|---|---|")
+        print(
+            header(
+                ["backbone", "threads", "dense f32 ms", "dense default ms", "INT8 ms", "INT8 vs f32", "INT8 vs default"]
+            )
+        )
         print("\n".join(baselines))
 
 

@@ -21,12 +21,13 @@ import argparse
 import tempfile
 
 import torch
+from common import header, parse, stamp
 
 from pqd.channels import prune_once, ratio_for_macs
 from pqd.errors import PqdError
 from pqd.latency_curve import per_round_keep
 from pqd.macs import macs
-from pqd.measure import cpu_info, deployed_runner, interleaved_latency
+from pqd.measure import deployed_runner, interleaved_latency
 from pqd.models import build_model
 
 
@@ -41,24 +42,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--smoke", action="store_true")
-    a = ap.parse_args()
-    if a.smoke:
-        a.backbones, a.width, a.round_to, a.runtimes, a.forms, a.runs, a.rounds = (
-            ["resnet20"],
-            0.25,
-            [1, 8],
-            ["openvino"],
-            ["int8"],
-            20,
-            4,
-        )
-    sysinfo = cpu_info()
-    print(f"CPU: {sysinfo['cpu']}, ISA {' '.join(sysinfo['isa'])}, threads {a.threads}, torch {torch.__version__}")
+    smoke = {"backbones": ["resnet20"], "width": 0.25, "round_to": [1, 8], "runtimes": ["openvino"], "forms": ["int8"]}
+    a = parse(ap, {**smoke, "runs": 20, "rounds": 4})
+    print(stamp(f"{a.threads} thread(s)", f"torch {torch.__version__}"))
     print(
-        "| backbone | runtime | form | round_to | channel ratio | MACs kept | latency kept | latency kept / MACs kept |"
+        header(
+            ["backbone", "runtime", "form", "round_to", "channel ratio", "MACs kept", "latency kept"]
+            + ["latency kept / MACs kept"]
+        )
     )
-    print("|---|---|---|---|---|---|---|---|")
     for bb in a.backbones:
         torch.manual_seed(0)
         model = build_model(bb, 10, a.width).eval()

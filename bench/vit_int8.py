@@ -22,11 +22,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import header, parse, stamp
 
 from pqd import qat as quant
 from pqd.checkpoint import save_checkpoint
 from pqd.data import load_data, prepare
-from pqd.measure import cpu_info, deploy, deployed_runner, interleaved_latency
+from pqd.measure import deploy, deployed_runner, interleaved_latency
 from pqd.models import build_model
 from pqd.runtimes import export_onnx, make_runner
 from pqd.train import Callbacks, FitSettings, evaluate, fit
@@ -84,16 +85,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--acc-width", type=float, default=1.0)
     ap.add_argument("--acc-epochs", type=int, default=15)
-    ap.add_argument("--smoke", action="store_true")
-    a = ap.parse_args()
-    if a.smoke:
-        a.widths, a.runs, a.rounds, a.acc_width, a.acc_epochs = [0.25], 20, 4, 0.25, 1
-    info = cpu_info()
-    print(f"CPU: {info['cpu']}, ISA {' '.join(info['isa'])}, threads {a.threads}, torch {torch.__version__}")
-    print("| width (embedding) | runtime | FP32 ms | INT8 ms | FP32 / INT8 |\n|---|---|---|---|---|")
+    a = parse(ap, {"widths": [0.25], "runs": 20, "rounds": 4, "acc_width": 0.25, "acc_epochs": 1})
+    print(stamp(f"{a.threads} thread(s)", f"torch {torch.__version__}"))
+    print(header(["width (embedding)", "runtime", "FP32 ms", "INT8 ms", "FP32 / INT8"]))
     for w in a.widths:
         print("\n".join(latency_rows(w, a.threads, a.runs, a.rounds)), flush=True)
-    print("\n| width | model | top-1 % (digits, 360 images) | vs fake-quantized |\n|---|---|---|---|")
+    print("\n" + header(["width", "model", "top-1 % (digits, 360 images)", "vs fake-quantized"]))
     print("\n".join(accuracy_rows(a.acc_width, a.acc_epochs, a.threads)))
 
 

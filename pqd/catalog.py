@@ -141,68 +141,51 @@ def _builtin(name: str, builder: str, **kw: Any) -> BackboneSpec:
 
 # pqd's own 32x32 backbones: the defaults of the config's ``backbones:`` block (an entry there with
 # one of these names is merged over it, e.g. ``{vit: {image_size: 64, kwargs: {image_size: 64}}}``).
-BACKBONES: Registry[BackboneSpec] = Registry(
+BACKBONES: Registry[BackboneSpec] = Registry.of(
     "backbone",
-    {
-        s.name: s
-        for s in (
-            _builtin("vgg16", "pqd.models.vgg:vgg16_bn"),
-            _builtin("resnet18", "pqd.models.resnet:resnet18"),
-            _builtin("wrn28_10", "pqd.models.wrn:wrn28_10"),
-            _builtin("resnet20", "pqd.models.resnet_cifar:resnet20"),
-            _builtin("resnet32", "pqd.models.resnet_cifar:resnet32"),
-            _builtin("resnet44", "pqd.models.resnet_cifar:resnet44"),
-            _builtin("resnet56", "pqd.models.resnet_cifar:resnet56"),
-            _builtin("vit", "pqd.models.vit:vit", onnx_int8="fake_quant"),
-        )
-    },
+    _builtin("vgg16", "pqd.models.vgg:vgg16_bn"),
+    _builtin("resnet18", "pqd.models.resnet:resnet18"),
+    _builtin("wrn28_10", "pqd.models.wrn:wrn28_10"),
+    _builtin("resnet20", "pqd.models.resnet_cifar:resnet20"),
+    _builtin("resnet32", "pqd.models.resnet_cifar:resnet32"),
+    _builtin("resnet44", "pqd.models.resnet_cifar:resnet44"),
+    _builtin("resnet56", "pqd.models.resnet_cifar:resnet56"),
+    _builtin("vit", "pqd.models.vit:vit", onnx_int8="fake_quant"),
 )
 
-DATASET_KINDS: Registry[DatasetKindSpec] = Registry(
+DATASET_KINDS: Registry[DatasetKindSpec] = Registry.of(
     "dataset kind",
-    {
-        s.name: s
-        for s in (
-            DatasetKindSpec("c10", "pqd.data:load_cifar10", "CIFAR-10 through torchvision (downloaded into data_root)"),
-            DatasetKindSpec(
-                "c100", "pqd.data:load_cifar100", "CIFAR-100 through torchvision (downloaded into data_root)"
-            ),
-            DatasetKindSpec("digits", "pqd.data:load_digits", "scikit-learn's bundled digits, offline"),
-            DatasetKindSpec("imagefolder", "pqd.data:load_imagefolder", "root/train/<class>/* and root/test/<class>/*"),
-        )
-    },
+    DatasetKindSpec("c10", "pqd.data:load_cifar10", "CIFAR-10 through torchvision (downloaded into data_root)"),
+    DatasetKindSpec("c100", "pqd.data:load_cifar100", "CIFAR-100 through torchvision (downloaded into data_root)"),
+    DatasetKindSpec("digits", "pqd.data:load_digits", "scikit-learn's bundled digits, offline"),
+    DatasetKindSpec("imagefolder", "pqd.data:load_imagefolder", "root/train/<class>/* and root/test/<class>/*"),
 )
 
-RUNTIMES: Registry[RuntimeSpec] = Registry(
+RUNTIMES: Registry[RuntimeSpec] = Registry.of(
     "runtime",
-    {
-        s.name: s
-        for s in (
-            RuntimeSpec(
-                "torch",
-                "pqd.runtimes:torch_runner",
-                onnx=False,
-                package="torch",
-                doc="PyTorch eager; INT8 through its quantized kernels",
-            ),
-            RuntimeSpec(
-                "onnxruntime",
-                "pqd.runtimes:onnxruntime_runner",
-                onnx=True,
-                package="onnxruntime",
-                doc="ONNX Runtime on the exported QDQ graph",
-            ),
-            RuntimeSpec(
-                "openvino",
-                "pqd.runtimes:openvino_runner",
-                onnx=True,
-                package="openvino",
-                doc="OpenVINO's CPU plugin on the exported QDQ graph (the fastest INT8 runtime here)",
-                int8_placement="weighted_inputs",
-                default_precision=True,
-                throughput="pqd.runtimes:openvino_throughput",
-            ),
-        )
-    },
+    RuntimeSpec(
+        "torch",
+        "pqd.runtimes:torch_runner",
+        onnx=False,
+        package="torch",
+        doc="PyTorch eager; INT8 through its quantized kernels",
+    ),
+    RuntimeSpec(
+        "onnxruntime",
+        "pqd.runtimes:onnxruntime_runner",
+        onnx=True,
+        package="onnxruntime",
+        doc="ONNX Runtime on the exported QDQ graph",
+    ),
+    RuntimeSpec(
+        "openvino",
+        "pqd.runtimes:openvino_runner",
+        onnx=True,
+        package="openvino",
+        doc="OpenVINO's CPU plugin on the exported QDQ graph (the fastest INT8 runtime here)",
+        int8_placement="weighted_inputs",
+        default_precision=True,
+        throughput="pqd.runtimes:openvino_throughput",
+    ),
 )
 DEFAULT_RUNTIME = "openvino"

@@ -180,287 +180,281 @@ DENSE_STAGE = StageSpec(
 # StageSpec.teacher value: the teacher is the stage's `teacher` setting (pqd.config.teacher_pipeline)
 TEACHER_SETTING = "setting"
 
-STAGES: Registry[StageSpec] = Registry(
+STAGES: Registry[StageSpec] = Registry.of(
     "stage letter",
-    {
-        s.letter: s
-        for s in (
-            StageSpec(
-                "p",
-                "prune",
-                "pruned",
-                "pqd.stages.prune",
-                probe="masks",
-                settings={
-                    "lr": _lr(0.01),
-                    "sparsity": _sparsity(),
-                    "schedule": {
-                        "enum": ["oneshot", "gradual"],
-                        "default": "gradual",
-                        "description": "cubic ramp over the epochs, or all at once",
-                    },
-                    **EXCLUDE,
-                },
-                epochs={"quick": 1, "paper": 20},
-                record=("sparsity_target", "sparsity_prunable"),
-                budget=("sparsity",),
-                doc="global unstructured magnitude pruning with fine-tuning",
-            ),
-            StageSpec(
-                "q",
-                "qat",
-                "qat",
-                "pqd.stages.qat",
-                quantizes=True,
-                probe="quantize",
-                settings={"lr": _lr(0.01)},
-                epochs={"quick": 1, "paper": 40},
-                doc="INT8 quantization-aware training (FX graph mode, x86 backend)",
-            ),
-            StageSpec(
-                "d",
-                "distill",
-                "distilled",
-                "pqd.stages.distill",
-                teacher=TEACHER_SETTING,
-                settings={
-                    "lr": _lr(0.01),
-                    "temperature": _temperature(),
-                    "alpha": _alpha(),
-                    "teacher": {
-                        "anyOf": [
-                            {"enum": ["dense", "control", "input"]},
-                            {"type": "string", "pattern": "^after:[a-z]+$"},
-                        ],
-                        "default": "dense",
-                        "description": "dense (the dense model), control (the equal-budget control of "
-                        "the pipeline up to this stage, ctl-<pipeline>), input (the model "
-                        "entering this stage) or after:<letters> (the model after that "
-                        "prefix of the pipeline)",
-                    },
-                },
-                epochs={"quick": 1, "paper": 40},
-                record=("teacher",),
-                doc="Hinton knowledge distillation from a chosen teacher (the dense FP32 model by default)",
-            ),
-            StageSpec(
-                "f",
-                "finetune",
-                "finetuned",
-                "pqd.stages.finetune",
-                settings={"lr": _lr(0.01)},
-                epochs={"quick": 1, "paper": 40},
-                record=("segments",),
-                doc="plain cross-entropy fine-tuning; ctl-<pipeline> runs it with that pipeline's epochs and "
-                "learning rates (the equal-budget control)",
-            ),
-            StageSpec(
-                "s",
-                "structured",
-                "slim",
-                "pqd.stages.structured",
-                structural=True,
-                probe="structured",
-                settings={
-                    "lr": _lr(0.01),
-                    "target": {
-                        "enum": ["macs", "latency"],
-                        "default": "macs",
-                        "description": "what the budget counts: macs (macs_keep of the MACs) or latency "
-                        "(latency_keep of the unpruned model's latency, or latency_ms, "
-                        "measured where latency is measured)",
-                    },
-                    "macs_keep": {
-                        "type": "number",
-                        "exclusiveMinimum": 0,
-                        "exclusiveMaximum": 1,
-                        "default": 0.5,
-                        "description": "fraction of the MACs the pruned model keeps (target: macs)",
-                    },
-                    "latency_keep": {
-                        "type": ["number", "null"],
-                        "exclusiveMinimum": 0,
-                        "exclusiveMaximum": 1,
-                        "default": None,
-                        "description": "target: latency: fraction of the unpruned model's batch-1 "
-                        "latency, in latency_form, measure.runtime and measure.threads",
-                    },
-                    "latency_ms": {
-                        "type": ["number", "null"],
-                        "exclusiveMinimum": 0,
-                        "default": None,
-                        "description": "target: latency: batch-1 milliseconds instead (absolute: "
-                        "holds only on the machine that measured the curve)",
-                    },
-                    "latency_form": {
-                        "enum": ["int8", "fp32"],
-                        "default": "int8",
-                        "description": "the deployed form the latency target is for: int8 when a "
-                        "q stage follows, fp32 otherwise (a setting, not read from "
-                        "the pipeline: pipelines share the s prefix's model)",
-                    },
-                    "importance": {
-                        "enum": ["magnitude", "taylor"],
-                        "default": "magnitude",
-                        "description": "group L2 magnitude, or first-order Taylor |w dL/dw| "
-                        "accumulated over taylor_batches",
-                    },
-                    "taylor_batches": {"type": "integer", "minimum": 1, "default": 8},
-                    "allocation": {
-                        "enum": ["uniform", "global"],
-                        "default": "uniform",
-                        "description": "uniform: the same fraction of every layer's channels; "
-                        "global: channels ranked across layers by importance "
-                        "(Torch-Pruning's global pruning)",
-                    },
-                    "round_to": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "default": 1,
-                        "description": "kept channel counts are multiples of this (1: any)",
-                    },
-                    "steps": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "default": 2,
-                        "description": "pruning rounds, each followed by fine-tuning (at most one per epoch)",
-                    },
-                    "distill": _flag(True, "distil from the unpruned model while pruning (CPD)"),
-                    "temperature": _temperature(),
-                    "alpha": _alpha(),
-                },
-                epochs={"quick": 2, "paper": 40},
-                record=("structured",),
-                budget=("target", "macs_keep", "latency_keep", "latency_ms"),
-                latency_curve=True,
-                reference=True,
-                check=_check_budget,
-                doc="dependency-aware channel/head pruning (Torch-Pruning), optionally distilling while pruning (CPD)",
-            ),
-            StageSpec(
-                "b",
-                "depth",
-                "shallow",
-                "pqd.stages.depth",
-                structural=True,
-                reference=True,
-                probe="depth",
-                settings={
-                    "lr": _lr(0.01),
-                    "blocks_keep": {
-                        "type": "number",
-                        "minimum": 0,
-                        "exclusiveMaximum": 1,
-                        "default": 0.5,
-                        "description": "fraction of the removable residual blocks (identity shortcut) kept; "
-                        "the others are removed whole, least important first",
-                    },
-                    "score_batches": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "default": 4,
-                        "description": "training batches on which each block's importance (the KL "
-                        "divergence of the outputs when it is bypassed) is measured",
-                    },
-                    "distill": _flag(True, "distil from the unpruned model while fine-tuning"),
-                    "temperature": _temperature(),
-                    "alpha": _alpha(),
-                },
-                epochs={"quick": 2, "paper": 40},
-                record=("depth",),
-                budget=("blocks_keep",),
-                doc="depth pruning: remove whole residual blocks by measured bypass importance, then fine-tune "
-                "(with KD from the unpruned model)",
-            ),
-            StageSpec(
-                "l",
-                "lowrank",
-                "lowrank",
-                "pqd.stages.lowrank",
-                structural=True,
-                probe="lowrank",
-                settings={
-                    "lr": _lr(0.01),
-                    "energy": {
-                        "type": "number",
-                        "exclusiveMinimum": 0,
-                        "maximum": 1,
-                        "default": 0.9,
-                        "description": "per layer, the smallest rank keeping this fraction of the "
-                        "squared singular values",
-                    },
-                    "rank_ratio": {
-                        "type": ["number", "null"],
-                        "exclusiveMinimum": 0,
-                        "maximum": 1,
-                        "default": None,
-                        "description": "if set, rank = ceil(ratio * full rank) instead of the energy rule",
-                    },
-                    **EXCLUDE,
-                },
-                epochs={"quick": 1, "paper": 20},
-                record=("factorized",),
-                budget=("energy", "rank_ratio"),
-                doc="truncated-SVD factorisation of conv/linear layers into thin pairs, then fine-tuning",
-            ),
-            StageSpec(
-                "k",
-                "pqk",
-                "pqk",
-                "pqd.stages.pqk",
-                teacher="before:p",
-                requires="p",
-                probe="masks",
-                settings={
-                    "lr": _lr(0.01),
-                    "temperature": _temperature(),
-                    "alpha": _alpha(),
-                    "bn_batches": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "default": 10,
-                        "description": "batches re-estimating the teacher's BatchNorm statistics "
-                        "(at the start; each epoch when shared is follow)",
-                    },
-                    "shared": {
-                        "enum": ["frozen", "follow"],
-                        "default": "frozen",
-                        "description": "the teacher's kept weights: the student's at the start (frozen) "
-                        "or re-read before every teacher forward (follow)",
-                    },
-                },
-                epochs={"quick": 1, "paper": 40},
-                record=("teacher",),
-                doc="PQK: distil from a teacher made of the student's kept weights plus the pruned-away ones",
-            ),
-            StageSpec(
-                "e",
-                "epsd",
-                "epsd",
-                "pqd.stages.epsd",
-                starts=True,
-                probe="masks",
-                settings={
-                    "lr": _lr(0.1),
-                    "sparsity": _sparsity(),
-                    "criterion": {
-                        "enum": ["epsd", "snip"],
-                        "default": "epsd",
-                        "description": "saliency loss: self-distillation (EPSD) or cross-entropy (SNIP baseline)",
-                    },
-                    "warmup_steps": {"type": "integer", "minimum": 0, "default": 20},
-                    "score_batches": {"type": "integer", "minimum": 1, "default": 4},
-                    "sd_alpha": _alpha(0.8, "weight of the self-distillation term (PS-KD's final alpha)"),
-                    "temperature": _temperature(),
-                    **EXCLUDE,
-                },
-                epochs={"quick": 8, "paper": 200},
-                record=("epsd",),
-                budget=("sparsity",),
-                doc="EPSD: prune at initialisation by a self-distillation saliency, then train with self-distillation",
-            ),
-        )
-    },
+    StageSpec(
+        "p",
+        "prune",
+        "pruned",
+        "pqd.stages.prune",
+        probe="masks",
+        settings={
+            "lr": _lr(0.01),
+            "sparsity": _sparsity(),
+            "schedule": {
+                "enum": ["oneshot", "gradual"],
+                "default": "gradual",
+                "description": "cubic ramp over the epochs, or all at once",
+            },
+            **EXCLUDE,
+        },
+        epochs={"quick": 1, "paper": 20},
+        record=("sparsity_target", "sparsity_prunable"),
+        budget=("sparsity",),
+        doc="global unstructured magnitude pruning with fine-tuning",
+    ),
+    StageSpec(
+        "q",
+        "qat",
+        "qat",
+        "pqd.stages.qat",
+        quantizes=True,
+        probe="quantize",
+        settings={"lr": _lr(0.01)},
+        epochs={"quick": 1, "paper": 40},
+        doc="INT8 quantization-aware training (FX graph mode, x86 backend)",
+    ),
+    StageSpec(
+        "d",
+        "distill",
+        "distilled",
+        "pqd.stages.distill",
+        teacher=TEACHER_SETTING,
+        settings={
+            "lr": _lr(0.01),
+            "temperature": _temperature(),
+            "alpha": _alpha(),
+            "teacher": {
+                "anyOf": [
+                    {"enum": ["dense", "control", "input"]},
+                    {"type": "string", "pattern": "^after:[a-z]+$"},
+                ],
+                "default": "dense",
+                "description": "dense (the dense model), control (the equal-budget control of "
+                "the pipeline up to this stage, ctl-<pipeline>), input (the model "
+                "entering this stage) or after:<letters> (the model after that "
+                "prefix of the pipeline)",
+            },
+        },
+        epochs={"quick": 1, "paper": 40},
+        record=("teacher",),
+        doc="Hinton knowledge distillation from a chosen teacher (the dense FP32 model by default)",
+    ),
+    StageSpec(
+        "f",
+        "finetune",
+        "finetuned",
+        "pqd.stages.finetune",
+        settings={"lr": _lr(0.01)},
+        epochs={"quick": 1, "paper": 40},
+        record=("segments",),
+        doc="plain cross-entropy fine-tuning; ctl-<pipeline> runs it with that pipeline's epochs and "
+        "learning rates (the equal-budget control)",
+    ),
+    StageSpec(
+        "s",
+        "structured",
+        "slim",
+        "pqd.stages.structured",
+        structural=True,
+        probe="structured",
+        settings={
+            "lr": _lr(0.01),
+            "target": {
+                "enum": ["macs", "latency"],
+                "default": "macs",
+                "description": "what the budget counts: macs (macs_keep of the MACs) or latency "
+                "(latency_keep of the unpruned model's latency, or latency_ms, "
+                "measured where latency is measured)",
+            },
+            "macs_keep": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "exclusiveMaximum": 1,
+                "default": 0.5,
+                "description": "fraction of the MACs the pruned model keeps (target: macs)",
+            },
+            "latency_keep": {
+                "type": ["number", "null"],
+                "exclusiveMinimum": 0,
+                "exclusiveMaximum": 1,
+                "default": None,
+                "description": "target: latency: fraction of the unpruned model's batch-1 "
+                "latency, in latency_form, measure.runtime and measure.threads",
+            },
+            "latency_ms": {
+                "type": ["number", "null"],
+                "exclusiveMinimum": 0,
+                "default": None,
+                "description": "target: latency: batch-1 milliseconds instead (absolute: "
+                "holds only on the machine that measured the curve)",
+            },
+            "latency_form": {
+                "enum": ["int8", "fp32"],
+                "default": "int8",
+                "description": "the deployed form the latency target is for: int8 when a "
+                "q stage follows, fp32 otherwise (a setting, not read from "
+                "the pipeline: pipelines share the s prefix's model)",
+            },
+            "importance": {
+                "enum": ["magnitude", "taylor"],
+                "default": "magnitude",
+                "description": "group L2 magnitude, or first-order Taylor |w dL/dw| accumulated over taylor_batches",
+            },
+            "taylor_batches": {"type": "integer", "minimum": 1, "default": 8},
+            "allocation": {
+                "enum": ["uniform", "global"],
+                "default": "uniform",
+                "description": "uniform: the same fraction of every layer's channels; "
+                "global: channels ranked across layers by importance "
+                "(Torch-Pruning's global pruning)",
+            },
+            "round_to": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 1,
+                "description": "kept channel counts are multiples of this (1: any)",
+            },
+            "steps": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 2,
+                "description": "pruning rounds, each followed by fine-tuning (at most one per epoch)",
+            },
+            "distill": _flag(True, "distil from the unpruned model while pruning (CPD)"),
+            "temperature": _temperature(),
+            "alpha": _alpha(),
+        },
+        epochs={"quick": 2, "paper": 40},
+        record=("structured",),
+        budget=("target", "macs_keep", "latency_keep", "latency_ms"),
+        latency_curve=True,
+        reference=True,
+        check=_check_budget,
+        doc="dependency-aware channel/head pruning (Torch-Pruning), optionally distilling while pruning (CPD)",
+    ),
+    StageSpec(
+        "b",
+        "depth",
+        "shallow",
+        "pqd.stages.depth",
+        structural=True,
+        reference=True,
+        probe="depth",
+        settings={
+            "lr": _lr(0.01),
+            "blocks_keep": {
+                "type": "number",
+                "minimum": 0,
+                "exclusiveMaximum": 1,
+                "default": 0.5,
+                "description": "fraction of the removable residual blocks (identity shortcut) kept; "
+                "the others are removed whole, least important first",
+            },
+            "score_batches": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 4,
+                "description": "training batches on which each block's importance (the KL "
+                "divergence of the outputs when it is bypassed) is measured",
+            },
+            "distill": _flag(True, "distil from the unpruned model while fine-tuning"),
+            "temperature": _temperature(),
+            "alpha": _alpha(),
+        },
+        epochs={"quick": 2, "paper": 40},
+        record=("depth",),
+        budget=("blocks_keep",),
+        doc="depth pruning: remove whole residual blocks by measured bypass importance, then fine-tune "
+        "(with KD from the unpruned model)",
+    ),
+    StageSpec(
+        "l",
+        "lowrank",
+        "lowrank",
+        "pqd.stages.lowrank",
+        structural=True,
+        probe="lowrank",
+        settings={
+            "lr": _lr(0.01),
+            "energy": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 1,
+                "default": 0.9,
+                "description": "per layer, the smallest rank keeping this fraction of the squared singular values",
+            },
+            "rank_ratio": {
+                "type": ["number", "null"],
+                "exclusiveMinimum": 0,
+                "maximum": 1,
+                "default": None,
+                "description": "if set, rank = ceil(ratio * full rank) instead of the energy rule",
+            },
+            **EXCLUDE,
+        },
+        epochs={"quick": 1, "paper": 20},
+        record=("factorized",),
+        budget=("energy", "rank_ratio"),
+        doc="truncated-SVD factorisation of conv/linear layers into thin pairs, then fine-tuning",
+    ),
+    StageSpec(
+        "k",
+        "pqk",
+        "pqk",
+        "pqd.stages.pqk",
+        teacher="before:p",
+        requires="p",
+        probe="masks",
+        settings={
+            "lr": _lr(0.01),
+            "temperature": _temperature(),
+            "alpha": _alpha(),
+            "bn_batches": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 10,
+                "description": "batches re-estimating the teacher's BatchNorm statistics "
+                "(at the start; each epoch when shared is follow)",
+            },
+            "shared": {
+                "enum": ["frozen", "follow"],
+                "default": "frozen",
+                "description": "the teacher's kept weights: the student's at the start (frozen) "
+                "or re-read before every teacher forward (follow)",
+            },
+        },
+        epochs={"quick": 1, "paper": 40},
+        record=("teacher",),
+        doc="PQK: distil from a teacher made of the student's kept weights plus the pruned-away ones",
+    ),
+    StageSpec(
+        "e",
+        "epsd",
+        "epsd",
+        "pqd.stages.epsd",
+        starts=True,
+        probe="masks",
+        settings={
+            "lr": _lr(0.1),
+            "sparsity": _sparsity(),
+            "criterion": {
+                "enum": ["epsd", "snip"],
+                "default": "epsd",
+                "description": "saliency loss: self-distillation (EPSD) or cross-entropy (SNIP baseline)",
+            },
+            "warmup_steps": {"type": "integer", "minimum": 0, "default": 20},
+            "score_batches": {"type": "integer", "minimum": 1, "default": 4},
+            "sd_alpha": _alpha(0.8, "weight of the self-distillation term (PS-KD's final alpha)"),
+            "temperature": _temperature(),
+            **EXCLUDE,
+        },
+        epochs={"quick": 8, "paper": 200},
+        record=("epsd",),
+        budget=("sparsity",),
+        doc="EPSD: prune at initialisation by a self-distillation saliency, then train with self-distillation",
+    ),
+    key="letter",
 )
 
 

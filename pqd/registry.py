@@ -18,6 +18,12 @@ class Registry(Generic[T]):
         for name, obj in (items or {}).items():
             self.add(name, obj)
 
+    @classmethod
+    def of(cls, kind: str, *specs: T, key: str = "name") -> "Registry[T]":
+        """A registry of ``specs``, each under its own ``key`` attribute: an entry names itself, so the
+        spec is the single source of its name."""
+        return cls(kind, {getattr(s, key): s for s in specs})
+
     def add(self, name: str, obj: T) -> None:
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} registered twice")

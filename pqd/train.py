@@ -287,16 +287,17 @@ def predict(
     *,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    limit: Optional[int] = None,
 ) -> torch.Tensor:
-    """The predicted class of every test image, in test-split order (on the CPU): what paired
-    comparisons of two pipelines score image by image (pqd.stats)."""
+    """The predicted class of every test image (the first ``limit``), in test-split order (on the
+    CPU): what paired comparisons of two pipelines score image by image (pqd.stats), and what
+    :func:`evaluate` counts. Works on a module or on any runtime's callable."""
     if isinstance(model, nn.Module):
         model.to(device).eval()
-    preds = [model(x).argmax(1) for x, _ in data.batches("test", batch_size, device=device)]
+    preds = [model(x).argmax(1) for x, _ in data.batches("test", batch_size, device=device, limit=limit)]
     return torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.int64)
 
 
-@torch.inference_mode()
 def evaluate(
     model: Callable[[torch.Tensor], torch.Tensor],
     data: Data,
@@ -305,11 +306,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     limit: Optional[int] = None,
 ) -> float:
-    """Top-1 accuracy (%) on the test split, of a module or of any runtime's callable."""
-    if isinstance(model, nn.Module):
-        model.to(device).eval()
-    correct, seen = 0, 0
-    for x, y in data.batches("test", batch_size, device=device, limit=limit):
-        correct += (model(x).argmax(1) == y).sum()  # summed where it was computed: one sync at the end
-        seen += len(y)
-    return 100.0 * int(correct) / max(1, seen)
+    """Top-1 accuracy (%) on the test split (the first ``limit`` images), of a module or of any
+    runtime's callable."""
+    pred = predict(model, data, batch_size=batch_size, device=device, limit=limit)
+    return 100.0 * (pred == data.test_y[: len(pred)].cpu()).sum().item() / max(1, len(pred))

@@ -1,0 +1,39 @@
+"""What the bench scripts share: the ``--smoke`` switch and its settings, the line that stamps every
+printed figure with the date and the machine, and Markdown table lines. The scripts run as
+``python bench/<name>.py`` (so this folder is on ``sys.path``); pqd itself never imports this."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Iterable
+
+from pqd.measure import cpu_info
+
+
+def parse(ap: argparse.ArgumentParser, smoke: dict, help: str = "tiny settings, for the tests' smoke run"):
+    """``ap``'s arguments plus ``--smoke``, which replaces the settings named in ``smoke`` (the
+    tests run every script so, to keep it running; its figures mean nothing)."""
+    ap.add_argument("--smoke", action="store_true", help=help)
+    a = ap.parse_args()
+    if a.smoke:
+        for k, v in smoke.items():
+            setattr(a, k, v)
+    return a
+
+
+def stamp(*context: str) -> str:
+    """The first line of every script's output: when, on what CPU (ISA flags included), and with
+    what settings the figures below were measured; they are compared only within one such run."""
+    return "  ".join([f"# {time.strftime('%Y-%m-%d %H:%M')}", *context, str(cpu_info())])
+
+
+def row(cells: Iterable) -> str:
+    """One Markdown table row."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def header(cols: Iterable[str]) -> str:
+    """A Markdown table's header row and its rule."""
+    cols = list(cols)
+    return row(cols) + "\n|" + "---|" * len(cols)
