@@ -8,11 +8,13 @@ Phase 1 (``config/examples/c10jpg_far_dense.yaml``) trains the dense VGG-16-BN a
 width 0.5 on c10jpg; phase 2 (``config/examples/c10jpg_far.yaml``) imports each dense model for
 every seed and runs the compressed pipelines (INT8 QAT alone, and structured pruning to a measured
 INT8 latency budget, then QAT, then KD). Then, per backbone, it prints each pipeline's top-1 minus
-dense (points, 95% CI, paired test over seeds and test images: the summary's pairwise.csv) and its speedup over dense FP32
-in the same runtime (95% CI over seeds and timing rounds), and names the fastest pipeline whose
-top-1 is within 1 point of dense in both senses: the mean loss is under 1 point, and so is the
-95% CI's lower end (the loss is under 1 point with confidence). The goal checked is Comb-Prune-
-Distill's 4.3x. ``--keep`` sets ``stages.s.latency_keep`` (a point further up or down the frontier,
+dense (points, 95% CI, paired test over seeds and test images: the summary's pairwise.csv), its speedup
+over the fastest untrained dense form the runtime offers on this CPU (``baseline``: f32, or bf16 where
+the CPU runs it faster; 95% CI over seeds and timing rounds) and, beside it, over dense at forced f32
+in the same runtime; and names the fastest pipeline (against the baseline) whose top-1 is within 1
+point of dense in both senses: the mean loss is under 1 point, and so is the 95% CI's lower end (the
+loss is under 1 point with confidence). The goal checked is Comb-Prune-Distill's 4.3x, over that
+baseline (issue 23: a speedup over a dense model slowed to f32 is not one a user gets). ``--keep`` sets ``stages.s.latency_keep`` (a point further up or down the frontier,
 written to ``--results``; ``--experiments`` and ``--pipelines`` narrow phase 2 to what that point
 needs; dense is always among the pipelines). ``--no-run`` only reads what the runs wrote; ``--smoke`` runs both phases on the
 embedded digits data with a tiny ResNet-20 in a temporary directory (for CI: the script keeps running).
@@ -55,7 +57,7 @@ def smoke_overlays(tmp: Path) -> tuple[Path, Path]:  # (phase 1's, phase 2's)
         "experiments": ["resnet20_digits"],
         "width": 0.25,
         "protocols": {"reduced": {"dense": 1, "s": 1, "q": 1, "d": 1}},
-        "measure": {"runs": 200, "warmup": 2, "rounds": 4},
+        "measure": {"runs": 200, "warmup": 2, "rounds": 4, "throughput_rounds": 0},  # images/s: not read here
         "overrides": {},
         # a MACs budget (a tiny model's latency curve is too flat and noisy to promise a latency target),
         # free channel counts (round_to 4 cannot thin its 4-channel layers)
@@ -129,9 +131,11 @@ def frontier(results: Path, exp: str, pipelines: list[str], seeds: list[int]) ->
             "deployed": s["deployed_form"],
             "top1": s["accuracy_mean"],
             "top1_ci95": f"[{s['accuracy_ci95_low']:.2f}, {s['accuracy_ci95_high']:.2f}]",
-            "speedup_same_runtime": s["speedup_same_runtime_mean"],
-            "speedup_ci95": f"[{s['speedup_same_runtime_ci95_low']:.2f}, {s['speedup_same_runtime_ci95_high']:.2f}]",
-            "speedup_ci95_low": s["speedup_same_runtime_ci95_low"],
+            "baseline": s["baseline"],
+            "speedup_vs_baseline": s["speedup_vs_baseline_mean"],
+            "speedup_ci95": f"[{s['speedup_vs_baseline_ci95_low']:.2f}, {s['speedup_vs_baseline_ci95_high']:.2f}]",
+            "speedup_ci95_low": s["speedup_vs_baseline_ci95_low"],
+            "speedup_vs_f32": s["speedup_same_runtime_mean"],
             "mmacs": s["macs"] / 1e6,
             "size_kb": s["size_bytes"] / 1e3,
         }
@@ -196,16 +200,16 @@ def main() -> None:
                 if ok.empty:
                     print(f"fastest with {what}: none")
                     continue
-                best = ok.loc[ok["speedup_same_runtime"].idxmax()]
+                best = ok.loc[ok["speedup_vs_baseline"].idxmax()]
                 verdict = (
                     "reaches"
                     if best["speedup_ci95_low"] >= GOAL
-                    else ("reaches on the mean only" if best["speedup_same_runtime"] >= GOAL else "misses")
+                    else ("reaches on the mean only" if best["speedup_vs_baseline"] >= GOAL else "misses")
                 )
                 print(
-                    f"fastest with {what}: {best['pipeline']} at {best['speedup_same_runtime']:.2f}x "
-                    f"{best['speedup_ci95']}, top-1 {best['vs_dense']:+.2f} {best['vs_dense_ci95']} vs dense: "
-                    f"{verdict} the {GOAL}x goal"
+                    f"fastest with {what}: {best['pipeline']} at {best['speedup_vs_baseline']:.2f}x "
+                    f"{best['speedup_ci95']} vs {best['baseline']} ({best['speedup_vs_f32']:.2f}x vs f32), "
+                    f"top-1 {best['vs_dense']:+.2f} {best['vs_dense_ci95']} vs dense: {verdict} the {GOAL}x goal"
                 )
         sysinfo = facts["system"]
         print(
