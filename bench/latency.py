@@ -56,7 +56,7 @@ def main() -> None:
         "keeps its own thread pool; with 2 threads on 2 cores, seven pools in one process "
         "slowed OpenVINO on the small models, which a run with fewer columns shows",
     )
-    a = parse(ap, {"width": 0.125, "runs": 20, "threads": [1]})
+    a = parse(ap, {"backbones": ["resnet18"], "width": 0.125, "runs": 20, "threads": [1]})
     print(stamp())
     cols = [c for c in COLUMNS if c in a.columns or c == "torch_fp32"]
     int8_cols = [c for c in cols if c.endswith("int8")]

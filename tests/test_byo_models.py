@@ -35,7 +35,7 @@ train: {{batch_size: 8}}
 threads: {{train: 1, eval: 1}}  # two jobs at a time on 2 cores: most of a tiny job is start-up
 dense: {{lr: 0.05}}
 stages: {{s: {{macs_keep: 0.7}}, e: {{lr: 0.05}}}}
-measure: {{runs: 200, warmup: 2, rounds: 4, threads: 1}}
+measure: {{runs: 200, warmup: 2, rounds: 4, threads: 1, throughput_rounds: 0}}  # images/s: tests/test_workflow.py
 # torchvision's MobileNetV3 updates BatchNorm statistics with momentum 0.01: a few hundred steps
 # before its eval-mode predictions mean anything
 overrides:
