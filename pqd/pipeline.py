@@ -45,6 +45,11 @@ def _alpha(default: float = 0.9, what: str = "weight of the soft-target term") -
     return {"type": "number", "minimum": 0, "maximum": 1, "default": default, "description": what}
 
 
+def _kd() -> dict:
+    """The settings of a stage that trains with a KD loss (pqd.losses.kd_loss): one definition for all."""
+    return {"temperature": _temperature(), "alpha": _alpha()}
+
+
 def _flag(default: bool, what: str) -> dict:
     return {"type": "boolean", "default": default, "description": what}
 
@@ -222,8 +227,7 @@ STAGES: Registry[StageSpec] = Registry.of(
         teacher=TEACHER_SETTING,
         settings={
             "lr": _lr(0.01),
-            "temperature": _temperature(),
-            "alpha": _alpha(),
+            **_kd(),
             "teacher": {
                 "anyOf": [
                     {"enum": ["dense", "control", "input"]},
@@ -322,8 +326,7 @@ STAGES: Registry[StageSpec] = Registry.of(
                 "description": "pruning rounds, each followed by fine-tuning (at most one per epoch)",
             },
             "distill": _flag(True, "distil from the unpruned model while pruning (CPD)"),
-            "temperature": _temperature(),
-            "alpha": _alpha(),
+            **_kd(),
         },
         epochs={"quick": 2, "paper": 40},
         record=("structured",),
@@ -359,8 +362,7 @@ STAGES: Registry[StageSpec] = Registry.of(
                 "divergence of the outputs when it is bypassed) is measured",
             },
             "distill": _flag(True, "distil from the unpruned model while fine-tuning"),
-            "temperature": _temperature(),
-            "alpha": _alpha(),
+            **_kd(),
         },
         epochs={"quick": 2, "paper": 40},
         record=("depth",),
@@ -408,8 +410,7 @@ STAGES: Registry[StageSpec] = Registry.of(
         probe="masks",
         settings={
             "lr": _lr(0.01),
-            "temperature": _temperature(),
-            "alpha": _alpha(),
+            **_kd(),
             "bn_batches": {
                 "type": "integer",
                 "minimum": 1,
