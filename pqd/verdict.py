@@ -20,6 +20,7 @@ Pure functions over a pandas DataFrame and :class:`pqd.stats.Comparison` objects
 from __future__ import annotations
 
 import html
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Optional
@@ -99,8 +100,6 @@ def _baseline_cell(r) -> str:
 
 def _throughput_cell(r) -> str:
     """Images/s at the runtime's throughput setting over the baseline's ("-" where not measured)."""
-    import math
-
     mean = getattr(r, "throughput_vs_baseline_mean", None)
     if mean is None or math.isnan(mean):
         return "-"
@@ -113,8 +112,6 @@ def _throughput_cell(r) -> str:
 def _throughput_caveat(r) -> list[str]:
     """A sentence where the recommended pipeline is, with confidence, no faster than the baseline at
     the runtime's throughput setting: batch-1 latency and images/s on busy cores can disagree."""
-    import math
-
     high = getattr(r, "throughput_vs_baseline_ci95_high", None)
     if high is None or math.isnan(high) or high >= 1.0:
         return []
@@ -129,8 +126,6 @@ def _throughput_caveat(r) -> list[str]:
 def _has_baseline(r) -> bool:
     """A summary row with a measured baseline other than dense FP32 in the same runtime (rows of
     summaries from before the baseline existed have NaN there)."""
-    import math
-
     name = getattr(r, "baseline", None)
     values = [getattr(r, f"speedup_vs_baseline_{k}", None) for k in ("mean", "ci95_low", "ci95_high")]
     return (
