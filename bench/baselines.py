@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-from common import header, row, stamp
+from common import header, overlay, row, snakemake, stamp
 
 from pqd import stats
 from pqd.results import configured
@@ -30,14 +27,9 @@ CONFIG = ROOT / "config/examples/baselines.yaml"
 
 
 def run(threads: int) -> None:
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        json.dump({"measure": {"threads": threads}}, f)  # JSON is YAML
     cfg = configured([CONFIG])
     targets = [f"{cfg['results']}/{e}/q/report.json" for e in cfg["experiments"]]
-    # targets first: --configfile takes every argument after it
-    cmd = [sys.executable, "-m", "snakemake", "-j2", *targets, "--configfile", str(CONFIG), f.name]
-    print("+", " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    snakemake(targets, [CONFIG, overlay({"measure": {"threads": threads}})])
 
 
 def rows(threads: int) -> list[str]:

@@ -1,11 +1,16 @@
 """What the bench scripts share: the ``--smoke`` switch and its settings, the line that stamps every
-printed figure with the date and the machine, and Markdown table lines. The scripts run as
+printed figure with the date and the machine, Markdown table lines, and running the workflow. The scripts run as
 ``python bench/<name>.py`` (so this folder is on ``sys.path``); pqd itself never imports this."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Iterable
 
 from pqd.measure import cpu_info
@@ -37,3 +42,22 @@ def header(cols: Iterable[str]) -> str:
     """A Markdown table's header row and its rule."""
     cols = list(cols)
     return row(cols) + "\n|" + "---|" * len(cols)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def overlay(settings: dict) -> Path:
+    """``settings`` written to a temporary config file, to merge over a script's configs."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        json.dump(settings, f)  # JSON is YAML
+    return Path(f.name)
+
+
+def snakemake(targets: list[str], configs: list[Path]) -> None:
+    """``snakemake -j2 TARGETS --configfile CONFIGS`` in the repository, echoed to stderr; a failed
+    workflow stops the script."""
+    # targets first: --configfile takes every argument after it
+    cmd = [sys.executable, "-m", "snakemake", "-j2", *targets, "--configfile", *map(str, configs)]
+    print("+", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, cwd=ROOT, check=True)

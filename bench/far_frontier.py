@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+from common import snakemake
 
 from pqd.errors import PqdError
 from pqd.report import load_correct
@@ -42,13 +41,6 @@ DENSE_CONFIG = ROOT / "config/examples/c10jpg_far_dense.yaml"
 CONFIG = ROOT / "config/examples/c10jpg_far.yaml"
 MARGIN = 1.0  # points of top-1 a pipeline may lose and still count
 GOAL = 4.3  # Comb-Prune-Distill's best speedup (at a 1.8-point loss)
-
-
-def snakemake(targets: list[str], configs: list[Path]) -> None:
-    # targets first: --configfile takes every argument after it
-    cmd = [sys.executable, "-m", "snakemake", "-j2", *targets, "--configfile", *map(str, configs)]
-    print("+", " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, cwd=ROOT, check=True)
 
 
 def smoke_overlays(tmp: Path) -> tuple[Path, Path]:  # (phase 1's, phase 2's)

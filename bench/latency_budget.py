@@ -17,14 +17,11 @@ top-1 differences between variants (paired test over seeds and test images, Holm
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import overlay, snakemake
 
 from pqd import stats
 from pqd.errors import PqdError
@@ -45,21 +42,8 @@ def variants(keep: float) -> dict[str, dict]:
 
 
 def run(name: str, s: dict, results: Path) -> None:
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        json.dump({"results": f"{results}/{name}", "stages": {"s": s}}, f)  # JSON is YAML
-    # targets first: --configfile takes every argument after it
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-j2",
-        f"{results}/{name}/{EXP}/summary.csv",
-        "--configfile",
-        str(CONFIG),
-        f.name,
-    ]
-    print("+", " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    over = overlay({"results": f"{results}/{name}", "stages": {"s": s}})
+    snakemake([f"{results}/{name}/{EXP}/summary.csv"], [CONFIG, over])
 
 
 def reports(results: Path) -> list[dict]:
