@@ -33,9 +33,9 @@ from common import header, parse, row, stamp
 from pqd import qat, stats
 from pqd.checkpoint import save_checkpoint
 from pqd.data import load_data, prepare
-from pqd.measure import deploy, interleaved_latency
+from pqd.measure import fake_quant_runner, interleaved_latency
 from pqd.model_io import load_model
-from pqd.runtimes import export_onnx, import_openvino, make_runner, openvino_runner
+from pqd.runtimes import import_openvino, openvino_runner
 from pqd.train import Callbacks, FitSettings, fit, predict
 
 warnings.filterwarnings("ignore")
@@ -46,11 +46,7 @@ def fx_path(dense, meta, data, settings, tmp: Path, threads: int):
     """pqd's q stage: FX QAT, then the workflow's deploy and OpenVINO export."""
     fake = qat.prepare_qat(copy.deepcopy(dense), meta["model"]["image_size"], meta.get("reduce_range", True))
     fit(fake, data, settings, callbacks=Callbacks(log=io.StringIO()))
-    src, dep, onnx = (str(tmp / n) for n in ("qat.pt", "deployed.pt", "deployed.onnx"))
-    save_checkpoint(src, fake.state_dict(), {**meta, "form": "qat"})
-    deploy(src, dep)
-    export_onnx(dep, onnx, source=src, runtime="openvino")
-    return make_runner("openvino", dep, onnx, threads)
+    return fake_quant_runner(fake, meta, str(tmp), "fx", "openvino", threads)
 
 
 def nncf_path(dense, meta, data, settings, tmp: Path, threads: int):

@@ -73,31 +73,44 @@ def deployed_runner(
     """``model`` (FP32) deployed in ``form`` and ready to time in ``runtime``: written under ``workdir``
     as ``{name}.pt`` and, for an ONNX runtime, its export ``{name}.onnx`` (the graph that runtime gets
     from the ``export_onnx`` rule). INT8 goes through the pipeline's own path (QAT prepare, then
-    :func:`deploy`'s convert), after a few random batches have given the observers ranges: latency
+    :func:`fake_quant_runner`), after a few random batches have given the observers ranges: latency
     depends on shapes and kernels, not on trained weights. ``precision``: see :func:`make_runner`.
     The bench scripts build every deployed model they time through this function, so they time what
     the workflow deploys."""
     base = {k: meta[k] for k in META_KEYS if k in meta}
     spec = backbone_of(meta)
     base["arch"] = arch_mod.describe(model, build_model(spec, meta["num_classes"], meta["width"]))
-    out, fake_path = Path(workdir) / f"{name}.pt", None
     if form == "int8":
         fake = qat.prepare_qat(copy.deepcopy(model), spec.image_size, meta.get("reduce_range", True))
         with torch.no_grad():
             for _ in range(2):
                 fake(torch.randn(*input_shape(8, spec.image_size)))
-        fake_path = str(Path(workdir) / f"{name}_qat.pt")
-        save_checkpoint(fake_path, fake.state_dict(), {**base, "form": "qat"})
-        deploy(fake_path, str(out))
-    elif form == "fp32":
-        save_checkpoint(str(out), model.state_dict(), {**base, "form": "fp32"})
-    else:
+        return fake_quant_runner(fake, base, workdir, name, runtime, threads, precision)
+    if form != "fp32":
         raise PqdError(f"unknown latency form {form!r}; use int8 or fp32")
+    out = str(Path(workdir) / f"{name}.pt")
+    save_checkpoint(out, model.state_dict(), {**base, "form": "fp32"})
+    return _runner(out, None, workdir, name, runtime, threads, precision)
+
+
+def fake_quant_runner(
+    fake: nn.Module, meta: dict, workdir: str, name: str, runtime: str, threads: int, precision: str = "f32"
+) -> Callable:
+    """A fake-quantized (QAT) model deployed INT8 as the workflow deploys it: saved as
+    ``{name}_qat.pt``, converted by :func:`deploy` to ``{name}.pt`` and, for an ONNX runtime, exported
+    from the fake-quantized model as the ``export_onnx`` rule does; ready to run in ``runtime``."""
+    fake_path, out = str(Path(workdir) / f"{name}_qat.pt"), str(Path(workdir) / f"{name}.pt")
+    save_checkpoint(fake_path, fake.state_dict(), {**meta, "form": "qat"})
+    deploy(fake_path, out)
+    return _runner(out, fake_path, workdir, name, runtime, threads, precision)
+
+
+def _runner(out: str, source: Optional[str], workdir: str, name: str, runtime: str, threads: int, precision: str):
     onnx = None
     if RUNTIMES.get(runtime).onnx:
         onnx = str(Path(workdir) / f"{name}.onnx")
-        export_onnx(str(out), onnx, source=fake_path, runtime=runtime)
-    return make_runner(runtime, str(out), onnx, threads, precision)
+        export_onnx(out, onnx, source=source, runtime=runtime)
+    return make_runner(runtime, out, onnx, threads, precision)
 
 
 def load_unpruned(model_path: str) -> tuple[nn.Module, dict]:
