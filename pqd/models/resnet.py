@@ -33,21 +33,28 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def residual_stages(block, cin: int, widths: list[int], depths: list[int]) -> tuple[list[nn.Sequential], int]:
+    """One ``nn.Sequential`` of ``depths[i]`` blocks ``block(cin, cout, stride)`` per stage width,
+    the first block of every stage but the first halving the resolution (the layout of ResNet-18,
+    the CIFAR ResNets and WRN); also the channels leaving the last stage."""
+    stages = []
+    for i, (cout, n) in enumerate(zip(widths, depths, strict=True)):
+        stages.append(
+            nn.Sequential(*(block(cin if j == 0 else cout, cout, 2 if i > 0 and j == 0 else 1) for j in range(n)))
+        )
+        cin = cout
+    return stages, cin
+
+
 class ResNet(nn.Module):
     def __init__(self, blocks: list[int], num_classes: int, width: float = 1.0) -> None:
         super().__init__()
         widths = [scaled(c, width) for c in (64, 128, 256, 512)]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
-        cin = widths[0]
-        stages = []
-        for i, (n, cout) in enumerate(zip(blocks, widths)):
-            layers = []
-            for j in range(n):
-                layers.append(BasicBlock(cin, cout, 2 if (i > 0 and j == 0) else 1))
-                cin = cout
-            stages.append(nn.Sequential(*layers))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        (self.layer1, self.layer2, self.layer3, self.layer4), cin = residual_stages(
+            BasicBlock, widths[0], widths, blocks
+        )
         self.linear = nn.Linear(cin, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pqd.models import scaled
-from pqd.models.resnet import BasicBlock
+from pqd.models.resnet import BasicBlock, residual_stages
 
 
 class PadShortcut(nn.Module):
@@ -76,15 +76,7 @@ class CifarResNet(nn.Module):
         widths = [scaled(c, width) for c in (16, 32, 64)]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
-        cin = widths[0]
-        stages = []
-        for i, cout in enumerate(widths):
-            layers = []
-            for j in range(n):
-                layers.append(block_a(cin, cout, 2 if (i > 0 and j == 0) else 1))
-                cin = cout
-            stages.append(nn.Sequential(*layers))
-        self.layer1, self.layer2, self.layer3 = stages
+        (self.layer1, self.layer2, self.layer3), cin = residual_stages(block_a, widths[0], widths, [n] * 3)
         self.linear = nn.Linear(cin, num_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pqd.models import scaled
+from pqd.models.resnet import residual_stages
 
 
 class WideBlock(nn.Module):
@@ -36,15 +37,7 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = [scaled(c, width) for c in (16, 16 * widen, 32 * widen, 64 * widen)]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-        cin = widths[0]
-        stages = []
-        for i, cout in enumerate(widths[1:]):
-            layers = []
-            for j in range(n):
-                layers.append(WideBlock(cin, cout, 2 if (i > 0 and j == 0) else 1))
-                cin = cout
-            stages.append(nn.Sequential(*layers))
-        self.block1, self.block2, self.block3 = stages
+        (self.block1, self.block2, self.block3), cin = residual_stages(WideBlock, widths[0], widths[1:], [n] * 3)
         self.bn = nn.BatchNorm2d(cin)
         self.linear = nn.Linear(cin, num_classes)
         for m in self.modules():
