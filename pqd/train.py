@@ -298,15 +298,8 @@ def predict(
     return torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.int64)
 
 
-def evaluate(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    data: Data,
-    *,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    limit: Optional[int] = None,
-) -> float:
-    """Top-1 accuracy (%) on the test split (the first ``limit`` images), of a module or of any
-    runtime's callable."""
-    pred = predict(model, data, batch_size=batch_size, device=device, limit=limit)
+def evaluate(model: Callable[[torch.Tensor], torch.Tensor], data: Data, **predict_kw) -> float:
+    """Top-1 accuracy (%) on the test split, of a module or of any runtime's callable, over the
+    images :func:`predict` scores with the same keywords (``limit``: the first that many)."""
+    pred = predict(model, data, **predict_kw)
     return 100.0 * (pred == data.test_y[: len(pred)].cpu()).sum().item() / max(1, len(pred))
