@@ -21,11 +21,14 @@ from pqd.params import CurveParams, DatasetParams, EvalParams, MeasureSettings, 
 
 Command = Callable[[argparse.Namespace], object]
 COMMANDS: dict[str, tuple[Command, str, tuple[tuple[str, dict], ...]]] = {}
-REQ = {"required": True}
 
 
-def command(help: str, *args: tuple[str, dict]) -> Callable[[Command], Command]:
-    """Register ``cmd_<name>`` as subcommand ``<name>`` with its own arguments."""
+def command(help: str, required: str = "", **optional: dict) -> Callable[[Command], Command]:
+    """Register ``cmd_<name>`` as subcommand ``<name>`` with its own options: ``required`` names
+    the required ones (space-separated, ``--`` left off), each keyword another one's argparse
+    settings (``dense_onnx={}`` is an optional ``--dense-onnx``)."""
+    args = tuple((f"--{name}", {"required": True}) for name in required.split())
+    args += tuple((f"--{name.replace('_', '-')}", kw) for name, kw in optional.items())
 
     def deco(fn: Command) -> Command:
         COMMANDS[fn.__name__.removeprefix("cmd_")] = (fn, help, args)
@@ -41,7 +44,7 @@ def _threads(n: int) -> None:
     torch.set_num_interop_threads(1)
 
 
-@command("decode a dataset into its uint8 tensor cache", ("--params", REQ), ("--output", REQ))
+@command("decode a dataset into its uint8 tensor cache", "params output")
 def cmd_data(a: argparse.Namespace) -> object:
     from pqd.data import prepare
 
@@ -49,11 +52,7 @@ def cmd_data(a: argparse.Namespace) -> object:
     return prepare(p.name, p.spec, p.root, a.output, p.image_size)
 
 
-@command(
-    "check which stages a backbone can take (run by pqd.capability while the DAG is built)",
-    ("--params", REQ),
-    ("--output", REQ),
-)
+@command("check which stages a backbone can take (run by pqd.capability while the DAG is built)", "params output")
 def cmd_probe(a: argparse.Namespace) -> object:
     from pqd.catalog import BackboneSpec
     from pqd.checkpoint import write_json
@@ -68,12 +67,10 @@ def cmd_probe(a: argparse.Namespace) -> object:
 
 @command(
     "run one stage (dense training included) on the model after a chain's prefix",
-    ("--params", REQ),
-    ("--data", REQ),
-    ("--output", REQ),
-    ("--input", {}),
-    ("--teacher", {}),
-    ("--curve", {"help": "latency curve of the input model (a stage pruning to a latency target)"}),
+    "params data output",
+    input={},
+    teacher={},
+    curve={"help": "latency curve of the input model (a stage pruning to a latency target)"},
 )
 def cmd_stage(a: argparse.Namespace) -> object:
     from pqd.resume import job_key
@@ -86,12 +83,7 @@ def cmd_stage(a: argparse.Namespace) -> object:
     return {"accuracy": run_stage(p, a.data, a.output, a.input, a.teacher, resume_key=key, curve=a.curve)["accuracy"]}
 
 
-@command(
-    "latency of a model pruned at a grid of channel ratios, relative to the unpruned model",
-    ("--input", REQ),
-    ("--params", REQ),
-    ("--output", REQ),
-)
+@command("latency of a model pruned at a grid of channel ratios, relative to the unpruned model", "input params output")
 def cmd_curve(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
     from pqd.latency_curve import measure_curve
@@ -103,7 +95,7 @@ def cmd_curve(a: argparse.Namespace) -> object:
     return {"keep": {pt["ratio"]: round(pt["keep"], 3) for pt in res["points"]}}
 
 
-@command("convert a pipeline's final model to its deployable form", ("--input", REQ), ("--output", REQ))
+@command("convert a pipeline's final model to its deployable form", "input output")
 def cmd_deploy(a: argparse.Namespace) -> object:
     from pqd.measure import deploy
 
@@ -112,17 +104,11 @@ def cmd_deploy(a: argparse.Namespace) -> object:
 
 @command(
     "top-1 accuracy, size and sparsity of the deployed model",
-    ("--input", REQ),
-    ("--data", REQ),
-    ("--params", REQ),
-    ("--output", REQ),
-    ("--onnx", {}),
-    ("--threads", {"type": int, "default": 1}),
-    ("--predictions", {"help": "also write every test image's predicted class here (.npz)"}),
-    (
-        "--default-precision",
-        {"action": "store_true", "help": "also score an FP32 model in the runtime's default precision"},
-    ),
+    "input data params output",
+    onnx={},
+    threads={"type": int, "default": 1},
+    predictions={"help": "also write every test image's predicted class here (.npz)"},
+    default_precision={"action": "store_true", "help": "also score an FP32 model in the runtime's default precision"},
 )
 def cmd_evaluate(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
@@ -138,13 +124,10 @@ def cmd_evaluate(a: argparse.Namespace) -> object:
 
 @command(
     "batch-1 latency of the deployed model against dense FP32",
-    ("--input", REQ),
-    ("--dense", REQ),
-    ("--params", REQ),
-    ("--output", REQ),
-    ("--onnx", {}),
-    ("--dense-onnx", {}),
-    ("--reference", {"help": "the model that entered a latency-targeted s: timed too, in the deployed form"}),
+    "input dense params output",
+    onnx={},
+    dense_onnx={},
+    reference={"help": "the model that entered a latency-targeted s: timed too, in the deployed form"},
 )
 def cmd_latency(a: argparse.Namespace) -> object:
     from pqd.checkpoint import write_json
@@ -159,10 +142,9 @@ def cmd_latency(a: argparse.Namespace) -> object:
 
 @command(
     "export the deployed model to ONNX (QDQ for INT8)",
-    ("--input", REQ),
-    ("--output", REQ),
-    ("--source", {"help": "the fake-quantized model it was converted from (INT8 graphs built from it)"}),
-    ("--runtime", {"help": "the runtime that will run it: decides the INT8 graph (pqd.catalog.RUNTIMES)"}),
+    "input output",
+    source={"help": "the fake-quantized model it was converted from (INT8 graphs built from it)"},
+    runtime={"help": "the runtime that will run it: decides the INT8 graph (pqd.catalog.RUNTIMES)"},
 )
 def cmd_export(a: argparse.Namespace) -> object:
     from pqd.runtimes import export_onnx
@@ -170,16 +152,7 @@ def cmd_export(a: argparse.Namespace) -> object:
     return export_onnx(a.input, a.output, a.source, a.runtime)
 
 
-@command(
-    "report.json of one pipeline",
-    ("--experiment", REQ),
-    ("--pipeline", REQ),
-    ("--input", REQ),
-    ("--eval", REQ),
-    ("--latency", REQ),
-    ("--dense-eval", REQ),
-    ("--output", REQ),
-)
+@command("report.json of one pipeline", "experiment pipeline input eval latency dense-eval output")
 def cmd_report(a: argparse.Namespace) -> object:
     from pqd.report import pipeline_report
 
@@ -189,21 +162,16 @@ def cmd_report(a: argparse.Namespace) -> object:
 
 @command(
     "summary table and frontier plots of an experiment",
-    ("--reports", {"nargs": "+", "required": True}),
-    ("--csv", REQ),
-    ("--md", REQ),
-    ("--plot", REQ),
-    ("--pairwise", {}),
-    ("--pairwise-md", {}),
-    ("--html", {"help": "the verdict and headline table as HTML (for snakemake --report)"}),
-    (
-        "--max-loss",
-        {
-            "default": "1.0",
-            "help": "top-1 points a recommended pipeline may lose against dense "
-            "(report.max_loss); 'none': only what cannot be told from dense",
-        },
-    ),
+    "csv md plot",
+    reports={"nargs": "+", "required": True},
+    pairwise={},
+    pairwise_md={},
+    html={"help": "the verdict and headline table as HTML (for snakemake --report)"},
+    max_loss={
+        "default": "1.0",
+        "help": "top-1 points a recommended pipeline may lose against dense "
+        "(report.max_loss); 'none': only what cannot be told from dense",
+    },
 )
 def cmd_summary(a: argparse.Namespace) -> object:
     from pqd.report import summary
