@@ -54,6 +54,26 @@ def _flag(default: bool, what: str) -> dict:
     return {"type": "boolean", "default": default, "description": what}
 
 
+def _choice(values: list[str], what: str, default: Optional[str] = None) -> dict:
+    """One of ``values`` (the first by default)."""
+    return {"enum": values, "default": default or values[0], "description": what}
+
+
+def _count(minimum: int, default: int, what: str) -> dict:
+    return {"type": "integer", "minimum": minimum, "default": default, "description": what}
+
+
+def _fraction(default: Optional[float], what: str, zero: bool = False, one: bool = False) -> dict:
+    """A number in (0, 1), 0 and 1 included where allowed; None allowed (unset) where it is the default."""
+    return {
+        "type": "number" if default is not None else ["number", "null"],
+        "minimum" if zero else "exclusiveMinimum": 0,
+        "maximum" if one else "exclusiveMaximum": 1,
+        "default": default,
+        "description": what,
+    }
+
+
 def _sparsity() -> dict:
     return {
         "type": "number",
@@ -196,11 +216,7 @@ STAGES: Registry[StageSpec] = Registry.of(
         settings={
             "lr": _lr(0.01),
             "sparsity": _sparsity(),
-            "schedule": {
-                "enum": ["oneshot", "gradual"],
-                "default": "gradual",
-                "description": "cubic ramp over the epochs, or all at once",
-            },
+            "schedule": _choice(["oneshot", "gradual"], "cubic ramp over the epochs, or all at once", "gradual"),
             **EXCLUDE,
         },
         epochs={"quick": 1, "paper": 20},
@@ -264,28 +280,17 @@ STAGES: Registry[StageSpec] = Registry.of(
         probe="structured",
         settings={
             "lr": _lr(0.01),
-            "target": {
-                "enum": ["macs", "latency"],
-                "default": "macs",
-                "description": "what the budget counts: macs (macs_keep of the MACs) or latency "
-                "(latency_keep of the unpruned model's latency, or latency_ms, "
-                "measured where latency is measured)",
-            },
-            "macs_keep": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "exclusiveMaximum": 1,
-                "default": 0.5,
-                "description": "fraction of the MACs the pruned model keeps (target: macs)",
-            },
-            "latency_keep": {
-                "type": ["number", "null"],
-                "exclusiveMinimum": 0,
-                "exclusiveMaximum": 1,
-                "default": None,
-                "description": "target: latency: fraction of the unpruned model's batch-1 "
-                "latency, in latency_form, measure.runtime and measure.threads",
-            },
+            "target": _choice(
+                ["macs", "latency"],
+                "what the budget counts: macs (macs_keep of the MACs) or latency (latency_keep of the "
+                "unpruned model's latency, or latency_ms, measured where latency is measured)",
+            ),
+            "macs_keep": _fraction(0.5, "fraction of the MACs the pruned model keeps (target: macs)"),
+            "latency_keep": _fraction(
+                None,
+                "target: latency: fraction of the unpruned model's batch-1 latency, in latency_form, "
+                "measure.runtime and measure.threads",
+            ),
             "latency_ms": {
                 "type": ["number", "null"],
                 "exclusiveMinimum": 0,
@@ -293,38 +298,23 @@ STAGES: Registry[StageSpec] = Registry.of(
                 "description": "target: latency: batch-1 milliseconds instead (absolute: "
                 "holds only on the machine that measured the curve)",
             },
-            "latency_form": {
-                "enum": ["int8", "fp32"],
-                "default": "int8",
-                "description": "the deployed form the latency target is for: int8 when a "
-                "q stage follows, fp32 otherwise (a setting, not read from "
-                "the pipeline: pipelines share the s prefix's model)",
-            },
-            "importance": {
-                "enum": ["magnitude", "taylor"],
-                "default": "magnitude",
-                "description": "group L2 magnitude, or first-order Taylor |w dL/dw| accumulated over taylor_batches",
-            },
-            "taylor_batches": {"type": "integer", "minimum": 1, "default": 8},
-            "allocation": {
-                "enum": ["uniform", "global"],
-                "default": "uniform",
-                "description": "uniform: the same fraction of every layer's channels; "
-                "global: channels ranked across layers by importance "
-                "(Torch-Pruning's global pruning)",
-            },
-            "round_to": {
-                "type": "integer",
-                "minimum": 1,
-                "default": 1,
-                "description": "kept channel counts are multiples of this (1: any)",
-            },
-            "steps": {
-                "type": "integer",
-                "minimum": 1,
-                "default": 2,
-                "description": "pruning rounds, each followed by fine-tuning (at most one per epoch)",
-            },
+            "latency_form": _choice(
+                ["int8", "fp32"],
+                "the deployed form the latency target is for: int8 when a q stage follows, fp32 otherwise "
+                "(a setting, not read from the pipeline: pipelines share the s prefix's model)",
+            ),
+            "importance": _choice(
+                ["magnitude", "taylor"],
+                "group L2 magnitude, or first-order Taylor |w dL/dw| accumulated over taylor_batches",
+            ),
+            "taylor_batches": _count(1, 8, "training batches the Taylor importance is accumulated over"),
+            "allocation": _choice(
+                ["uniform", "global"],
+                "uniform: the same fraction of every layer's channels; global: channels ranked across "
+                "layers by importance (Torch-Pruning's global pruning)",
+            ),
+            "round_to": _count(1, 1, "kept channel counts are multiples of this (1: any)"),
+            "steps": _count(1, 2, "pruning rounds, each followed by fine-tuning (at most one per epoch)"),
             "distill": _flag(True, "distil from the unpruned model while pruning (CPD)"),
             **_kd(),
         },
@@ -346,21 +336,18 @@ STAGES: Registry[StageSpec] = Registry.of(
         probe="depth",
         settings={
             "lr": _lr(0.01),
-            "blocks_keep": {
-                "type": "number",
-                "minimum": 0,
-                "exclusiveMaximum": 1,
-                "default": 0.5,
-                "description": "fraction of the removable residual blocks (identity shortcut) kept; "
-                "the others are removed whole, least important first",
-            },
-            "score_batches": {
-                "type": "integer",
-                "minimum": 1,
-                "default": 4,
-                "description": "training batches on which each block's importance (the KL "
-                "divergence of the outputs when it is bypassed) is measured",
-            },
+            "blocks_keep": _fraction(
+                0.5,
+                "fraction of the removable residual blocks (identity shortcut) kept; the others are "
+                "removed whole, least important first",
+                zero=True,
+            ),
+            "score_batches": _count(
+                1,
+                4,
+                "training batches on which each block's importance (the KL divergence of the outputs "
+                "when it is bypassed) is measured",
+            ),
             "distill": _flag(True, "distil from the unpruned model while fine-tuning"),
             **_kd(),
         },
@@ -379,20 +366,12 @@ STAGES: Registry[StageSpec] = Registry.of(
         probe="lowrank",
         settings={
             "lr": _lr(0.01),
-            "energy": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "maximum": 1,
-                "default": 0.9,
-                "description": "per layer, the smallest rank keeping this fraction of the squared singular values",
-            },
-            "rank_ratio": {
-                "type": ["number", "null"],
-                "exclusiveMinimum": 0,
-                "maximum": 1,
-                "default": None,
-                "description": "if set, rank = ceil(ratio * full rank) instead of the energy rule",
-            },
+            "energy": _fraction(
+                0.9, "per layer, the smallest rank keeping this fraction of the squared singular values", one=True
+            ),
+            "rank_ratio": _fraction(
+                None, "if set, rank = ceil(ratio * full rank) instead of the energy rule", one=True
+            ),
             **EXCLUDE,
         },
         epochs={"quick": 1, "paper": 20},
@@ -411,19 +390,17 @@ STAGES: Registry[StageSpec] = Registry.of(
         settings={
             "lr": _lr(0.01),
             **_kd(),
-            "bn_batches": {
-                "type": "integer",
-                "minimum": 1,
-                "default": 10,
-                "description": "batches re-estimating the teacher's BatchNorm statistics "
-                "(at the start; each epoch when shared is follow)",
-            },
-            "shared": {
-                "enum": ["frozen", "follow"],
-                "default": "frozen",
-                "description": "the teacher's kept weights: the student's at the start (frozen) "
-                "or re-read before every teacher forward (follow)",
-            },
+            "bn_batches": _count(
+                1,
+                10,
+                "batches re-estimating the teacher's BatchNorm statistics (at the start; each epoch when "
+                "shared is follow)",
+            ),
+            "shared": _choice(
+                ["frozen", "follow"],
+                "the teacher's kept weights: the student's at the start (frozen) or re-read before every "
+                "teacher forward (follow)",
+            ),
         },
         epochs={"quick": 1, "paper": 40},
         record=("teacher",),
@@ -439,13 +416,11 @@ STAGES: Registry[StageSpec] = Registry.of(
         settings={
             "lr": _lr(0.1),
             "sparsity": _sparsity(),
-            "criterion": {
-                "enum": ["epsd", "snip"],
-                "default": "epsd",
-                "description": "saliency loss: self-distillation (EPSD) or cross-entropy (SNIP baseline)",
-            },
-            "warmup_steps": {"type": "integer", "minimum": 0, "default": 20},
-            "score_batches": {"type": "integer", "minimum": 1, "default": 4},
+            "criterion": _choice(
+                ["epsd", "snip"], "saliency loss: self-distillation (EPSD) or cross-entropy (SNIP baseline)"
+            ),
+            "warmup_steps": _count(0, 20, "training steps before the saliency is scored"),
+            "score_batches": _count(1, 4, "training batches the saliency is accumulated over"),
             "sd_alpha": _alpha(0.8, "weight of the self-distillation term (PS-KD's final alpha)"),
             "temperature": _temperature(),
             **EXCLUDE,
