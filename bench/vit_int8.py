@@ -1,22 +1,24 @@
-"""INT8 against FP32 ViT in each runtime, and the INT8 ViT's top-1 in the ONNX runtimes against
-PyTorch's fake-quantized model (BENCHMARKS.md section 5).
+"""INT8 against FP32 ViT in each runtime, and the INT8 ViT's top-1 in each runtime against
+PyTorch's fake-quantized model (BENCHMARKS.md section 7).
 
     python bench/vit_int8.py                      # widths 1, 2, 4 (embedding 96, 192, 384), 1 thread
     python bench/vit_int8.py --smoke              # tiny, for CI
 
-Latency: for each width, the ViT is deployed as the workflow deploys it (FP32; INT8 through FX QAT
-prepare with observers fed, convert for PyTorch, and the QDQ export of the fake-quantized model for
-ONNX Runtime and OpenVINO) and all forms and runtimes are timed interleaved in one process, batch 1;
+Latency: for each width, the ViT is deployed as the workflow deploys it (:func:`pqd.measure.deployed_runner`:
+FP32; INT8 through FX QAT prepare with observers fed, then each runtime's INT8 form as above) and all
+forms and runtimes are timed interleaved in one process, batch 1;
 printed: each runtime's FP32 / INT8 latency ratio (above 1: INT8 faster). Weights are untrained
 (latency depends on shapes, not values). Accuracy: a ViT (``--acc-width``) trained briefly on the
 digits data (FP32 with AdamW, then one QAT epoch), top-1 on its 360 test images of the PyTorch
-fake-quantized model, the converted PyTorch INT8 model and the two ONNX runtimes; the goal is within
-1 point of the fake-quantized model.
+fake-quantized model and of the INT8 model each runtime gets from the workflow (PyTorch's converted
+model; ONNX Runtime's QDQ graph; OpenVINO's weighted-inputs graph, :func:`pqd.qat.weighted_inputs_graph`);
+the goal is within 1 point of the fake-quantized model.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import tempfile
 from pathlib import Path
@@ -25,11 +27,9 @@ import torch
 from common import header, parse, stamp
 
 from pqd import qat as quant
-from pqd.checkpoint import save_checkpoint
 from pqd.data import load_data, prepare
-from pqd.measure import deploy, deployed_runner, interleaved_latency
+from pqd.measure import deployed_runner, fake_quant_runner, interleaved_latency
 from pqd.models import build_model
-from pqd.runtimes import export_onnx, make_runner
 from pqd.train import Callbacks, FitSettings, evaluate, fit
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -66,12 +66,10 @@ def accuracy_rows(width: float, epochs: int, threads: int) -> list[str]:
         q = quant.prepare_qat(vit, 32)
         fit(q, data, FitSettings(epochs=1, lr=5e-4, batch_size=64, optimizer="adamw"), callbacks=quiet)
         meta = {"backbone": "vit", "num_classes": 10, "width": width, "reduce_range": True}
-        src, dep, onnx = (str(Path(tmp) / n) for n in ("qat.pt", "deployed.pt", "deployed.onnx"))
-        save_checkpoint(src, q.state_dict(), {**meta, "form": "qat"})
-        deploy(src, dep)
-        export_onnx(dep, onnx, source=src)
-        fake = evaluate(quant.for_export(q), data)
-        acc = {rt: evaluate(make_runner(rt, dep, onnx, threads), data) for rt in RUNTIMES}
+        # each runtime gets the INT8 graph the workflow deploys to it (fake_quant_runner: deploy, then
+        # that runtime's export); the fake-quantized model is scored before (export freezes its observers)
+        fake = evaluate(quant.for_export(copy.deepcopy(q)), data)
+        acc = {rt: evaluate(fake_quant_runner(q, meta, tmp, f"acc_{rt}", rt, threads), data) for rt in RUNTIMES}
     return [f"| {width:g} | fake-quantized (PyTorch) | {fake:.2f} | - |"] + [
         f"| {width:g} | INT8 {rt} | {a:.2f} | {a - fake:+.2f} |" for rt, a in acc.items()
     ]
