@@ -1,13 +1,15 @@
 """Top-1 of deployed models in every runtime on the same test images, and how often each runtime's
 prediction equals PyTorch's, image by image.
 
-    python bench/agreement.py --data data/pqd-cache/c10jpg.pt \\
-        results_c10jpg/resnet20_c10jpg/{q,pqd}/deployed.pt        # models made by the workflow
+    python bench/agreement.py --data data/pqd-cache/c10jpg-32px.pt \\
+        results_c10jpg/resnet20_c10jpg/q/qat_int8.pt results_c10jpg/resnet20_c10jpg/pqd/distilled_int8.pt
     python bench/agreement.py --smoke                              # a tiny trained model on digits (CI)
 
-Each deployed model is exported to ONNX exactly as the ``export_onnx`` rule does (into a
-temporary folder), then evaluated in PyTorch, ONNX Runtime and OpenVINO. Issue 3's bar: every
-runtime's top-1 within 0.3 points of PyTorch's on the same INT8 model.
+Each pipeline's final model (fake-quantized, or FP32) is deployed in every runtime as the workflow
+deploys it (:func:`pqd.measure.fake_quant_runner` / :func:`pqd.measure.deployed_runner`: PyTorch's
+converted INT8 model, ONNX Runtime's QDQ graph, OpenVINO's weighted-inputs graph; into a temporary
+folder), then evaluated in PyTorch, ONNX Runtime and OpenVINO. Issue 3's bar: every runtime's top-1
+within 0.3 points of PyTorch's on the same INT8 model.
 """
 
 from __future__ import annotations
@@ -21,18 +23,15 @@ import torch
 from common import header, parse, row, stamp
 
 from pqd.data import load_data
-from pqd.runtimes import export_onnx, make_runner
+from pqd.measure import deployed_runner, fake_quant_runner
+from pqd.model_io import load_model
+from pqd.train import predict
 
 RUNTIMES_COMPARED = ("torch", "onnxruntime", "openvino")
 
 
-@torch.inference_mode()
-def predictions(run, data, batch_size: int = 500) -> torch.Tensor:
-    return torch.cat([run(x).argmax(1) for x, _ in data.batches("test", batch_size)])
-
-
 def smoke_model(tmp: Path) -> tuple[str, str]:
-    """A briefly trained INT8 ResNet-20 (width 0.25) on digits, deployed like the workflow does."""
+    """A briefly trained fake-quantized ResNet-20 (width 0.25) on digits, saved as a pipeline's final model."""
     from pqd import qat as quant
     from pqd.checkpoint import save_checkpoint
     from pqd.data import prepare
@@ -45,14 +44,24 @@ def smoke_model(tmp: Path) -> tuple[str, str]:
     torch.manual_seed(0)
     q = quant.prepare_qat(build_model("resnet20", 10, 0.25), 32)
     fit(q, data, FitSettings(epochs=2, lr=0.05, batch_size=64), callbacks=Callbacks(log=io.StringIO()))
-    meta = {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "int8", "reduce_range": True}
-    save_checkpoint(tmp / "deployed.pt", quant.convert(q).state_dict(), meta)
-    return str(tmp / "deployed.pt"), cache
+    meta = {"backbone": "resnet20", "num_classes": 10, "width": 0.25, "form": "qat", "reduce_range": True}
+    save_checkpoint(tmp / "qat_int8.pt", q.state_dict(), meta)
+    return str(tmp / "qat_int8.pt"), cache
+
+
+def deployed(path: str, workdir: str, threads: int) -> dict:
+    """The runner of each compared runtime for the pipeline's final model at ``path``."""
+    model, meta = load_model(path)
+    if meta["form"] not in ("qat", "fp32"):
+        raise SystemExit(f"{path} is {meta['form']}: pass the pipeline's final model (qat or fp32), not deployed.pt")
+    if meta["form"] == "qat":
+        return {rt: fake_quant_runner(model, meta, workdir, rt, rt, threads) for rt in RUNTIMES_COMPARED}
+    return {rt: deployed_runner(model, meta, "fp32", workdir, rt, rt, threads) for rt in RUNTIMES_COMPARED}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("deployed", nargs="*")
+    ap.add_argument("models", nargs="*", help="pipelines' final models (results/<exp>/<chain>/<stage>.pt)")
     ap.add_argument("--data", help="a pqd dataset cache (data/pqd-cache/<name>.pt)")
     ap.add_argument("--mean", type=float, nargs=3, help="normalisation the model was trained with, if not the cache's")
     ap.add_argument("--std", type=float, nargs=3)
@@ -62,8 +71,8 @@ def main() -> None:
     print(stamp())
     with tempfile.TemporaryDirectory() as tmp:
         if a.smoke:
-            deployed, a.data = smoke_model(Path(tmp))
-            a.deployed = [deployed]
+            final, a.data = smoke_model(Path(tmp))
+            a.models = [final]
         normalize = {"mean": a.mean, "std": a.std} if a.mean else None
         data = load_data(a.data, normalize=normalize)
         print(f"# {len(data.test_y)} test images from {a.data}")
@@ -75,10 +84,12 @@ def main() -> None:
                 + [f"{r} same prediction %" for r in RUNTIMES_COMPARED[1:]]
             )
         )
-        for i, path in enumerate(a.deployed):
-            onnx_path = str(Path(tmp) / f"m{i}.onnx")
-            export_onnx(path, onnx_path)
-            preds = {r: predictions(make_runner(r, path, onnx_path, a.threads), data) for r in RUNTIMES_COMPARED}
+        for i, path in enumerate(a.models):
+            (Path(tmp) / f"m{i}").mkdir()
+            preds = {
+                r: predict(run, data, batch_size=500)
+                for r, run in deployed(path, str(Path(tmp) / f"m{i}"), a.threads).items()
+            }
             acc = {r: 100.0 * (p == data.test_y).float().mean().item() for r, p in preds.items()}
             same = {r: 100.0 * (preds[r] == preds["torch"]).float().mean().item() for r in RUNTIMES_COMPARED[1:]}
             print(
