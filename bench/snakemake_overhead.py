@@ -1,4 +1,5 @@
-"""Snakemake's own cost on a large grid: dry-run time, no-op rerun time, jobs after one edit.
+"""Snakemake's own cost on a large grid: dry-run time, no-op rerun time, jobs after one edit; and
+what every job pays to start Python with what it imports.
 
     python bench/snakemake_overhead.py            # 3 backbones x 2 datasets x 16 pipelines
     python bench/snakemake_overhead.py --smoke    # 1 x 1 x 3, for CI
@@ -6,6 +7,10 @@
 Runs in a temporary copy of the workflow. The 'built' state is faked without training: a first
 `snakemake --touch` records each job's metadata (params, code) as a real run would, every output
 the dry run plans is then created empty, and a second `--touch` orders their times along the DAG. That is all a no-op rerun and the rerun decision look at.
+
+Per-job start-up: each job is a ``python3 -m pqd <command>`` process, which imports torch and the
+modules its command needs before doing any work; the median wall time of importing them in a fresh
+interpreter (``--startup-runs`` times each, alternating) is what a job costs before its first step.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
+
+from common import stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +38,26 @@ def smk(wd: Path, *args: str) -> tuple[float, str]:
     return time.perf_counter() - t0, res.stdout + res.stderr
 
 
+# what each kind of job imports before its work: a stage, a deploy/evaluate/latency job, a report
+STARTUP = {
+    "python alone": "pass",
+    "stage job (pqd.runner)": "import pqd.runner",
+    "measurement job (pqd.measure and OpenVINO)": "import pqd.measure, pqd.runtimes; pqd.runtimes.import_openvino()",
+    "report job (pqd.report)": "import pqd.report",
+}
+
+
+def startup(runs: int) -> dict[str, float]:
+    """Median wall seconds of a fresh interpreter importing each job kind's modules, alternating kinds."""
+    times: dict[str, list[float]] = {k: [] for k in STARTUP}
+    for _ in range(runs):
+        for kind, code in STARTUP.items():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+            times[kind].append(time.perf_counter() - t0)
+    return {k: median(v) for k, v in times.items()}
+
+
 def jobs(out: str) -> int:
     m = re.search(r"^total\s+(\d+)", out, re.M)
     return int(m.group(1)) if m else 0
@@ -38,7 +66,10 @@ def jobs(out: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--startup-runs", type=int, default=10)
     a = ap.parse_args()
+    if a.smoke:
+        a.startup_runs = 1
     backbones, datasets = (
         (["resnet20"], ["digits"]) if a.smoke else (["resnet20", "vgg16", "resnet18"], ["digits", "c10"])
     )
@@ -83,13 +114,16 @@ def main() -> None:
         edit, out = smk(wd, "-n", "--configfile", "grid.yaml", "edit.yaml")
         after_edit = jobs(out)
         assert after_edit > 0, "the edit should rerun the distillation jobs"
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {len(exps)} experiments x {len(pipes)} pipelines")
+    start = startup(a.startup_runs)
+    print(stamp(f"{len(exps)} experiments x {len(pipes)} pipelines"))
     print("| measure | value |\n|---|---|")
     print(f"| jobs in the grid | {total} |")
     print(f"| dry-run, nothing built | {dry:.1f} s |")
     print(f"| no-op rerun, all built | {noop:.1f} s |")
     print(f"| dry-run after editing stages.d.temperature | {edit:.1f} s |")
     print(f"| jobs to rerun after that edit | {after_edit} of {total} |")
+    for kind, seconds in start.items():
+        print(f"| start-up of a {kind}, median of {a.startup_runs} | {seconds:.2f} s |")
 
 
 if __name__ == "__main__":
