@@ -124,8 +124,7 @@ def test_the_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
 
 def test_the_workflow_layer_imports_without_torch():
     """The Snakefile imports these while the DAG is built, on login nodes too: torch stays out."""
-    mods = [m for m in LAYERS[TORCH_FREE]]
-    code = f"import sys; import {', '.join(mods)}; print('torch' in sys.modules)"
+    code = f"import sys; import {', '.join(LAYERS[TORCH_FREE])}; print('torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "False"
