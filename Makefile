@@ -22,8 +22,9 @@ quickstart: install
 	$(VENV)/bin/snakemake -j2
 	@cat results/resnet20_digits/summary.md
 
+# two worker processes (pytest-xdist), whole files each: one process leaves a core idle about 40% of the time
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n logical --dist loadfile
 
 # what CI checks before the tests: ruff (lint and format, settings in pyproject.toml) and snakefmt
 lint: install
