@@ -13,25 +13,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 from pqd import codehash, interrupts
 from pqd.errors import PqdError
 from pqd.params import CurveParams, DatasetParams, EvalParams, MeasureSettings, StageParams
 
 Command = Callable[[argparse.Namespace], object]
-COMMANDS: dict[str, tuple[Command, str, tuple[tuple[str, dict], ...]]] = {}
+Brief = Callable[[dict], object]
+COMMANDS: dict[str, tuple[Command, str, tuple[tuple[str, dict], ...], Optional[Brief]]] = {}
 
 
-def command(help: str, required: str = "", **optional: dict) -> Callable[[Command], Command]:
+def command(
+    help: str, required: str = "", writes: Optional[Brief] = None, **optional: dict
+) -> Callable[[Command], Command]:
     """Register ``cmd_<name>`` as subcommand ``<name>`` with its own options: ``required`` names
     the required ones (space-separated, ``--`` left off), each keyword another one's argparse
-    settings (``dense_onnx={}`` is an optional ``--dense-onnx``)."""
+    settings (``dense_onnx={}`` is an optional ``--dense-onnx``). With ``writes``, the command
+    returns a JSON result that :func:`main` writes to ``--output`` (atomically) and logs as
+    ``writes(result)``: one way for every command whose output is a JSON record."""
     args = tuple((f"--{name}", {"required": True}) for name in required.split())
     args += tuple((f"--{name.replace('_', '-')}", kw) for name, kw in optional.items())
 
     def deco(fn: Command) -> Command:
-        COMMANDS[fn.__name__.removeprefix("cmd_")] = (fn, help, args)
+        COMMANDS[fn.__name__.removeprefix("cmd_")] = (fn, help, args, writes)
         return fn
 
     return deco
@@ -52,17 +57,18 @@ def cmd_data(a: argparse.Namespace) -> object:
     return prepare(p.name, p.spec, p.root, a.output, p.image_size)
 
 
-@command("check which stages a backbone can take (run by pqd.capability while the DAG is built)", "params output")
+@command(
+    "check which stages a backbone can take (run by pqd.capability while the DAG is built)",
+    "params output",
+    writes=lambda res: {k: v["ok"] for k, v in res.items()},
+)
 def cmd_probe(a: argparse.Namespace) -> object:
     from pqd.catalog import BackboneSpec
-    from pqd.checkpoint import write_json
     from pqd.probe import probe
 
     p = json.loads(a.params)
     _threads(2)
-    res = probe(BackboneSpec.from_dict(p["backbone"]), p["width"], p["runtime"])
-    write_json(a.output, res)
-    return {k: v["ok"] for k, v in res.items()}
+    return probe(BackboneSpec.from_dict(p["backbone"]), p["width"], p["runtime"])
 
 
 @command(
@@ -83,16 +89,17 @@ def cmd_stage(a: argparse.Namespace) -> object:
     return {"accuracy": run_stage(p, a.data, a.output, a.input, a.teacher, resume_key=key, curve=a.curve)["accuracy"]}
 
 
-@command("latency of a model pruned at a grid of channel ratios, relative to the unpruned model", "input params output")
+@command(
+    "latency of a model pruned at a grid of channel ratios, relative to the unpruned model",
+    "input params output",
+    writes=lambda res: {"keep": {pt["ratio"]: round(pt["keep"], 3) for pt in res["points"]}},
+)
 def cmd_curve(a: argparse.Namespace) -> object:
-    from pqd.checkpoint import write_json
     from pqd.latency_curve import measure_curve
 
     p = CurveParams.from_json(a.params)
     _threads(p.measure.threads)
-    res = measure_curve(a.input, p)
-    write_json(a.output, res)
-    return {"keep": {pt["ratio"]: round(pt["keep"], 3) for pt in res["points"]}}
+    return measure_curve(a.input, p)
 
 
 @command("convert a pipeline's final model to its deployable form", "input output")
@@ -109,17 +116,15 @@ def cmd_deploy(a: argparse.Namespace) -> object:
     threads={"type": int, "default": 1},
     predictions={"help": "also write every test image's predicted class here (.npz)"},
     default_precision={"action": "store_true", "help": "also score an FP32 model in the runtime's default precision"},
+    writes=lambda res: {"accuracy": res["accuracy"]},
 )
 def cmd_evaluate(a: argparse.Namespace) -> object:
-    from pqd.checkpoint import write_json
     from pqd.data import data_for
     from pqd.measure import evaluate
 
     p = EvalParams.from_json(a.params)
     _threads(a.threads)
-    res = evaluate(a.input, data_for(p.data, a.data), p.runtime, a.onnx, a.threads, a.predictions, a.default_precision)
-    write_json(a.output, res)
-    return {"accuracy": res["accuracy"]}
+    return evaluate(a.input, data_for(p.data, a.data), p.runtime, a.onnx, a.threads, a.predictions, a.default_precision)
 
 
 @command(
@@ -128,16 +133,14 @@ def cmd_evaluate(a: argparse.Namespace) -> object:
     onnx={},
     dense_onnx={},
     reference={"help": "the model that entered a latency-targeted s: timed too, in the deployed form"},
+    writes=lambda res: {"speedup": res["speedup_vs_dense_fp32"], "median_ms": res["model"]["median_ms"]},
 )
 def cmd_latency(a: argparse.Namespace) -> object:
-    from pqd.checkpoint import write_json
     from pqd.measure import latency
 
     p = MeasureSettings.from_json(a.params)
     _threads(p.threads)
-    res = latency(a.input, a.dense, p, a.onnx, a.dense_onnx, reference=a.reference)
-    write_json(a.output, res)
-    return {"speedup": res["speedup_vs_dense_fp32"], "median_ms": res["model"]["median_ms"]}
+    return latency(a.input, a.dense, p, onnx_path=a.onnx, dense_onnx=a.dense_onnx, reference=a.reference)
 
 
 @command(
@@ -190,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m pqd", description=__doc__.splitlines()[0])
     p.add_argument("--track", default="", help="comma-separated entry modules the job's code hash covers")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, (_, help_text, args) in COMMANDS.items():
+    for name, (_, help_text, args, _) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         for flag, kw in args:
             sp.add_argument(flag, **kw)
@@ -214,7 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     interrupts.stop_cleanly_on_signals()
     interrupts.watch_workflow()
     try:
-        out = COMMANDS[a.command][0](a)
+        fn, _, _, writes = COMMANDS[a.command]
+        out = fn(a)
+        if writes is not None:
+            from pqd.checkpoint import write_json
+
+            write_json(a.output, out)
+            out = writes(out)
         check_tracked(a.track)
     except PqdError as e:
         print(f"pqd: error: {e}", file=sys.stderr)

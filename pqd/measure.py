@@ -344,6 +344,7 @@ def latency(
     deployed: str,
     dense: str,
     settings: MeasureSettings,
+    *,
     onnx_path: Optional[str] = None,
     dense_onnx: Optional[str] = None,
     reference: Optional[str] = None,

@@ -108,7 +108,8 @@ class StageSpec:
     ``settings`` are the stage's config keys as JSON-schema properties, each with its default:
     the schema's ``stages.<letter>`` block is generated from them and closed to other keys.
     ``epochs`` are its default epochs per built-in protocol (a config's ``protocols`` lists only
-    what differs). ``record`` names the keys of the stage's record that ``report.json`` carries.
+    what differs); unless a spec says otherwise, those of a fine-tuning stage: one epoch in the quick
+    protocol, the paper's 40 in its own. ``record`` names the keys of the stage's record that ``report.json`` carries.
     ``imports`` names a setting holding a file that replaces training when set (bring your own).
     ``latency_curve``: when its settings set a latency target (:func:`latency_target`), the stage
     also reads the latency curve of its input model, measured by the ``latency_curve`` rule where
@@ -127,7 +128,7 @@ class StageSpec:
     artifact: str
     module: str
     settings: Mapping[str, dict] = field(default_factory=dict)
-    epochs: Mapping[str, int] = field(default_factory=dict)
+    epochs: Mapping[str, int] = field(default_factory=lambda: {"quick": 1, "paper": 40})  # a fine-tuning stage's
     quantizes: bool = False
     structural: bool = False
     starts: bool = False
@@ -232,7 +233,6 @@ STAGES: Registry[StageSpec] = Registry.of(
         quantizes=True,
         probe="quantize",
         settings={"lr": _lr(0.01)},
-        epochs={"quick": 1, "paper": 40},
         doc="INT8 quantization-aware training (FX graph mode, x86 backend)",
     ),
     StageSpec(
@@ -256,7 +256,6 @@ STAGES: Registry[StageSpec] = Registry.of(
                 "prefix of the pipeline)",
             },
         },
-        epochs={"quick": 1, "paper": 40},
         record=("teacher",),
         doc="Hinton knowledge distillation from a chosen teacher (the dense FP32 model by default)",
     ),
@@ -266,7 +265,6 @@ STAGES: Registry[StageSpec] = Registry.of(
         "finetuned",
         "pqd.stages.finetune",
         settings={"lr": _lr(0.01)},
-        epochs={"quick": 1, "paper": 40},
         record=("segments",),
         doc="plain cross-entropy fine-tuning; ctl-<pipeline> runs it with that pipeline's epochs and "
         "learning rates (the equal-budget control)",
@@ -362,8 +360,6 @@ STAGES: Registry[StageSpec] = Registry.of(
         "lowrank",
         "lowrank",
         "pqd.stages.lowrank",
-        structural=True,
-        probe="lowrank",
         settings={
             "lr": _lr(0.01),
             "energy": _fraction(
@@ -374,6 +370,8 @@ STAGES: Registry[StageSpec] = Registry.of(
             ),
             **EXCLUDE,
         },
+        structural=True,
+        probe="lowrank",
         epochs={"quick": 1, "paper": 20},
         record=("factorized",),
         budget=("energy", "rank_ratio"),
@@ -402,7 +400,6 @@ STAGES: Registry[StageSpec] = Registry.of(
                 "teacher forward (follow)",
             ),
         },
-        epochs={"quick": 1, "paper": 40},
         record=("teacher",),
         doc="PQK: distil from a teacher made of the student's kept weights plus the pruned-away ones",
     ),

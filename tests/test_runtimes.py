@@ -247,7 +247,9 @@ def test_the_runtimes_default_precision_is_a_timed_baseline_and_evaluated(int8_a
     )
     export_onnx(str(tmp_path / "dense.pt"), str(tmp_path / "dense.onnx"))
     settings = MeasureSettings(runtime="openvino", threads=1, runs=20, warmup=2, rounds=4)
-    lat = latency(deployed, str(tmp_path / "dense.pt"), settings, ov_path, str(tmp_path / "dense.onnx"))
+    lat = latency(
+        deployed, str(tmp_path / "dense.pt"), settings, onnx_path=ov_path, dense_onnx=str(tmp_path / "dense.onnx")
+    )
     reduced = {"avx512_bf16", "amx_bf16"} & set(cpu_info()["isa"])
     precision = lat["inference_precision"]
     assert precision["dense_runtime"] == "f32" and precision["dense_fp32"] == "f32"
@@ -284,7 +286,7 @@ def test_throughput_is_measured_beside_latency_for_the_model_and_its_baseline(in
         export_onnx(deployed, onnx, source=str(Path(deployed).parent / "qat.pt"), runtime=runtime)
         export_onnx(str(tmp_path / "dense.pt"), dense_onnx)
     settings = MeasureSettings(runtime=runtime, threads=1, runs=200, warmup=5, rounds=8, throughput_rounds=4)
-    lat = latency(deployed, str(tmp_path / "dense.pt"), settings, onnx, dense_onnx)
+    lat = latency(deployed, str(tmp_path / "dense.pt"), settings, onnx_path=onnx, dense_onnx=dense_onnx)
     tput = lat["throughput"]
     # every untrained dense form on offer is timed at throughput; the one with the most images/s is its baseline
     assert {"model", lat["baseline"], lat["throughput_baseline"]} <= set(tput)
@@ -310,4 +312,4 @@ def test_throughput_is_measured_beside_latency_for_the_model_and_its_baseline(in
         res = interleaved_latency({"tp": tp, "one": one}, runs=40, warmup=5, rounds=20, threads=1, image_size=32)
         assert 0.3 < (tp.images / res["tp"]["median_ms"]) / (1 / res["one"]["median_ms"]) < 3.3
     off = dataclasses.replace(settings, throughput_rounds=0)
-    assert "throughput" not in latency(deployed, str(tmp_path / "dense.pt"), off, onnx, dense_onnx)
+    assert "throughput" not in latency(deployed, str(tmp_path / "dense.pt"), off, onnx_path=onnx, dense_onnx=dense_onnx)
