@@ -24,7 +24,7 @@ quickstart: install
 
 # two worker processes (pytest-xdist), whole files each: one process leaves a core idle about 40% of the time
 test: install
-	$(PY) -m pytest -q -n logical --dist loadfile
+	$(PY) -m pytest -q -n logical --dist loadfile --no-loadscope-reorder
 
 # what CI checks before the tests: ruff (lint and format, settings in pyproject.toml) and snakefmt
 lint: install

@@ -49,6 +49,7 @@ def smoke_overlays(tmp: Path) -> tuple[Path, Path]:  # (phase 1's, phase 2's)
         "experiments": ["resnet20_digits"],
         "width": 0.25,
         "protocols": {"reduced": {"dense": 1, "s": 1, "q": 1, "d": 1}},
+        "threads": {"train": 1, "eval": 1},  # tiny jobs: one thread each
         "measure": {"runs": 200, "warmup": 2, "rounds": 4, "throughput_rounds": 0},  # images/s: not read here
         "overrides": {},
         # a MACs budget (a tiny model's latency curve is too flat and noisy to promise a latency target),

@@ -6,17 +6,20 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-# `make test` runs the suite in two processes (pytest-xdist, `-n logical --dist loadfile`): whole files
-# go to a worker in collection order, so the slowest files (measured: the durations list of a full
-# run) are collected first and the rest fill in around them. Within a file the order is unchanged.
+# `make test` runs the suite in one process per core (pytest-xdist, `-n logical --dist loadfile
+# --no-loadscope-reorder`): whole files go to a worker in collection order, so the slowest files
+# (measured: the durations list of a full run, 2026-12-08) are collected first and the short ones fill
+# in around them. Within a file the order is unchanged.
 SLOW_FIRST = (
-    "test_byo_models.py",
     "test_workflow.py",
     "test_bench_smoke.py",
-    "test_slurm.py",
+    "test_byo_models.py",
     "test_codehash.py",
     "test_bad_input.py",
     "test_resume.py",
+    "test_slurm.py",
+    "test_stages_ext.py",
+    "test_runtimes.py",
 )
 # each worker's own torch threads: one per worker when the workers share the cores
 THREADS = 2 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) <= 1 else 1

@@ -93,13 +93,17 @@ def stage_params(
     width: float = 0.5,
     epochs: int | None = None,
     batch_size: int = 64,
+    threads: int = 1,
     **settings,
 ) -> StageParams:
     """The params the workflow would give the job producing the model after ``chain`` ('' = dense)
-    in experiment ``{backbone}_digits``, with stage settings and epochs overridden."""
+    in experiment ``{backbone}_digits``, with stage settings, epochs and threads overridden (one
+    thread: the tests' models are tiny, and the suite runs in two processes)."""
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     cfg["width"] = width
     cfg["train"]["batch_size"] = batch_size
     exp = f"{backbone}_digits"
     p = pc.stage_params(pc.experiment(cfg, exp, SCHEMA), exp, chain)
-    return dataclasses.replace(p, settings={**p.settings, **settings}, epochs=p.epochs if epochs is None else epochs)
+    return dataclasses.replace(
+        p, settings={**p.settings, **settings}, epochs=p.epochs if epochs is None else epochs, threads=threads
+    )

@@ -291,11 +291,11 @@ def test_run_from_another_directory_uses_this_workflows_config_and_code(wd: Path
 
 
 def test_the_thread_count_is_a_tracked_setting_and_recorded(wd: Path):
-    res = smk(wd, "--summary", DENSE, edit="threads: {train: 1}")
+    res = smk(wd, "--summary", DENSE, edit="threads: {train: 2}")
     rows = [line.split("\t") for line in res.stdout.splitlines() if line.startswith(("results/", "data/"))]
     assert {r[2]: r[4] for r in rows} == {"dense": "params changed", "prepare_data": "ok"}
     meta = torch.load(wd / DENSE, weights_only=True)["meta"]
-    assert meta["history"][-1]["threads"] == 2 and meta["history"][-1]["config"]["threads"] == 2
+    assert meta["history"][-1]["threads"] == 1 and meta["history"][-1]["config"]["threads"] == 1
 
 
 # --- interruptions ---------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def test_j4_on_this_machine_never_runs_more_training_threads_than_cores(wd: Path
     import os
 
     exps = ["resnet32_digits", "resnet44_digits"]
-    res = smk(wd, "-j4", *[f"results/{e}/dense/dense.pt" for e in exps])
+    res = smk(wd, "-j4", *[f"results/{e}/dense/dense.pt" for e in exps], edit="threads: {train: 2}\n")
     running, peak = 0, 0
     for line in (res.stdout + res.stderr).splitlines():
         if line.strip() == "localrule dense:":
@@ -158,7 +158,7 @@ def test_j4_on_this_machine_never_runs_more_training_threads_than_cores(wd: Path
             peak = max(peak, running)
         elif re.match(r"Finished jobid: \d+ \(Rule: dense\)", line):
             running -= 1
-    threads = 2  # config threads.train
+    threads = 2  # threads.train, as edited
     assert peak == max(1, min(4, os.cpu_count()) // threads)
 
 
