@@ -25,15 +25,17 @@ COMMANDS: dict[str, tuple[Command, str, tuple[tuple[str, dict], ...], Optional[B
 
 
 def command(
-    help: str, required: str = "", writes: Optional[Brief] = None, **optional: dict
+    help: str, required: str = "", optional: str = "", writes: Optional[Brief] = None, **options: dict
 ) -> Callable[[Command], Command]:
     """Register ``cmd_<name>`` as subcommand ``<name>`` with its own options: ``required`` names
-    the required ones (space-separated, ``--`` left off), each keyword another one's argparse
-    settings (``dense_onnx={}`` is an optional ``--dense-onnx``). With ``writes``, the command
-    returns a JSON result that :func:`main` writes to ``--output`` (atomically) and logs as
-    ``writes(result)``: one way for every command whose output is a JSON record."""
+    the required ones and ``optional`` the optional plain ones (space-separated, ``--`` left off,
+    ``dense_onnx`` is ``--dense-onnx``), each keyword another option's argparse settings. With
+    ``writes``, the command returns a JSON result that :func:`main` writes to ``--output``
+    (atomically) and logs as ``writes(result)``: one way for every command whose output is a JSON
+    record."""
     args = tuple((f"--{name}", {"required": True}) for name in required.split())
-    args += tuple((f"--{name.replace('_', '-')}", kw) for name, kw in optional.items())
+    args += tuple((f"--{name.replace('_', '-')}", {}) for name in optional.split())
+    args += tuple((f"--{name.replace('_', '-')}", kw) for name, kw in options.items())
 
     def deco(fn: Command) -> Command:
         COMMANDS[fn.__name__.removeprefix("cmd_")] = (fn, help, args, writes)
@@ -74,8 +76,7 @@ def cmd_probe(a: argparse.Namespace) -> object:
 @command(
     "run one stage (dense training included) on the model after a chain's prefix",
     "params data output",
-    input={},
-    teacher={},
+    "input teacher",
     curve={"help": "latency curve of the input model (a stage pruning to a latency target)"},
 )
 def cmd_stage(a: argparse.Namespace) -> object:
@@ -112,7 +113,7 @@ def cmd_deploy(a: argparse.Namespace) -> object:
 @command(
     "top-1 accuracy, size and sparsity of the deployed model",
     "input data params output",
-    onnx={},
+    "onnx",
     threads={"type": int, "default": 1},
     predictions={"help": "also write every test image's predicted class here (.npz)"},
     default_precision={"action": "store_true", "help": "also score an FP32 model in the runtime's default precision"},
@@ -130,8 +131,7 @@ def cmd_evaluate(a: argparse.Namespace) -> object:
 @command(
     "batch-1 latency of the deployed model against dense FP32",
     "input dense params output",
-    onnx={},
-    dense_onnx={},
+    "onnx dense_onnx",
     reference={"help": "the model that entered a latency-targeted s: timed too, in the deployed form"},
     writes=lambda res: {"speedup": res["speedup_vs_dense_fp32"], "median_ms": res["model"]["median_ms"]},
 )
@@ -166,9 +166,8 @@ def cmd_report(a: argparse.Namespace) -> object:
 @command(
     "summary table and frontier plots of an experiment",
     "csv md plot",
+    "pairwise pairwise_md",
     reports={"nargs": "+", "required": True},
-    pairwise={},
-    pairwise_md={},
     html={"help": "the verdict and headline table as HTML (for snakemake --report)"},
     max_loss={
         "default": "1.0",

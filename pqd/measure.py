@@ -345,9 +345,9 @@ def latency(
     dense: str,
     settings: MeasureSettings,
     *,
-    onnx_path: Optional[str] = None,
-    dense_onnx: Optional[str] = None,
-    reference: Optional[str] = None,
+    onnx_path: str | None = None,
+    dense_onnx: str | None = None,
+    reference: str | None = None,
 ) -> dict:
     """Latency of the deployed model in the configured runtime and of the dense FP32 model in
     PyTorch eager (the common baseline), measured together. When the runtime is not PyTorch,
