@@ -54,10 +54,18 @@ def overlay(settings: dict) -> Path:
     return Path(f.name)
 
 
-def snakemake(targets: list[str], configs: list[Path]) -> None:
-    """``snakemake -j2 TARGETS --configfile CONFIGS`` in the repository, echoed to stderr; a failed
-    workflow stops the script."""
-    # targets first: --configfile takes every argument after it
-    cmd = [sys.executable, "-m", "snakemake", "-j2", *targets, "--configfile", *map(str, configs)]
+def snakemake(
+    targets: list[str], configs: list[Path], flags: Iterable[str] = (), cwd: Path = ROOT, capture: bool = False
+) -> subprocess.CompletedProcess:
+    """``snakemake -j2 FLAGS TARGETS --configfile CONFIGS`` in ``cwd`` (the repository), echoed to
+    stderr; a failed workflow stops the script (with the end of its output, when ``capture`` keeps
+    it). The one way every bench script runs the workflow."""
+    # targets before --configfile: it takes every argument after it
+    cmd = [sys.executable, "-m", "snakemake", "-j2", *flags, *targets, "--configfile", *map(str, configs)]
     print("+", " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    res = subprocess.run(cmd, cwd=cwd, capture_output=capture, text=True)
+    if res.returncode:
+        raise SystemExit(
+            f"snakemake failed ({res.returncode})\n" + (res.stdout or "")[-2000:] + (res.stderr or "")[-2000:]
+        )
+    return res

@@ -25,16 +25,15 @@ import time
 from pathlib import Path
 from statistics import median
 
-from common import stamp
+from common import snakemake, stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def smk(wd: Path, *args: str) -> tuple[float, str]:
+def smk(wd: Path, flags: list[str], configs: list[str]) -> tuple[float, str]:
+    """Wall seconds and output of one Snakemake run in the grid's copy of the workflow."""
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-j2", *args], cwd=wd, capture_output=True, text=True)
-    if res.returncode:
-        raise SystemExit(res.stdout[-2000:] + res.stderr[-2000:])
+    res = snakemake([], [Path(c) for c in configs], flags=flags, cwd=wd, capture=True)
     return time.perf_counter() - t0, res.stdout + res.stderr
 
 
@@ -100,18 +99,18 @@ def main() -> None:
         ]
         (wd / "grid.yaml").write_text(f"experiments: {exps}\npipelines: {pipes}\n")
         (wd / "edit.yaml").write_text("stages: {d: {temperature: 2.0}}\n")
-        dry, out = smk(wd, "-n", "--configfile", "grid.yaml")
+        dry, out = smk(wd, ["-n"], ["grid.yaml"])
         total = jobs(out)
-        smk(wd, "--touch", "--configfile", "grid.yaml")  # records every job's params and code
+        smk(wd, ["--touch"], ["grid.yaml"])  # records every job's params and code
         for line in out.splitlines():
             if line.strip().startswith("output:"):
                 for f in line.split(":", 1)[1].split(","):
                     (wd / f.strip()).parent.mkdir(parents=True, exist_ok=True)
                     (wd / f.strip()).touch()
-        smk(wd, "--touch", "--configfile", "grid.yaml")  # orders the new files' times along the DAG
-        noop, out = smk(wd, "--configfile", "grid.yaml")
+        smk(wd, ["--touch"], ["grid.yaml"])  # orders the new files' times along the DAG
+        noop, out = smk(wd, [], ["grid.yaml"])
         assert "Nothing to be done" in out, out[-500:]
-        edit, out = smk(wd, "-n", "--configfile", "grid.yaml", "edit.yaml")
+        edit, out = smk(wd, ["-n"], ["grid.yaml", "edit.yaml"])
         after_edit = jobs(out)
         assert after_edit > 0, "the edit should rerun the distillation jobs"
     start = startup(a.startup_runs)
