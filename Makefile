@@ -22,7 +22,8 @@ quickstart: install
 	$(VENV)/bin/snakemake -j2
 	@cat results/resnet20_digits/summary.md
 
-# two worker processes (pytest-xdist), whole files each: one process leaves a core idle about 40% of the time
+# one worker process per logical CPU (pytest-xdist), whole files each: a single process left a core idle about
+# 40% of the time (BENCHMARKS.md section 3)
 test: install
 	$(PY) -m pytest -q -n logical --dist loadfile --no-loadscope-reorder
 
